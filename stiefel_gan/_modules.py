@@ -1,0 +1,44 @@
+"""Selecting the layers of a model that a transformation (``stiefelize``, SN, ...) applies to."""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Callable, Iterator, Sequence, Union
+
+from torch import nn
+
+#: ``None`` (every layer of the right type), a predicate on ``(qualified_name, module)``,
+#: or glob patterns over qualified names such as ``"layer1.*"`` or ``"fc"``.
+LayerFilter = Union[None, Callable[[str, nn.Module], bool], str, Sequence[str]]
+
+
+def _as_predicate(include: LayerFilter) -> Callable[[str, nn.Module], bool]:
+    if include is None:
+        return lambda name, module: True
+    if callable(include):
+        return include
+    patterns = [include] if isinstance(include, str) else list(include)
+    if not all(isinstance(p, str) for p in patterns):
+        raise ValueError(
+            f"include={include!r} is not allowed: use None, a callable (name, module) -> bool, "
+            "or glob patterns over layer names"
+        )
+    return lambda name, module: any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def select_layers(
+    model: nn.Module, types: tuple[type, ...], include: LayerFilter = None
+) -> Iterator[tuple[str, nn.Module, str, nn.Module]]:
+    """Yield ``(qualified_name, module, attribute_name, parent)`` for each selected layer.
+
+    The list is materialised first, so callers may replace the yielded modules in place.
+    """
+    keep = _as_predicate(include)
+    selected = []
+    for parent_name, parent in model.named_modules():
+        for attr, child in parent.named_children():
+            name = f"{parent_name}.{attr}" if parent_name else attr
+            # exact type match: a subclass (e.g. an already converted layer) is left alone
+            if type(child) in types and keep(name, child):
+                selected.append((name, child, attr, parent))
+    yield from selected
