@@ -1,0 +1,259 @@
+r"""Spectra: small modules that produce the singular values ``lambda`` of a Stiefel layer.
+
+A spectrum is written once, unbound (it does not know how many singular values a layer has),
+and every layer binds its own copy to its ``k = min(rows, cols)`` with :meth:`Spectrum.build`.
+So one spectrum object can be handed to :func:`~stiefel_gan.manifold.stiefelize` for a whole model.
+
+The curve (DESIGN.md §2). With ``t_i = i / (k - 1)`` (``t = 0`` when ``k = 1``),
+
+.. math::
+
+    \lambda_i = \sigma \left(\varepsilon + (1 - \varepsilon)(1 - t_i)^{\tau}\right),
+    \qquad i = 0, \dots, k - 1,
+
+so ``lambda_0 = sigma`` is the largest value, ``lambda_{k-1} = sigma * eps`` the smallest, and ``tau``
+sets the shape: ``tau < 1`` concave (SN-like), ``tau = 1`` linear, ``tau > 1`` convex.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+CURVE_PARAMETERS = ("tau", "eps", "sigma")
+
+
+def curve_values(k: int, tau, eps, sigma) -> Tensor:
+    r"""The spectrum curve :math:`\sigma(\varepsilon + (1-\varepsilon)(1-t_i)^\tau)` at ``k`` points.
+
+    ``tau``, ``eps`` and ``sigma`` may be floats or 0-d tensors (differentiable).
+    """
+    tau, eps, sigma = (torch.as_tensor(v) for v in (tau, eps, sigma))
+    dtype = torch.promote_types(torch.result_type(tau, eps), sigma.dtype)
+    if not dtype.is_floating_point:
+        dtype = torch.get_default_dtype()
+    t = torch.linspace(0.0, 1.0, k, dtype=dtype, device=tau.device) if k > 1 else tau.new_zeros(1, dtype=dtype)
+    return sigma * (eps + (1 - eps) * (1 - t) ** tau)
+
+
+def _check_curve_parameters(tau: float, eps: float, sigma: float) -> None:
+    if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
+        raise ValueError(f"tau={tau!r} is not allowed: the curve shape must be a finite number > 0")
+    if not (isinstance(eps, (int, float)) and 0 < eps < 1):
+        raise ValueError(f"eps={eps!r} is not allowed: the smallest/largest ratio must lie in (0, 1)")
+    if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
+        raise ValueError(f"sigma={sigma!r} is not allowed: the largest singular value must be a finite number > 0")
+
+
+def _check_k(k: int) -> int:
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k={k!r} is not allowed: a spectrum needs at least one singular value (k >= 1)")
+    return k
+
+
+def _inverse_softplus(y: float) -> float:
+    # softplus^{-1}(y) = log(exp(y) - 1) = y + log(1 - exp(-y)), stable for large y
+    return y + math.log(-math.expm1(-y))
+
+
+def _logit(p: float) -> float:
+    return math.log(p) - math.log1p(-p)
+
+
+class Spectrum(nn.Module):
+    """Base class: a module whose ``forward()`` returns the positive vector ``lambda`` of length ``k``.
+
+    Subclasses are constructed unbound (``k is None``) and bound by :meth:`build`. A bound spectrum
+    is what a layer owns; its parameters are the "spectrum" parameter group of
+    :func:`~stiefel_gan.manifold.make_optimizer`.
+    """
+
+    k: int | None = None
+
+    def build(self, k: int) -> "Spectrum":
+        """Return a fresh copy of this spectrum bound to ``k`` singular values."""
+        bound = copy.deepcopy(self)
+        bound._bind(_check_k(k))
+        return bound
+
+    def _bind(self, k: int) -> None:
+        self.k = k
+
+    def _require_bound(self) -> int:
+        if self.k is None:
+            raise RuntimeError(f"{type(self).__name__} is unbound: call .build(k) (layers do this for you)")
+        return self.k
+
+    def values(self) -> Tensor:
+        """``lambda`` without autograd, for diagnostics."""
+        with torch.no_grad():
+            return self().detach().clone()
+
+
+class FixedCurve(Spectrum):
+    """The spectrum curve with constant ``tau``, ``eps``, ``sigma`` (stored as buffers, nothing trains).
+
+    Parameters
+    ----------
+    tau : float
+        Shape, ``> 0`` (``< 1`` concave, ``1`` linear, ``> 1`` convex).
+    eps : float
+        Smallest over largest singular value, in ``(0, 1)``.
+    sigma : float
+        Largest singular value, ``> 0`` (``1`` keeps SN's per-layer Lipschitz bound).
+    """
+
+    def __init__(self, tau: float = 1.0, eps: float = 0.1, sigma: float = 1.0):
+        super().__init__()
+        _check_curve_parameters(tau, eps, sigma)
+        self.register_buffer("tau", torch.tensor(float(tau)))
+        self.register_buffer("eps", torch.tensor(float(eps)))
+        self.register_buffer("sigma", torch.tensor(float(sigma)))
+
+    def forward(self) -> Tensor:
+        return curve_values(self._require_bound(), self.tau, self.eps, self.sigma)
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, tau={self.tau.item():.4g}, eps={self.eps.item():.4g}, sigma={self.sigma.item():.4g}"
+
+
+class LearnableCurve(Spectrum):
+    r"""The spectrum curve with some of ``tau``, ``eps``, ``sigma`` trained.
+
+    Each trained quantity is a function of an unconstrained raw parameter, so any gradient step
+    keeps it valid: ``tau = softplus(raw_tau)``, ``sigma = softplus(raw_sigma)`` (both ``> 0``),
+    ``eps = sigmoid(raw_eps)`` (in ``(0, 1)``). The others are constant buffers.
+
+    Parameters
+    ----------
+    tau, eps, sigma : float
+        Initial values (same ranges as :class:`FixedCurve`).
+    learn : iterable of str
+        Which of ``"tau"``, ``"eps"``, ``"sigma"`` are trained. ``sigma`` is frozen by default:
+        training the largest singular value removes the Lipschitz control the experiments rely on.
+    """
+
+    _squash = {"tau": F.softplus, "sigma": F.softplus, "eps": torch.sigmoid}
+    _unsquash = {"tau": _inverse_softplus, "sigma": _inverse_softplus, "eps": _logit}
+
+    def __init__(
+        self,
+        tau: float = 1.0,
+        eps: float = 0.1,
+        sigma: float = 1.0,
+        learn: Iterable[str] = ("tau", "eps"),
+    ):
+        super().__init__()
+        _check_curve_parameters(tau, eps, sigma)
+        learn = (learn,) if isinstance(learn, str) else tuple(learn)
+        unknown = [name for name in learn if name not in CURVE_PARAMETERS]
+        if unknown:
+            raise ValueError(f"learn={learn!r} is not allowed: name any of {CURVE_PARAMETERS}")
+        self.learn = tuple(name for name in CURVE_PARAMETERS if name in learn)
+        for name, value in zip(CURVE_PARAMETERS, (tau, eps, sigma)):
+            if name in self.learn:
+                self.register_parameter(f"raw_{name}", nn.Parameter(torch.tensor(self._unsquash[name](float(value)))))
+            else:
+                self.register_buffer(name, torch.tensor(float(value)))
+
+    def curve_parameter(self, name: str) -> Tensor:
+        """The current (constrained) value of ``tau``, ``eps`` or ``sigma``."""
+        if name in self.learn:
+            return self._squash[name](getattr(self, f"raw_{name}"))
+        return getattr(self, name)
+
+    def forward(self) -> Tensor:
+        tau, eps, sigma = (self.curve_parameter(name) for name in CURVE_PARAMETERS)
+        return curve_values(self._require_bound(), tau, eps, sigma)
+
+    def extra_repr(self) -> str:
+        shown = ", ".join(f"{n}={self.curve_parameter(n).item():.4g}" for n in CURVE_PARAMETERS)
+        return f"k={self.k}, {shown}, learn={self.learn}"
+
+
+class LearnableGrid(Spectrum):
+    r"""``k`` free positive singular values, initialized from a curve or given values.
+
+    ``lambda = softplus(raw)`` elementwise (positive under any gradient step), then optionally
+
+    - ``sort=True``: sorted descending in the forward pass (the gradient flows through the
+      permutation, so the parameters themselves stay unsorted: the "sorted vs unsorted grid"
+      hypothesis of DESIGN.md §1);
+    - ``max_value=s``: rescaled ``lambda * s / max(lambda)`` so that the largest is exactly ``s``
+      (a learnable shape with SN's Lipschitz bound).
+
+    Parameters
+    ----------
+    init : Spectrum or sequence of float
+        A curve (bound to the layer's ``k`` at build time) or exactly ``k`` positive values.
+    sort : bool
+        Sort descending in the forward pass.
+    max_value : float or None
+        If given (``> 0``), the largest value after rescaling.
+    """
+
+    def __init__(self, init: Spectrum | Sequence[float] | Tensor | None = None, sort: bool = False,
+                 max_value: float | None = None):
+        super().__init__()
+        if init is None:
+            init = FixedCurve()
+        if isinstance(init, LearnableGrid):
+            raise ValueError("init=LearnableGrid(...) is not allowed: initialize a grid from a curve or from values")
+        if not isinstance(init, Spectrum):
+            values = torch.as_tensor(init, dtype=torch.get_default_dtype()).detach().clone()
+            if values.ndim != 1 or values.numel() == 0 or not bool(torch.all(values > 0)):
+                raise ValueError(f"init={init!r} is not allowed: give a curve or a 1-D sequence of positive values")
+            init = values
+        if max_value is not None and not (isinstance(max_value, (int, float)) and max_value > 0):
+            raise ValueError(f"max_value={max_value!r} is not allowed: use None or a number > 0")
+        # a plain attribute, not a submodule: the starting curve is no part of the trained state
+        self.__dict__["init"] = init
+        self.sort = bool(sort)
+        self.max_value = None if max_value is None else float(max_value)
+
+    def _bind(self, k: int) -> None:
+        if isinstance(self.init, Spectrum):
+            start = self.init.build(k).values()
+        else:
+            start = self.init
+            if start.numel() != k:
+                raise ValueError(
+                    f"a grid of {start.numel()} values is not allowed here: this layer has k={k} singular values"
+                )
+        super()._bind(k)
+        # inverse softplus of each start value; log(expm1(y)) is exact for the small values of a curve
+        raw = torch.where(start > 20, start, torch.log(torch.expm1(start)))
+        self.raw = nn.Parameter(raw)
+
+    def forward(self) -> Tensor:
+        self._require_bound()
+        lam = F.softplus(self.raw)
+        if self.sort:
+            lam = torch.sort(lam, descending=True).values
+        if self.max_value is not None:
+            lam = lam * (self.max_value / lam.max())
+        return lam
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, sort={self.sort}, max_value={self.max_value}"
+
+
+def build_spectrum(kind: str, **kwargs) -> Spectrum:
+    """Build an unbound spectrum by name: ``"fixed"``, ``"curve"`` or ``"grid"`` (config-friendly).
+
+    For ``"grid"`` the curve arguments ``tau``, ``eps``, ``sigma`` give the initial curve and
+    ``sort`` / ``max_value`` go to :class:`LearnableGrid`.
+    """
+    if kind == "fixed":
+        return FixedCurve(**kwargs)
+    if kind == "curve":
+        return LearnableCurve(**kwargs)
+    if kind == "grid":
+        grid_args = {name: kwargs.pop(name) for name in ("sort", "max_value") if name in kwargs}
+        return LearnableGrid(init=FixedCurve(**kwargs), **grid_args)
+    raise ValueError(f"spectrum kind {kind!r} is not allowed: use 'fixed', 'curve' or 'grid'")
