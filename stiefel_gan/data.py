@@ -21,6 +21,7 @@ training loop consumes.
 from __future__ import annotations
 
 import http.client
+import itertools
 import math
 import numbers
 import os
@@ -452,8 +453,11 @@ def build_dataset(
 # ----------------------------------------------------------------------------------------- batches
 
 
-def infinite_batches(dataset: Dataset, batch_size: int, seed: int, device="cpu") -> Iterator[Tensor]:
+def infinite_batches(dataset: Dataset, batch_size: int, seed: int, device="cpu", start: int = 0) -> Iterator[Tensor]:
     """An endless stream of data batches ``(batch_size, *sample_shape)`` on ``device``, labels dropped.
+
+    ``start`` skips the first ``start`` batches of the stream (a resumed run continues the stream of the
+    interrupted one); in-memory datasets skip without materialising them.
 
     Each epoch visits the samples in a fresh random order drawn from one ``torch.Generator`` seeded
     with ``seed``, and drops the last incomplete batch: within an epoch every sample appears at most
@@ -471,6 +475,8 @@ def infinite_batches(dataset: Dataset, batch_size: int, seed: int, device="cpu")
     """
     _check_positive_int("batch_size", batch_size)
     _check_seed(seed)
+    if not _is_int(start) or start < 0:
+        raise ValueError(f"start={start!r} is not allowed: use a number of batches >= 0")
     if batch_size > len(dataset):
         raise ValueError(
             f"batch_size={batch_size} is not allowed: the dataset holds only {len(dataset)} samples "
@@ -479,20 +485,26 @@ def infinite_batches(dataset: Dataset, batch_size: int, seed: int, device="cpu")
     device = torch.device(device)
     generator = torch.Generator().manual_seed(seed)
     if isinstance(dataset, TensorDataset):
-        return _indexed_batches(dataset.tensors[0].to(device), None, batch_size, generator)
+        return _indexed_batches(dataset.tensors[0].to(device), None, batch_size, generator, start)
     if isinstance(dataset, UInt8ImageDataset):
-        return _indexed_batches(dataset.images.to(device), uint8_to_unit_range, batch_size, generator)
-    return _loader_batches(dataset, batch_size, generator, device)
+        return _indexed_batches(dataset.images.to(device), uint8_to_unit_range, batch_size, generator, start)
+    return itertools.islice(_loader_batches(dataset, batch_size, generator, device), start, None)
 
 
-def _indexed_batches(stored: Tensor, decode, batch_size: int, generator: torch.Generator) -> Iterator[Tensor]:
+def _indexed_batches(stored: Tensor, decode, batch_size: int, generator: torch.Generator,
+                     start: int) -> Iterator[Tensor]:
     n = stored.shape[0]
+    per_epoch = n // batch_size
+    skipped_epochs, first = divmod(start, per_epoch)
+    for _ in range(skipped_epochs):
+        torch.randperm(n, generator=generator)  # advance the generator exactly as those epochs did
     while True:
         # the permutation is drawn on the CPU generator, so the stream is the same on every device
         order = torch.randperm(n, generator=generator).to(stored.device)
-        for start in range(0, n - batch_size + 1, batch_size):
-            batch = stored[order[start : start + batch_size]]
+        for index in range(first, per_epoch):
+            batch = stored[order[index * batch_size : (index + 1) * batch_size]]
             yield batch if decode is None else decode(batch)
+        first = 0
 
 
 def _loader_batches(dataset: Dataset, batch_size: int, generator: torch.Generator, device) -> Iterator[Tensor]:

@@ -497,6 +497,15 @@ def test_infinite_batches_seeded(kind, seed):
     assert not all(torch.equal(a, b) for a, b in zip(first, other))
 
 
+@pytest.mark.parametrize("kind", DATASET_KINDS)
+@pytest.mark.parametrize("start", [0, 3, 4, 9])
+def test_infinite_batches_start_continues_the_same_stream(kind, start):
+    dataset = DATASET_KINDS[kind](26)  # 4 batches of 6 an epoch: start=9 skips two whole epochs
+    whole = list(islice(infinite_batches(dataset, 6, seed=3), start + 6))
+    resumed = list(islice(infinite_batches(dataset, 6, seed=3, start=start), 6))
+    assert all(torch.equal(a, b) for a, b in zip(whole[start:], resumed))
+
+
 def test_infinite_batches_uint8_values_are_the_dataset_items():
     dataset = _uint8_dataset(10)
     batch = next(infinite_batches(dataset, 4, seed=2))

@@ -1,0 +1,35 @@
+"""Sample-quality metrics as plain functions: no training loop, no tracker.
+
+- :mod:`.frechet`: the Fréchet distance of two Gaussians and feature statistics.
+- :mod:`.toy`: mode coverage and quality on 2-D Gaussian mixtures (VEEGAN's definitions).
+- :mod:`.geometry`: Geometry Score (relative living times of 1-d homology).
+- :mod:`.digits`: a digits classifier's Fréchet distance and class coverage (8x8 digits).
+- :mod:`.fidelity`: IS / FID / KID through torch-fidelity, with the sampling protocol.
+"""
+
+from .digits import (
+    DigitsClassifier,
+    DigitsEvaluator,
+    load_digits_classifier,
+    load_digits_images,
+)
+from .fidelity import PROTOCOLS, FidelityProtocol, compute_fidelity
+from .frechet import feature_statistics, frechet_distance
+from .geometry import geometry_score, plot_rlt, relative_living_times
+from .toy import mode_metrics
+
+__all__ = [
+    "PROTOCOLS",
+    "DigitsClassifier",
+    "DigitsEvaluator",
+    "FidelityProtocol",
+    "compute_fidelity",
+    "feature_statistics",
+    "frechet_distance",
+    "geometry_score",
+    "load_digits_classifier",
+    "load_digits_images",
+    "mode_metrics",
+    "plot_rlt",
+    "relative_living_times",
+]

@@ -1,0 +1,124 @@
+"""Digits classifier, its Fréchet distance and class coverage, on real and degraded digits."""
+
+import math
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stiefel_gan.metrics import (
+    DigitsEvaluator,
+    feature_statistics,
+    frechet_distance,
+    load_digits_classifier,
+    load_digits_images,
+)
+from stiefel_gan.metrics.digits import (
+    digits_classifier_cache_path,
+    train_digits_classifier,
+)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("stiefel_gan_cache")
+    previous = os.environ.get("STIEFEL_GAN_CACHE")
+    os.environ["STIEFEL_GAN_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        del os.environ["STIEFEL_GAN_CACHE"]
+    else:
+        os.environ["STIEFEL_GAN_CACHE"] = previous
+
+
+@pytest.fixture(scope="module")
+def evaluator(cache_dir):
+    return DigitsEvaluator()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits_images()
+
+
+@pytest.fixture(scope="module")
+def halves(digits):
+    images, _ = digits
+    order = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))
+    return images[order[: len(images) // 2]], images[order[len(images) // 2 :]]
+
+
+def test_digits_are_scaled_to_tanh_range(digits):
+    images, labels = digits
+    assert images.shape == (1797, 1, 8, 8) and images.dtype == torch.float32
+    assert images.min() == -1.0 and images.max() == 1.0
+    assert torch.equal(torch.bincount(labels) > 170, torch.ones(10, dtype=torch.bool))
+
+
+def test_classifier_is_accurate_and_cached_atomically(evaluator, cache_dir):
+    assert evaluator.held_out_accuracy >= 0.95
+    path = digits_classifier_cache_path()
+    assert path.parent == cache_dir and path.is_file()
+    assert [p.name for p in cache_dir.iterdir()] == [path.name]  # no temporary file left behind
+    modified = path.stat().st_mtime_ns
+    cached, accuracy = load_digits_classifier()
+    assert path.stat().st_mtime_ns == modified and accuracy == evaluator.held_out_accuracy
+    for name, tensor in evaluator.classifier.state_dict().items():
+        assert torch.equal(tensor, cached.state_dict()[name])
+
+
+def test_training_is_reproducible(evaluator):
+    retrained, accuracy = train_digits_classifier()
+    assert accuracy == evaluator.held_out_accuracy
+    for name, tensor in evaluator.classifier.state_dict().items():
+        assert torch.equal(tensor, retrained.state_dict()[name])
+
+
+def test_distance_orders_real_blurred_and_shuffled_digits(evaluator, halves):
+    first, second = halves
+    generator = torch.Generator().manual_seed(1)
+    real = evaluator.frechet_distance(first)
+    kernel = torch.tensor([1.0, 2.0, 1.0])
+    kernel = (kernel[:, None] * kernel[None, :] / 16).view(1, 1, 3, 3)
+    blurred = evaluator.frechet_distance(F.conv2d(F.pad(first, (1, 1, 1, 1), mode="replicate"), kernel))
+    pixels = first.flatten(1)
+    shuffled = torch.stack([row[torch.randperm(64, generator=generator)] for row in pixels]).view_as(first)
+    shuffled = evaluator.frechet_distance(shuffled)
+    assert real < blurred < shuffled
+    assert blurred > 10 * real
+    # the two halves against each other are as close as each half to all digits
+    between_halves = frechet_distance(*feature_statistics(evaluator.features(first)),
+                                      *feature_statistics(evaluator.features(second)))
+    assert between_halves < blurred / 10
+
+
+def test_larger_rgb_images_are_area_averaged_to_the_same_features(evaluator, halves):
+    first, _ = halves
+    # nearest upsampling by 4 then 4x4 area averaging is the identity; grey RGB averages to grey
+    enlarged = F.interpolate(first, scale_factor=4, mode="nearest").repeat(1, 3, 1, 1)
+    torch.testing.assert_close(evaluator.features(enlarged), evaluator.features(first))
+    assert evaluator.frechet_distance(enlarged) == pytest.approx(evaluator.frechet_distance(first), rel=1e-6)
+
+
+def test_class_coverage_of_real_and_single_class_sets(evaluator, digits):
+    images, labels = digits
+    balanced = evaluator.class_coverage(images)
+    assert balanced["classes_covered"] == 10 and balanced["class_kl"] < 0.01
+    for digit in range(10):
+        single = evaluator.class_coverage(images[labels == digit])
+        assert single["classes_covered"] == 1
+        assert single["class_kl"] == pytest.approx(math.log(10), rel=0.05)
+
+
+def test_bad_images_raise_value_error(evaluator):
+    with pytest.raises(ValueError, match="float tensor"):
+        evaluator.features(torch.zeros(2, 1, 8, 8, dtype=torch.uint8))
+    with pytest.raises(ValueError, match="C in"):
+        evaluator.features(torch.zeros(2, 2, 8, 8))
+    with pytest.raises(ValueError, match="square"):
+        evaluator.features(torch.zeros(2, 1, 8, 16))
+    with pytest.raises(ValueError, match="side >= 8"):
+        evaluator.features(torch.zeros(2, 1, 4, 4))
+    with pytest.raises(ValueError, match="min_fraction"):
+        evaluator.class_coverage(torch.zeros(2, 1, 8, 8), min_fraction=0.0)
