@@ -3,7 +3,7 @@
 >>> from stiefel_gan.manifold import StiefelLinear, LearnableCurve, make_optimizer
 """
 
-from .layers import FACTORIZATIONS, StiefelConv2d, StiefelLinear, StiefelMatrix, stiefel_layers
+from .layers import FACTORIZATIONS, StiefelConv2d, StiefelLayer, StiefelLinear, StiefelMatrix, stiefel_layers
 from .optim import OPTIMIZERS, load_optimizer_state, make_optimizer, parameter_groups
 from .retractions import (DEFAULT_RETRACTION, RETRACTIONS, CayleyStiefel, QRStiefel, manifold_drift,
                           stiefel_manifold)
@@ -12,7 +12,7 @@ from .stiefelize import stiefel_twin, stiefelize
 
 __all__ = [
     "FACTORIZATIONS", "OPTIMIZERS", "RETRACTIONS", "DEFAULT_RETRACTION",
-    "StiefelLinear", "StiefelConv2d", "StiefelMatrix", "stiefel_layers",
+    "StiefelLayer", "StiefelLinear", "StiefelConv2d", "StiefelMatrix", "stiefel_layers",
     "make_optimizer", "parameter_groups", "load_optimizer_state",
     "QRStiefel", "CayleyStiefel", "stiefel_manifold", "manifold_drift",
     "Spectrum", "FixedCurve", "LearnableCurve", "LearnableGrid", "build_spectrum", "curve_values",

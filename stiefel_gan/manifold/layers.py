@@ -143,7 +143,7 @@ class StiefelMatrix(nn.Module):
                 f"retraction={self.retraction}")
 
 
-class _StiefelLayer(nn.Module):
+class StiefelLayer(nn.Module):
     """Shared parts of the Stiefel layers: the effective ``weight`` and diagnostics."""
 
     parametrization: StiefelMatrix
@@ -169,7 +169,7 @@ class _StiefelLayer(nn.Module):
             nn.init.uniform_(self.bias, -bound, bound)
 
 
-class StiefelLinear(_StiefelLayer):
+class StiefelLinear(StiefelLayer):
     """Drop-in for :class:`torch.nn.Linear` with ``weight = diag(lambda) X`` (see the module docstring).
 
     Examples
@@ -198,7 +198,7 @@ class StiefelLinear(_StiefelLayer):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
-class StiefelConv2d(_StiefelLayer):
+class StiefelConv2d(StiefelLayer):
     """Drop-in for :class:`torch.nn.Conv2d` whose reshaped kernel ``c_out x (c_in kh kw)`` has spectrum ``lambda``.
 
     Same constructor arguments as ``nn.Conv2d`` (``groups`` must be 1: a grouped kernel is a block-diagonal
@@ -243,5 +243,5 @@ class StiefelConv2d(_StiefelLayer):
 def stiefel_layers(model: nn.Module):
     """Yield ``(name, layer)`` for every Stiefel layer of a model."""
     for name, module in model.named_modules():
-        if isinstance(module, _StiefelLayer):
+        if isinstance(module, StiefelLayer):
             yield name, module

@@ -294,12 +294,6 @@ def apply_normalization(
     if kind not in NORMALIZATION_KINDS:
         raise ValueError(f"kind={kind!r} is not allowed: use one of {', '.join(NORMALIZATION_KINDS)}")
     _check_n_power_iterations(n_power_iterations)
-    if kind == "fair_sn" and (
-        not isinstance(input_shape, Sequence)
-        or len(input_shape) != 3
-        or not all(_is_int(s) and s > 0 for s in input_shape)
-    ):
-        raise ValueError(f"input_shape={input_shape!r} is not allowed for fair_sn: use three positive ints (C, H, W)")
     if kind == "none":
         return model
 
@@ -309,7 +303,11 @@ def apply_normalization(
         convs = {name: layer for name, layer in layers.items() if isinstance(layer, nn.Conv2d)}
         for name, conv in convs.items():
             _check_fair_sn_conv(name, conv)
-        if convs:
+        if convs:  # a model without convs (an MLP) needs no input shape: fair SN is SN on Linear layers
+            if (not isinstance(input_shape, Sequence) or len(input_shape) != 3
+                    or not all(_is_int(s) and s > 0 for s in input_shape)):
+                raise ValueError(
+                    f"input_shape={input_shape!r} is not allowed for fair_sn: use three positive ints (C, H, W)")
             input_sizes = _record_conv_input_sizes(model, convs, tuple(input_shape))
 
     for name, layer in layers.items():

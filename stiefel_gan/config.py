@@ -1,0 +1,128 @@
+"""The experiment schema: typed dataclasses that Hydra composes the YAML files of ``configs/`` onto.
+
+Because the root config is structured, Hydra itself refuses a misspelled key or a value of the
+wrong type. What types cannot say (allowed names, ranges, combinations) :func:`check_config` says,
+before anything is built or written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+
+DISC_KINDS = ("none", "sn", "fair_sn", "ortho_reg", "stiefel_fixed", "stiefel_curve", "stiefel_grid", "stiefel_svd")
+STIEFEL_SPECTRA = {"stiefel_fixed": "fixed", "stiefel_curve": "curve", "stiefel_grid": "grid"}
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"
+    root: str = "data"
+    image_size: Optional[int] = 16
+    download: bool = False
+    n_samples: Optional[int] = None
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "standard_cnn"
+    z_dim: int = 128
+    g_width: Optional[int] = None
+    d_width: Optional[int] = None
+    mlp_depth: int = 3
+
+
+@dataclass
+class DiscConfig:
+    """How D's layers are parameterized (every Linear / Conv2d of D, the final dense layer included)."""
+
+    kind: str = "sn"
+    n_power_iterations: int = 1  # sn, fair_sn
+    ortho_beta: float = 1e-4  # ortho_reg: beta * ||G - I||_F^2
+    # Stiefel kinds: the spectrum curve (DESIGN.md §2) and how it is trained
+    spectrum: str = "fixed"  # fixed | curve | grid (stiefel_svd takes any; the stiefel_<x> kinds set it)
+    tau: float = 1.0
+    eps: float = 0.1
+    sigma: float = 1.0
+    learn: List[str] = field(default_factory=lambda: ["tau", "eps"])  # curve: which ones are trained
+    sort: bool = False  # grid: sort descending in the forward pass
+    max_value: Optional[float] = None  # grid: rescale so that the largest value is exactly this
+    retraction: str = "qr"  # qr | cayley
+    factorization: str = "diag"  # diag | svd (stiefel_svd sets svd)
+
+
+@dataclass
+class OptimConfig:
+    """Optimizers of G and D. ``radam`` is geoopt's RiemannianAdam: Adam on Euclidean parameters, so the
+    SN baselines and Miyato's presets A-F run exactly Adam with it."""
+
+    name: str = "radam"  # radam | rsgd | adam (D's optimizer; G always uses Adam with the same betas)
+    preset: Optional[str] = None
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    momentum: float = 0.0  # rsgd
+    lr_stiefel: Optional[float] = None  # D's Stiefel factors (default lr_d)
+    lr_spectrum: Optional[float] = None  # D's spectrum parameters (default lr_d)
+    n_dis: int = 1
+
+
+@dataclass
+class LossConfig:
+    name: str = "hinge"  # hinge | vanilla
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000  # generator updates
+    batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    threads: Optional[int] = None  # torch CPU threads (default: torch's own)
+    log_every: int = 25
+    sample_every: int = 250
+    checkpoint_every: int = 250
+    n_grid_samples: int = 64
+    progress: bool = True
+
+
+@dataclass
+class WandbConfig:
+    project: str = "stiefel_gan"
+    entity: Optional[str] = None
+    group: Optional[str] = None  # default: the experiment name
+    tags: List[str] = field(default_factory=list)
+    mode: str = "auto"  # auto | online | offline | disabled
+
+
+@dataclass
+class CompareConfig:
+    """What ``stiefel-gan compare`` trains: each ``disc`` option in ``variants`` for each seed."""
+
+    variants: List[str] = field(default_factory=lambda: ["sn", "stiefel_fixed", "stiefel_curve", "stiefel_grid"])
+    seeds: List[int] = field(default_factory=lambda: [0])
+
+
+@dataclass
+class Config:
+    name: str = "default"  # experiment name: runs/<name>/<run_name>, default W&B group
+    run_name: Optional[str] = None  # default: <disc>-<optim>-s<seed>
+    out_dir: str = "runs"
+    resume: Optional[str] = None
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    disc: DiscConfig = field(default_factory=DiscConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    compare: CompareConfig = field(default_factory=CompareConfig)
+
+
+def register_configs() -> None:
+    """Register the schema so that ``configs/config.yaml`` can build on it (``- schema`` in its defaults)."""
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)

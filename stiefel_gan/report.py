@@ -1,0 +1,195 @@
+"""Local reports from finished runs: ``report.md`` with a table per variant and PNG plots.
+
+A *variant* is a run's config without its seed (and names): runs that differ only by seed are
+aggregated as mean and standard deviation of their final metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from .tracking import read_metrics  # noqa: E402
+
+#: final metrics shown in the table, in this order, when present (other non-diagnostic keys follow)
+HEADLINE = ("loss/d", "loss/g", "d/real", "d/fake")
+#: per-layer or bookkeeping keys, plotted elsewhere or not at all
+PER_LAYER_PREFIXES = ("sigma_max/", "drift/", "tau/", "eps/", "sigma/", "lr/", "perf/", "grad_norm/",
+                      "spectrum/", "lambda/", "operator_norm/", "fft_norm/", "reshape_norm/", "norm_ratio/")
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """``root`` itself if it is a run directory, else every run directory below it."""
+    root = Path(root)
+    if not root.exists():
+        raise ValueError(f"{root} is not allowed: no such directory")
+    if (root / "metrics.jsonl").is_file():
+        return [root]
+    runs = sorted(p.parent for p in root.rglob("metrics.jsonl") if (p.parent / "config.yaml").is_file())
+    if not runs:
+        raise ValueError(f"{root} is not allowed: it holds no run directory (no metrics.jsonl with a config.yaml)")
+    return runs
+
+
+def _variant_label(config: dict, varying: set[str]) -> str:
+    disc = config["disc"]["kind"]
+    parts = [disc] + [f"{key}={_lookup(config, key)}" for key in sorted(varying) if key != "disc.kind"]
+    return " ".join(parts)
+
+
+def _lookup(config: dict, dotted: str):
+    node = config
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def _flat(config: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = json.dumps(value)
+    return out
+
+
+IGNORED_FOR_VARIANTS = {"train.seed", "run_name", "name", "resume", "train.progress", "train.device", "train.threads",
+                        "wandb.tags", "wandb.mode", "wandb.group", "out_dir"}
+
+
+def group_variants(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """Group runs whose configs differ only by seed; label each group by what differs between groups."""
+    configs = {d: OmegaConf.to_container(OmegaConf.load(d / "config.yaml")) for d in run_dirs}
+    flats = {d: {k: v for k, v in _flat(c).items() if k not in IGNORED_FOR_VARIANTS} for d, c in configs.items()}
+    keys = set().union(*flats.values())
+    varying = {k for k in keys if len({f.get(k) for f in flats.values()}) > 1}
+    # show the discriminator first; disc knobs that only belong to one kind are implied by it
+    varying = {k for k in varying if not k.startswith("disc.") or k == "disc.kind"
+               or len({(f.get("disc.kind"), f.get(k)) for f in flats.values()})
+               > len({f.get("disc.kind") for f in flats.values()})}
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for d in run_dirs:
+        groups[_variant_label(configs[d], varying)].append(d)
+    return dict(groups)
+
+
+def _final_row(run_dir: Path) -> dict:
+    rows = read_metrics(run_dir)
+    if not rows:
+        return {}
+    final = {}
+    for row in rows:  # some metrics are logged less often than others: keep each one's latest value
+        final.update({k: v for k, v in row.items() if v is not None})
+    return final
+
+
+def _table_keys(finals: list[dict]) -> list[str]:
+    keys = set().union(*finals) - {"step"}
+    shown = [k for k in HEADLINE if k in keys]
+    shown += sorted(k for k in keys if k not in HEADLINE and not k.startswith(PER_LAYER_PREFIXES))
+    return shown
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    if not values:
+        return "-"
+    mean = float(np.mean(values))
+    return f"{mean:.4g}" if len(values) == 1 else f"{mean:.4g} ± {float(np.std(values, ddof=1)):.2g}"
+
+
+def _latest_samples(run_dir: Path) -> Path | None:
+    samples = sorted((run_dir / "samples").glob("step_*.png"))
+    return samples[-1] if samples else None
+
+
+def plot_samples(groups: dict[str, list[Path]], path: Path) -> Path | None:
+    """One panel per variant: the final sample grid of its first seed, side by side."""
+    images = {label: _latest_samples(dirs[0]) for label, dirs in groups.items()}
+    images = {label: image for label, image in images.items() if image is not None}
+    if not images:
+        return None
+    fig, axes = plt.subplots(1, len(images), figsize=(3.2 * len(images), 3.6), squeeze=False)
+    for ax, (label, image) in zip(axes[0], images.items()):
+        ax.imshow(plt.imread(image), cmap="gray")
+        ax.set_title(label, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(groups: dict[str, list[Path]], keys: list[str], path: Path) -> Path | None:
+    """Metric vs step, one line per variant (mean over seeds), one panel per metric."""
+    if not keys:
+        return None
+    cols = min(3, len(keys))
+    rows_n = math.ceil(len(keys) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(4.5 * cols, 3.2 * rows_n), squeeze=False)
+    for ax, key in zip(axes.flat, keys):
+        for label, dirs in groups.items():
+            per_step = defaultdict(list)
+            for d in dirs:
+                for row in read_metrics(d):
+                    value = row.get(key)
+                    if isinstance(value, (int, float)) and math.isfinite(value):
+                        per_step[row["step"]].append(value)
+            if per_step:
+                steps = sorted(per_step)
+                ax.plot(steps, [np.mean(per_step[s]) for s in steps], label=label)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("generator step")
+    for ax in list(axes.flat)[len(keys):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def scatter_png(points: np.ndarray, path: Path) -> None:
+    """2-D samples as a scatter plot."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.scatter(points[:, 0], points[:, 1], s=3, alpha=0.6)
+    ax.set_aspect("equal")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
+    """Write ``out_dir/report.md`` (+ ``samples.png``, ``curves.png``) comparing the runs' variants."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = group_variants(run_dirs)
+    finals = {label: [_final_row(d) for d in dirs] for label, dirs in groups.items()}
+    keys = _table_keys([row for rows in finals.values() for row in rows])
+    lines = ["# stiefel_gan report", "",
+             f"{len(run_dirs)} run(s), {len(groups)} variant(s); final values, mean ± std over seeds.", "",
+             "| variant | seeds | step | " + " | ".join(keys) + " |",
+             "|---|---|---|" + "---|" * len(keys)]
+    for label, rows in finals.items():
+        steps = {int(r.get("step", 0)) for r in rows}
+        cells = [_mean_std([r.get(k) for r in rows]) for k in keys]
+        lines.append(f"| {label} | {len(rows)} | {'/'.join(map(str, sorted(steps)))} | " + " | ".join(cells) + " |")
+    lines += ["", "Runs:", ""] + [f"- {label}: " + ", ".join(str(d) for d in dirs) for label, dirs in groups.items()]
+    samples = plot_samples(groups, out_dir / "samples.png")
+    curves = plot_curves(groups, keys, out_dir / "curves.png")
+    for title, figure in (("Samples (final, first seed)", samples), ("Metrics vs step", curves)):
+        if figure is not None:
+            lines += ["", f"## {title}", "", f"![{title}]({figure.name})"]
+    report = out_dir / "report.md"
+    report.write_text("\n".join(lines) + "\n")
+    return report

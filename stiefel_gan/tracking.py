@@ -1,0 +1,630 @@
+r"""Every run's records: local JSONL files and a Weights & Biases run.
+
+A :class:`Tracker` writes each record twice:
+
+- ``run_dir/metrics.jsonl``: one JSON object per :meth:`Tracker.log` call, ``{"step": step, **scalars}``;
+- ``run_dir/series.jsonl``: one JSON object per :meth:`Tracker.log_series` call,
+  ``{"step", "key", "xs", "series"}`` (the per-layer spectra: x = normalized singular-value index);
+- a W&B run whose files live under ``run_dir/wandb`` (scalars, images, line plots).
+
+Both JSONL files are flushed after every line, so a crash loses at most the line being written; a torn
+last line (no trailing newline) is ignored by the readers. JSON has no non-finite numbers, so
+``nan``, ``inf`` and ``-inf`` are written as the *strings* ``"nan"``, ``"inf"`` and ``"-inf"``
+(lossless, unlike ``null``, which would merge a diverged ``inf`` loss with a ``nan`` one);
+:func:`read_metrics` and :func:`read_series` turn them back into floats.
+
+W&B modes (:data:`WANDB_MODES`): ``"online"``, ``"offline"`` (records only on disk, upload later with
+``wandb sync``), ``"disabled"`` (no wandb call at all) and ``"auto"``, which resolves to
+
+1. the ``WANDB_MODE`` environment variable when it is set (wandb's aliases ``dryrun`` = offline and
+   ``run`` = online included);
+2. else ``"online"`` when wandb finds credentials for its base URL (``WANDB_API_KEY``, the netrc file,
+   or its settings files) *and* that host accepts a TCP connection within
+   :data:`REACHABILITY_TIMEOUT_S` seconds (through the ``https_proxy`` / ``http_proxy`` when one is set);
+3. else ``"offline"``.
+
+Offline runs print one line naming the directory to upload with ``wandb sync``. wandb 0.31 writes an
+offline run only as the binary transaction log ``run-<id>.wandb``; :func:`read_offline_run` decodes it
+(LevelDB-log framing of ``wandb_internal_pb2.Record`` protobufs) so offline runs can be inspected and
+tested without the server.
+
+Resuming (``resume_step=k``): both JSONL files are first cut back to the rows with ``step <= k``
+(rewritten atomically), so an interrupted and resumed run ends with the same rows as an uninterrupted
+one, and the W&B run ``run_id`` is continued (``wandb.init(id=run_id, resume="allow")``). Offline,
+wandb writes the continuation into a second directory, ``offline-run-*-<id>-1``, with the same run id
+(sync both). Online, the server keeps the history rows the interrupted run logged after step ``k``,
+and wandb drops re-logged steps that are not larger than the last one it has.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import numbers
+import os
+import socket
+import sys
+import tempfile
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+from urllib.parse import urlsplit
+
+import numpy as np
+import torch
+import wandb
+from wandb.proto import wandb_internal_pb2
+from wandb.sdk import wandb_setup
+from wandb.sdk.lib import wbauth
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+#: wandb's own spellings of the resolved modes that ``WANDB_MODE`` may hold.
+_WANDB_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+                    "disabled": "disabled"}
+
+#: Seconds a TCP connect to the W&B host may take before "auto" mode settles on offline.
+REACHABILITY_TIMEOUT_S = 2.0
+
+METRICS_FILE = "metrics.jsonl"
+SERIES_FILE = "series.jsonl"
+
+#: How non-finite floats are spelled in the JSONL files (JSON itself has no NaN or infinity).
+_NONFINITE_TO_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
+_JSON_TO_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+# --------------------------------------------------------------------------------- JSONL encoding
+
+
+def _encode_float(value: float) -> float | str:
+    """A float as JSON can hold it: finite values unchanged, ``nan``/``inf``/``-inf`` as strings."""
+    if math.isfinite(value):
+        return value
+    return _NONFINITE_TO_JSON[repr(value)]
+
+
+def _decode_float(value: float | int | str) -> float:
+    if isinstance(value, str):
+        return _JSON_TO_NONFINITE[value]
+    return float(value)
+
+
+def _write_line(handle, row: dict) -> None:
+    # allow_nan=False: a non-finite float that escaped _encode_float must fail here, not write a
+    # line ("NaN") that strict JSON readers reject.
+    handle.write(json.dumps(row, allow_nan=False) + "\n")
+    handle.flush()
+
+
+def _complete_lines(path: Path) -> Iterator[dict]:
+    """Yield the object of each complete line of a JSONL file.
+
+    A last line without its newline is a write torn by a crash and is skipped; a malformed complete
+    line is corruption and raises.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    # the element after the last "\n" is either "" or the torn tail: both are dropped
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number} is not a JSON line ({error.msg})") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir/metrics.jsonl``: ``{"step": int, name: float, ...}``, in logged order.
+
+    ``"nan"``, ``"inf"`` and ``"-inf"`` strings are returned as the floats they stand for.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise ValueError(f"run_dir={str(run_dir)!r} has no {METRICS_FILE}")
+    return [
+        {key: (int(value) if key == "step" else _decode_float(value)) for key, value in row.items()}
+        for row in _complete_lines(path)
+    ]
+
+
+def read_series(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir/series.jsonl``: ``{"step", "key", "xs", "series"}`` with float lists."""
+    path = Path(run_dir) / SERIES_FILE
+    if not path.is_file():
+        raise ValueError(f"run_dir={str(run_dir)!r} has no {SERIES_FILE}")
+    return [
+        {
+            "step": int(row["step"]),
+            "key": row["key"],
+            "xs": [_decode_float(x) for x in row["xs"]],
+            "series": {name: [_decode_float(y) for y in ys] for name, ys in row["series"].items()},
+        }
+        for row in _complete_lines(path)
+    ]
+
+
+def _truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keep the complete rows with ``step <= last_step``; rewrite through a temp file + ``os.replace``
+    so that a crash during the rewrite leaves either the old or the new file, never half of one."""
+    if not path.is_file():
+        return
+    kept = [row for row in _complete_lines(path) if row["step"] <= last_step]
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=path.name,
+                                     suffix=".tmp", delete=False) as handle:
+        for row in kept:
+            handle.write(json.dumps(row, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)
+
+
+# ------------------------------------------------------------------------------------ input checks
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _check_step(step) -> None:
+    if not _is_int(step) or step < 0:
+        raise ValueError(f"step={step!r} is not allowed: use an integer >= 0")
+
+
+def _as_float(what: str, value) -> float:
+    """``float(value)`` for a Python/NumPy number or a one-element tensor, else a one-line ValueError."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"{what}={value!r} is not allowed: use a real number")
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{what}={value!r} is not allowed: use a real number "
+                         "(a Python/NumPy scalar or a one-element tensor)") from None
+
+
+def _check_name(what: str, name) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{what}={name!r} is not allowed: use a non-empty string")
+
+
+def _image_as_uint8(name: str, image) -> np.ndarray:
+    """An image array as ``uint8`` height x width (x channels), the layout ``wandb.Image`` stores.
+
+    Accepted: NumPy ``(H, W)`` / ``(H, W, C)`` and torch ``(H, W)`` / ``(C, H, W)`` with ``C`` in
+    1, 3, 4; integers in ``[0, 255]`` or floats in ``[0, 1]`` (torchvision's ``save_image``
+    convention), mapped by ``round(255 x)``. ``wandb.Image`` would cast floats with ``astype(uint8)``,
+    silently wrapping a ``[-1, 1]`` generator output, so the range is checked here instead.
+    """
+    if isinstance(image, torch.Tensor):
+        array = image.detach().cpu().numpy()
+        if array.ndim == 3:
+            array = np.moveaxis(array, 0, -1)  # torch images are channels-first
+    else:
+        array = np.asarray(image)
+    allowed = ("use a path, or an array (H, W) / (H, W, C) (torch: (C, H, W)) with C in 1, 3, 4 "
+               "of integers in [0, 255] or floats in [0, 1]")
+    shape_ok = array.ndim == 2 or (array.ndim == 3 and array.shape[-1] in (1, 3, 4))
+    if not shape_ok or array.size == 0 or not (np.issubdtype(array.dtype, np.integer)
+                                               or np.issubdtype(array.dtype, np.floating)):
+        raise ValueError(f"image {name!r} of shape {tuple(array.shape)} and dtype {array.dtype} "
+                         f"is not allowed: {allowed}")
+    low, high = (0.0, 1.0) if np.issubdtype(array.dtype, np.floating) else (0, 255)
+    if not np.all(np.isfinite(array)) or array.min() < low or array.max() > high:
+        raise ValueError(f"image {name!r} has values in [{array.min()}, {array.max()}], not "
+                         f"[{low}, {high}]: {allowed}")
+    if np.issubdtype(array.dtype, np.floating):
+        array = np.rint(array * 255.0)
+    return array.astype(np.uint8)
+
+
+# ------------------------------------------------------------------------------------- mode choice
+
+
+def _connect_target(base_url: str) -> tuple[str, int]:
+    """``(host, port)`` a TCP connection to ``base_url`` goes to first: the proxy if one applies."""
+    parts = urlsplit(base_url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    default_port = 443 if parts.scheme == "https" else 80
+    return parts.hostname, parts.port or default_port
+
+
+def _resolve_mode(mode: str) -> tuple[str, str]:
+    """``(resolved_mode, reason)`` for a checked ``mode``; the reason is shown when offline."""
+    if mode != "auto":
+        return mode, f"mode={mode!r}"
+    env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env_mode:
+        if env_mode not in _WANDB_ENV_MODES:
+            raise ValueError(f"WANDB_MODE={env_mode!r} is not allowed with mode='auto': use one of "
+                             f"{', '.join(_WANDB_ENV_MODES)}")
+        return _WANDB_ENV_MODES[env_mode], f"WANDB_MODE={env_mode}"
+    base_url = wandb_setup.singleton().settings.base_url
+    try:
+        # wandb's own lookup (environment, netrc, settings files); prompt/update_session off so that
+        # nothing is asked and no session state changes
+        credentials = wbauth.authenticate_session(
+            host=wbauth.HostUrl(base_url), source="stiefel_gan.tracking", prompt=False,
+            update_session=False)
+    except wandb.errors.AuthenticationError as error:
+        return "offline", f"unusable W&B credentials: {error}"
+    if credentials is None:
+        return "offline", f"no W&B credentials for {base_url}"
+    host, port = _connect_target(base_url)
+    try:
+        socket.create_connection((host, port), timeout=REACHABILITY_TIMEOUT_S).close()
+    except OSError as error:
+        return "offline", f"{host}:{port} unreachable: {error}"
+    return "online", "credentials found and host reachable"
+
+
+# ---------------------------------------------------------------------------------------- Tracker
+
+
+class Tracker:
+    """Local JSONL records plus a W&B run, for one training run.
+
+    Parameters
+    ----------
+    run_dir : Path
+        Directory of the run (created if missing); receives ``metrics.jsonl``, ``series.jsonl`` and
+        wandb's ``wandb/`` folder.
+    config : dict
+        The run's configuration (nested dicts allowed), stored as the W&B config.
+    project, entity, group, tags, name
+        W&B run attributes.
+    mode : str
+        One of :data:`WANDB_MODES`; see the module docstring for how ``"auto"`` resolves.
+    run_id : str or None
+        W&B run id to continue (with ``resume="allow"``); ``None`` lets wandb make a new one.
+    resume_step : int or None
+        Resume after this step: JSONL rows with a larger step are dropped first. ``None`` starts the
+        JSONL files afresh (rows of an earlier attempt that never checkpointed are discarded).
+
+    Attributes
+    ----------
+    run_id : str or None
+        The W&B run id (``None`` when disabled), to be stored in checkpoints.
+    mode : str
+        The resolved mode: ``"online"``, ``"offline"`` or ``"disabled"``.
+
+    Steps must not decrease from one call to the next (W&B drops rows that go back), and after a
+    resume they must exceed ``resume_step``, whose rows are already on record.
+    """
+
+    def __init__(self, run_dir: Path, config: dict, *, project: str, entity: str | None,
+                 group: str | None, tags: list[str], name: str, mode: str = "auto",
+                 run_id: str | None = None, resume_step: int | None = None):
+        if mode not in WANDB_MODES:
+            raise ValueError(f"mode={mode!r} is not allowed: use one of {', '.join(WANDB_MODES)}")
+        if not isinstance(config, Mapping):
+            raise ValueError(f"config of type {type(config).__name__} is not allowed: use a dict")
+        _check_name("project", project)
+        _check_name("name", name)
+        for what, value in (("entity", entity), ("group", group), ("run_id", run_id)):
+            if value is not None:
+                _check_name(what, value)
+        if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) and t for t in tags):
+            raise ValueError(f"tags={tags!r} is not allowed: use a list of non-empty strings")
+        if resume_step is not None:
+            _check_step(resume_step)
+
+        self.mode, reason = _resolve_mode(mode)
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+
+        metrics_path, series_path = self.run_dir / METRICS_FILE, self.run_dir / SERIES_FILE
+        if resume_step is None:
+            self._last_step = -1
+            file_mode = "w"
+        else:
+            self._last_step = resume_step
+            _truncate_jsonl(metrics_path, resume_step)
+            _truncate_jsonl(series_path, resume_step)
+            file_mode = "a"
+        self._resume_step = resume_step
+        self._metrics = open(metrics_path, file_mode, encoding="utf-8")
+        self._series = open(series_path, file_mode, encoding="utf-8")
+
+        self._run = None
+        self.run_id = None
+        if self.mode != "disabled":
+            try:
+                self._run = wandb.init(
+                    dir=str(self.run_dir), project=project, entity=entity, group=group,
+                    tags=list(tags), name=name, config=dict(config), mode=self.mode, id=run_id,
+                    resume="allow" if run_id is not None else None)
+            except BaseException:
+                self._metrics.close()
+                self._series.close()
+                raise
+            self.run_id = self._run.id
+            if self.mode == "offline":
+                sync_dir = self._run.settings.sync_dir
+                print(f"W&B offline ({reason}): records in {sync_dir}; "
+                      f"upload later with: wandb sync {sync_dir}", file=sys.stderr)
+
+    # -- records
+
+    def _check_open_and_step(self, step) -> None:
+        if self._metrics.closed:
+            raise RuntimeError("this Tracker is finished; make a new one to record more")
+        _check_step(step)
+        if self._resume_step is not None and step <= self._resume_step:
+            raise ValueError(f"step={step} is not allowed: the run resumed after step "
+                             f"{self._resume_step}, so steps must be > {self._resume_step}")
+        if step < self._last_step:
+            raise ValueError(f"step={step} is not allowed: steps must not decrease "
+                             f"(last logged step {self._last_step})")
+
+    def log(self, step: int, scalars: dict[str, float]) -> None:
+        """Append ``{"step": step, **scalars}`` to ``metrics.jsonl``; log ``scalars`` to W&B at ``step``."""
+        self._check_open_and_step(step)
+        if not isinstance(scalars, Mapping) or not scalars:
+            raise ValueError(f"scalars={scalars!r} is not allowed: use a non-empty dict name -> number")
+        values = {}
+        for key, value in scalars.items():
+            _check_name("scalar name", key)
+            if key == "step":
+                raise ValueError("scalar name 'step' is not allowed: it is the row's own step column")
+            values[key] = _as_float(f"scalars[{key!r}]", value)
+
+        _write_line(self._metrics, {"step": int(step), **{k: _encode_float(v) for k, v in values.items()}})
+        if self._run is not None:
+            self._run.log(values, step=int(step))
+        self._last_step = int(step)
+
+    def log_images(self, step: int, images: dict[str, Path | np.ndarray | torch.Tensor]) -> None:
+        """Log images to W&B at ``step`` as ``wandb.Image`` keyed by name (nothing is written locally).
+
+        A value is the path of an image file, or an array: NumPy ``(H, W)`` / ``(H, W, C)`` or torch
+        ``(H, W)`` / ``(C, H, W)`` with ``C`` in 1, 3, 4, holding integers in ``[0, 255]`` or floats
+        in ``[0, 1]`` (map a ``tanh`` generator's ``[-1, 1]`` output with ``(x + 1) / 2`` first).
+        """
+        self._check_open_and_step(step)
+        if not isinstance(images, Mapping) or not images:
+            raise ValueError(f"images={images!r} is not allowed: use a non-empty dict name -> image")
+        checked = {}
+        for key, image in images.items():
+            _check_name("image name", key)
+            if isinstance(image, (str, os.PathLike)):
+                if not Path(image).is_file():
+                    raise ValueError(f"image {key!r}: {str(image)!r} is not an existing file")
+                checked[key] = str(image)
+            else:
+                checked[key] = _image_as_uint8(key, image)
+        if self._run is not None:
+            self._run.log({key: wandb.Image(image) for key, image in checked.items()}, step=int(step))
+        self._last_step = int(step)
+
+    def log_series(self, step: int, key: str, xs: Sequence[float],
+                   series: dict[str, Sequence[float]], title: str) -> None:
+        """One line plot with a line ``series[name]`` against ``xs`` per name, logged under ``key``.
+
+        W&B gets ``wandb.plot.line_series`` (a table plus a chart); ``series.jsonl`` gets
+        ``{"step", "key", "xs", "series"}``. For spectra: ``xs`` is the normalized singular-value
+        index ``i / (k - 1)`` and there is one line per layer.
+        """
+        self._check_open_and_step(step)
+        _check_name("series key", key)
+        if not isinstance(title, str):
+            raise ValueError(f"title={title!r} is not allowed: use a string")
+        x_values = [_as_float(f"xs[{i}]", x) for i, x in enumerate(xs)]
+        if not x_values:
+            raise ValueError("xs=[] is not allowed: use at least one x value")
+        if not isinstance(series, Mapping) or not series:
+            raise ValueError(f"series={series!r} is not allowed: use a non-empty dict name -> values")
+        lines = {}
+        for name, ys in series.items():
+            _check_name("series name", name)
+            lines[name] = [_as_float(f"series[{name!r}][{i}]", y) for i, y in enumerate(ys)]
+            if len(lines[name]) != len(x_values):
+                raise ValueError(f"series[{name!r}] has {len(lines[name])} values, not "
+                                 f"len(xs)={len(x_values)}: give one value per x")
+
+        _write_line(self._series, {
+            "step": int(step), "key": key, "xs": [_encode_float(x) for x in x_values],
+            "series": {name: [_encode_float(y) for y in ys] for name, ys in lines.items()},
+        })
+        if self._run is not None:
+            chart = wandb.plot.line_series(xs=x_values, ys=list(lines.values()), keys=list(lines),
+                                           title=title, xname="x")
+            self._run.log({key: chart}, step=int(step))
+        self._last_step = int(step)
+
+    # -- end
+
+    def _close(self, exit_code: int) -> None:
+        if self._metrics.closed:
+            return
+        self._metrics.close()
+        self._series.close()
+        if self._run is not None:
+            try:
+                self._run.finish(exit_code=exit_code)
+            finally:
+                # run.finish() only *informs* wandb's service process, which writes out and closes
+                # the transaction log later (a run-<id>.wandb read right after finish() has been seen
+                # holding just its 7-byte header); teardown waits for that process to exit.
+                wandb.teardown()
+
+    def finish(self) -> None:
+        """Close the JSONL files and finish the W&B run; later calls do nothing.
+
+        When it returns, the run's files under ``run_dir/wandb`` are complete. It ends the process's
+        wandb session (``wandb.teardown()``), so other wandb runs still open in this process are
+        finished too; the next ``Tracker`` starts a new session.
+        """
+        self._close(exit_code=0)
+
+    def __enter__(self) -> Tracker:
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        # a run left by an exception is marked failed in W&B
+        self._close(exit_code=0 if exc_type is None else 1)
+
+
+# ------------------------------------------------------------------------------ offline run reader
+
+#: wandb's transaction-log header: the magic ":W&B", the 16-bit little-endian 0xBEE1, version 0.
+_WANDB_LOG_HEADER = b":W&B" + (0xBEE1).to_bytes(2, "little") + bytes([0])
+#: LevelDB log framing: 32 KiB blocks of chunks, each chunk headed by
+#: CRC-32 (4 bytes, LE) | length (2 bytes, LE) | type (1 byte). wandb checksums type + payload with
+#: the plain IEEE CRC-32 (zlib's), unmasked, where LevelDB itself uses a masked CRC-32C.
+_BLOCK_SIZE = 32 * 1024
+_CHUNK_HEADER_SIZE = 7
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def _log_records(path: Path) -> Iterator[bytes]:
+    """Yield the payloads of the records of a wandb transaction log (``run-<id>.wandb``).
+
+    A record too long for the rest of a block is split into FIRST, MIDDLE..., LAST chunks; a block
+    tail shorter than a chunk header is zero padding. Block boundaries count from the start of the
+    file, header included. A chunk cut off by the end of the file (a crash while writing) ends the
+    log; a checksum mismatch is corruption and raises.
+    """
+    data = path.read_bytes()
+    if not data.startswith(_WANDB_LOG_HEADER):
+        raise ValueError(f"{path} is not a wandb transaction log (header {data[:7]!r})")
+    position = len(_WANDB_LOG_HEADER)
+    pending: bytearray | None = None
+    while position + _CHUNK_HEADER_SIZE <= len(data):
+        left_in_block = _BLOCK_SIZE - position % _BLOCK_SIZE
+        if left_in_block < _CHUNK_HEADER_SIZE:
+            position += left_in_block
+            continue
+        checksum = int.from_bytes(data[position:position + 4], "little")
+        length = int.from_bytes(data[position + 4:position + 6], "little")
+        chunk_type = data[position + 6]
+        start = position + _CHUNK_HEADER_SIZE
+        if start + length > len(data):
+            return  # torn tail
+        payload = data[start:start + length]
+        if zlib.crc32(data[position + 6:start + length]) != checksum:
+            raise ValueError(f"{path}: checksum mismatch in the chunk at byte {position}")
+        chunk_position, position = position, start + length
+        if chunk_type == _FULL:
+            yield payload
+        elif chunk_type == _FIRST:
+            pending = bytearray(payload)
+        elif chunk_type in (_MIDDLE, _LAST) and pending is not None:
+            pending += payload
+            if chunk_type == _LAST:
+                yield bytes(pending)
+                pending = None
+        else:
+            raise ValueError(f"{path}: chunk of type {chunk_type} at byte {chunk_position} "
+                             "is out of order")
+
+
+@dataclasses.dataclass
+class OfflineRun:
+    """A W&B run as decoded from its transaction log.
+
+    ``history`` holds one dict per committed step, with wandb's ``_step``, ``_runtime`` and
+    ``_timestamp``; media and charts appear as the JSON wandb stores for them (nested keys become
+    nested dicts). ``config`` and ``summary`` omit wandb's internal ``_wandb`` entry.
+    """
+
+    run_id: str
+    name: str
+    group: str
+    tags: list[str]
+    project: str
+    config: dict
+    history: list[dict]
+    summary: dict
+
+
+def _item_path(item) -> list[str]:
+    return list(item.nested_key) if item.nested_key else [item.key]
+
+
+def _set_path(target: dict, path: list[str], value: Any) -> None:
+    for part in path[:-1]:
+        child = target.get(part)
+        if not isinstance(child, dict):
+            child = target[part] = {}
+        target = child
+    target[path[-1]] = value
+
+
+def _remove_path(target: dict, path: list[str]) -> None:
+    for part in path[:-1]:
+        target = target.get(part)
+        if not isinstance(target, dict):
+            return
+    target.pop(path[-1], None)
+
+
+def _config_value(value_json: str) -> Any:
+    """A config value; the ``{"value": v}`` / ``{"value": v, "desc": d}`` wrapping of wandb's
+    ``config.yaml`` era is removed (0.31 records store ``v`` itself)."""
+    value = json.loads(value_json)
+    if isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}:
+        return value["value"]
+    return value
+
+
+def _find_run_file(path: Path) -> Path:
+    if path.is_file():
+        return path
+    if not path.is_dir():
+        raise ValueError(f"path={str(path)!r} is neither a run-<id>.wandb file nor a directory")
+    # resolve(): wandb's latest-run symlink would otherwise list the same file twice
+    found = {p.resolve() for p in path.rglob("run-*.wandb")}
+    if not found:
+        raise ValueError(f"path={str(path)!r} holds no run-*.wandb file")
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+
+
+def read_offline_run(run_dir_or_wandb_file: Path) -> OfflineRun:
+    """Decode a run's ``run-<id>.wandb`` transaction log.
+
+    Parameters
+    ----------
+    run_dir_or_wandb_file : Path
+        The file, or a directory searched recursively for ``run-*.wandb`` (the newest is taken when
+        there are several, e.g. a run and its resumed continuation).
+    """
+    path = _find_run_file(Path(run_dir_or_wandb_file))
+    run_record = None
+    config: dict = {}
+    summary: dict = {}
+    history: list[dict] = []
+    for payload in _log_records(path):
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(payload)
+        kind = record.WhichOneof("record_type")
+        if kind == "run" and run_record is None:
+            run_record = record.run
+            for item in record.run.config.update:
+                _set_path(config, _item_path(item), _config_value(item.value_json))
+        elif kind == "config":
+            for item in record.config.update:
+                _set_path(config, _item_path(item), _config_value(item.value_json))
+            for item in record.config.remove:
+                _remove_path(config, _item_path(item))
+        elif kind == "summary":
+            for item in record.summary.update:
+                _set_path(summary, _item_path(item), json.loads(item.value_json))
+            for item in record.summary.remove:
+                _remove_path(summary, _item_path(item))
+        elif kind == "history":
+            row: dict = {}
+            for item in record.history.item:
+                _set_path(row, _item_path(item), json.loads(item.value_json))
+            history.append(row)
+    if run_record is None:
+        raise ValueError(f"{path} holds no run record")
+    config.pop("_wandb", None)
+    summary.pop("_wandb", None)
+    return OfflineRun(run_id=run_record.run_id, name=run_record.display_name,
+                      group=run_record.run_group, tags=list(run_record.tags),
+                      project=run_record.project, config=config, history=history, summary=summary)

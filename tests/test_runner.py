@@ -1,0 +1,202 @@
+"""The runner end to end: real Hydra composition of the real configs (shrunk), real training steps,
+real checkpoints, real W&B offline runs read back from their files."""
+
+import json
+import math
+import pickle
+
+import pytest
+import torch
+from PIL import Image
+
+from stiefel_gan.cli import compose_config, main, plan_runs
+from stiefel_gan.config import DISC_KINDS
+from stiefel_gan.runner import run
+from stiefel_gan.tracking import read_metrics, read_offline_run
+
+TINY = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
+        "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled"]
+MODELS = {
+    "standard_cnn": ["data=digits", "model=standard_cnn", "model.g_width=4", "model.d_width=4", "model.z_dim=8"],
+    "resnet": ["data=digits", "data.image_size=32", "model=resnet", "model.g_width=8", "model.d_width=8",
+               "model.z_dim=8"],
+    "mlp": ["data=ring8", "data.n_samples=64", "model=mlp", "model.g_width=8", "model.d_width=8"],
+}
+
+
+def tiny(tmp_path, *overrides):
+    return [*TINY, f"out_dir={tmp_path}", *overrides]
+
+
+def metric_rows(run_dir):
+    """metrics.jsonl without wall-clock keys (the only ones allowed to differ between equal runs)."""
+    return [{k: v for k, v in row.items() if not k.startswith("perf/")} for row in read_metrics(run_dir)]
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("disc", DISC_KINDS)
+def test_every_disc_trains_with_every_model(tmp_path, disc, model):
+    cfg = compose_config(tiny(tmp_path, f"disc={disc}", *MODELS[model]))
+    run_dir = run(cfg)
+    rows = read_metrics(run_dir)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(math.isfinite(r["loss/d"]) and math.isfinite(r["loss/g"]) for r in rows)
+    layer_sigmas = {k: v for k, v in rows[-1].items() if k.startswith("sigma_max/")}
+    assert layer_sigmas, "every D layer reports its largest singular value"
+    if disc.startswith("stiefel") and disc != "stiefel_grid":
+        # the curve's largest value is sigma = 1 in every layer, the final dense layer included
+        assert all(v == pytest.approx(1.0, abs=1e-4) for v in layer_sigmas.values())
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert checkpoint["step"] == 2 and checkpoint["config"]["disc"]["kind"] == disc
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "samples" / "step_000002.png").is_file()
+
+
+def test_stiefel_variants_replace_every_discriminator_layer(tmp_path):
+    from stiefel_gan.data import data_shape
+    from stiefel_gan.gan.builder import build_gan
+    from stiefel_gan.manifold import stiefel_layers
+
+    cfg = compose_config(tiny(tmp_path, "disc=stiefel_grid", *MODELS["standard_cnn"]))
+    gan = build_gan(cfg, data_shape("digits", 16))
+    names = [name for name, _ in stiefel_layers(gan.discriminator)]
+    assert "fc" in names and len(names) == 8  # seven convs and the final dense layer
+    assert not any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in gan.discriminator.modules())
+
+
+def test_same_seed_same_numbers(tmp_path):
+    overrides = tiny(tmp_path, "disc=stiefel_curve", "train.steps=3", *MODELS["standard_cnn"])
+    first, second = run(compose_config(overrides)), run(compose_config(overrides))
+    assert first != second  # a second run never overwrites the first
+    assert metric_rows(first) == metric_rows(second)
+    other = run(compose_config([*overrides, "train.seed=1"]))
+    assert metric_rows(other) != metric_rows(first)
+
+
+@pytest.mark.parametrize("disc,optim", [("stiefel_grid", "radam"), ("sn", "radam"), ("stiefel_fixed", "rsgd")])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, disc, optim):
+    common = tiny(tmp_path, f"disc={disc}", f"optim={optim}", "optim.n_dis=2", "train.checkpoint_every=3",
+                  "train.sample_every=3", *MODELS["standard_cnn"])
+    straight = run(compose_config([*common, "train.steps=6", "run_name=straight"]))
+    interrupted = run(compose_config([*common, "train.steps=3", "run_name=interrupted"]))
+    assert main(["train", f"resume={interrupted}", "train.steps=6"]) == 0
+    assert [r["step"] for r in metric_rows(interrupted)] == list(range(1, 7))
+    assert metric_rows(interrupted) == metric_rows(straight)
+
+
+def test_resume_truncates_rows_logged_after_the_checkpoint(tmp_path):
+    common = tiny(tmp_path, "disc=sn", "train.checkpoint_every=2", "train.steps=3", *MODELS["standard_cnn"])
+    run_dir = run(compose_config(common))
+    with open(run_dir / "metrics.jsonl", "a") as f:  # a crash after step 3's log but before its checkpoint
+        f.write(json.dumps({"step": 4, "loss/d": 0.0}) + "\n")
+    reference = run(compose_config([*common, "train.steps=5"]))
+    assert main(["train", f"resume={run_dir}", "train.steps=5"]) == 0
+    assert metric_rows(run_dir) == metric_rows(reference)
+
+
+def test_wandb_offline_run_reads_back(tmp_path):
+    run_dir = run(compose_config([*tiny(tmp_path, "disc=sn", *MODELS["standard_cnn"]), "wandb.mode=offline",
+                                  "name=wb", "wandb.tags=[mine]"]))
+    record = read_offline_run(run_dir)
+    assert record.group == "wb" and record.name == run_dir.name
+    assert {"sn", "radam", "baseline", "mine", "digits", "hinge"} <= set(record.tags)
+    assert record.config["disc"]["kind"] == "sn" and record.config["train"]["steps"] == 2
+    steps = [row["_step"] for row in record.history if "loss/d" in row]
+    assert steps == [1, 2]
+    local = read_metrics(run_dir)
+    assert [row["loss/d"] for row in record.history if "loss/d" in row] == pytest.approx([r["loss/d"] for r in local])
+
+
+def test_sweep_composes_every_job_with_distinct_names(tmp_path):
+    configs = plan_runs(tiny(tmp_path, "disc=sn,stiefel_fixed", "train.seed=0,1", "optim.lr_d=1e-4,2e-4"), True)
+    assert len(configs) == 8
+    assert len({c.run_name for c in configs}) == 8
+    assert {c.disc.kind for c in configs} == {"sn", "stiefel_fixed"}
+
+
+def test_sweep_through_submitit_local_executor(tmp_path, capsys):
+    assert main(["sweep", "--launcher", "submitit", *tiny(tmp_path, "disc=none,stiefel_fixed", "train.steps=1",
+                                                          "train.sample_every=1", "train.checkpoint_every=1",
+                                                          *MODELS["mlp"])]) == 0
+    printed = capsys.readouterr().out.split()
+    assert len(printed) == 2
+    for run_dir in printed:
+        assert [r["step"] for r in read_metrics(run_dir)] == [1]
+
+
+def test_compare_writes_a_table_and_side_by_side_samples(tmp_path):
+    assert main(["compare", *tiny(tmp_path), "train.steps=2"]) == 0
+    (compare_dir,) = (tmp_path / "compare").iterdir()
+    report = (compare_dir / "report.md").read_text()
+    for variant in ("sn", "stiefel_fixed", "stiefel_curve", "stiefel_grid"):
+        assert f"| {variant} " in report
+    assert "loss/d" in report
+    width, height = Image.open(compare_dir / "samples.png").size
+    assert width > 3 * height  # four panels side by side
+
+
+BAD_COMMANDS = [
+    (["disc=foo"], "disc/foo"),
+    (["disc.tua=1"], "tua"),
+    (["train.steps=abc"], "train.steps"),
+    (["optim.n_dis=0"], "optim.n_dis=0"),
+    (["data.image_size=20"], "20"),
+    (["disc=stiefel_fixed", "optim=adam"], "optim=adam"),
+    (["disc=stiefel_fixed", "disc.tau=-1"], "tau=-1.0"),
+    (["data=cifar10", "data.root=__ROOT__"], "CIFAR-10"),
+    (["resume=__ROOT__/missing"], "missing"),
+]
+
+
+@pytest.mark.parametrize("overrides,named", BAD_COMMANDS, ids=[b[1] for b in BAD_COMMANDS])
+def test_bad_input_stops_before_training_with_one_line(tmp_path, capsys, overrides, named):
+    overrides = [o.replace("__ROOT__", str(tmp_path / "data")) for o in overrides]
+    assert main(["train", *tiny(tmp_path / "runs", *MODELS["standard_cnn"]), *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err, err
+    assert not (tmp_path / "runs").exists(), "nothing is written for a bad config"
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, capsys):
+    first = run(compose_config(tiny(tmp_path, "disc=sn", *MODELS["standard_cnn"])))
+    other = run(compose_config(tiny(tmp_path, "disc=stiefel_fixed", *MODELS["standard_cnn"])))
+    (first / "checkpoints" / "last.pt").write_bytes((other / "checkpoints" / "last.pt").read_bytes())
+    before = (first / "metrics.jsonl").read_bytes()
+    assert main(["train", f"resume={first}", "train.steps=4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "disc.kind='stiefel_fixed'" in err
+    assert (first / "metrics.jsonl").read_bytes() == before
+
+
+def test_resume_refuses_a_corrupt_checkpoint_and_keeps_it(tmp_path, capsys):
+    run_dir = run(compose_config(tiny(tmp_path, "disc=sn", *MODELS["standard_cnn"])))
+    checkpoint = run_dir / "checkpoints" / "last.pt"
+    checkpoint.write_bytes(checkpoint.read_bytes()[:100])
+    damaged = checkpoint.read_bytes()
+    assert main(["train", f"resume={run_dir}", "train.steps=4"]) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert checkpoint.read_bytes() == damaged
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+    # RSGD with a learning rate of 1e5 sends D's weights to inf within a few steps: a real divergence
+    overrides = tiny(tmp_path, "disc=none", "optim=rsgd", "optim.lr_d=1e5", "optim.momentum=0.0",
+                     "train.steps=50", "train.checkpoint_every=1", *MODELS["standard_cnn"])
+    assert main(["train", *overrides]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "at step" in err and "last good checkpoint" in err and len(err.splitlines()) == 1
+    (run_dir,) = (tmp_path / "default").iterdir()
+    checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    diverged_at = int(err.split("at step ")[1].split(";")[0])
+    assert checkpoint["step"] == diverged_at - 1
+    assert all(torch.isfinite(t).all() for t in checkpoint["discriminator"].values())
+
+
+def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path):
+    from stiefel_gan.gan.train import save_checkpoint
+
+    path = tmp_path / "checkpoints" / "last.pt"
+    save_checkpoint(path, {"step": 1})
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        save_checkpoint(path, {"step": 2, "unpicklable": lambda: None})
+    assert torch.load(path, weights_only=False) == {"step": 1}
