@@ -90,6 +90,23 @@ class TrainConfig:
 
 
 @dataclass
+class MetricsConfig:
+    """What each run measures besides its losses (stiefel_gan.evaluation, stiefel_gan.diagnostics)."""
+
+    every: int = 250  # sample-quality metrics every N generator steps and at the end (0: only at the end)
+    n_samples: int = 1000  # generated samples per evaluation (digits, mixtures, geometry score)
+    protocol: str = "quick"  # CIFAR-10 / STL-10: torch-fidelity protocol (quick | miyato | full50k)
+    inception_weights: Optional[str] = None  # a local Inception file, for machines without network
+    geometry_score: bool = True  # Geometry Score at the end of the run (Khrulkov & Oseledets 2018)
+    gs_landmarks: int = 64  # L_0
+    gs_gamma: Optional[float] = None  # default 1/128 * N / 5000
+    gs_i_max: int = 100
+    gs_n: int = 1000  # landmark draws
+    diagnostics_every: int = 100  # D's spectral and gradient diagnostics (0: never)
+    operator_norm_iters: int = 30  # power iterations per conv operator norm
+
+
+@dataclass
 class WandbConfig:
     project: str = "stiefel_gan"
     entity: Optional[str] = None
@@ -118,6 +135,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
 

@@ -28,7 +28,8 @@ from .config import DISC_KINDS, Config
 from .data import build_dataset, data_shape, infinite_batches
 from .gan.builder import build_gan
 from .gan.losses import LOSS_KINDS
-from .gan.train import CHECKPOINT_NAME, LoopSettings, TrainingState, train
+from .evaluation import SampleQuality
+from .gan.train import CHECKPOINT_NAME, LoopSettings, Periodic, TrainingState, train
 from .manifold import OPTIMIZERS, load_optimizer_state
 from .tracking import WANDB_MODES, Tracker
 
@@ -47,7 +48,7 @@ def check_config(cfg: Config) -> None:
     positive = {"train.steps": cfg.train.steps, "train.batch_size": cfg.train.batch_size,
                 "optim.n_dis": cfg.optim.n_dis, "train.log_every": cfg.train.log_every,
                 "train.sample_every": cfg.train.sample_every, "train.checkpoint_every": cfg.train.checkpoint_every,
-                "train.n_grid_samples": cfg.train.n_grid_samples}
+                "train.n_grid_samples": cfg.train.n_grid_samples, "metrics.n_samples": cfg.metrics.n_samples}
     for key, value in positive.items():
         if value < 1:
             _fail(f"{key}={value} is not allowed: use an integer >= 1")
@@ -56,6 +57,10 @@ def check_config(cfg: Config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             _fail(f"{key}={value!r} is not allowed: use one of {', '.join(allowed)}")
+    for key, every in (("metrics.every", cfg.metrics.every), ("metrics.diagnostics_every", cfg.metrics.diagnostics_every)):
+        if every < 0:
+            _fail(f"{key}={every} is not allowed: use an interval >= 1, or 0 (metrics: only at the end; "
+                  "diagnostics: never)")
     for key, lr in (("optim.lr_g", cfg.optim.lr_g), ("optim.lr_d", cfg.optim.lr_d)):
         if not lr > 0:
             _fail(f"{key}={lr} is not allowed: use a learning rate > 0")
@@ -133,6 +138,7 @@ class PreparedRun:
     batches: object
     data_shape: tuple
     checkpoint: dict | None
+    quality: SampleQuality
 
 
 def _unique_run_dir(cfg: Config) -> Path:
@@ -180,7 +186,8 @@ def prepare(cfg: Config) -> PreparedRun:
     # each generator update consumes n_dis real batches: a resumed stream skips what was used
     batches = infinite_batches(dataset, cfg.train.batch_size, seed=cfg.train.seed, device=device,
                                start=state.step * cfg.optim.n_dis)
-    return PreparedRun(cfg, run_dir, device, state, batches, shape, checkpoint)
+    quality = SampleQuality(cfg, dataset, device, run_dir)
+    return PreparedRun(cfg, run_dir, device, state, batches, shape, checkpoint, quality)
 
 
 def _save_samples(path: Path, samples: torch.Tensor) -> None:
@@ -209,17 +216,29 @@ def execute(prepared: PreparedRun) -> Path:
     def payload(current: TrainingState) -> dict:
         return {**current.state_dict(), "config": saved_config, "wandb_run_id": tracker.run_id}
 
-    def on_samples(step: int, samples: torch.Tensor) -> None:
+    generator = state.gan.generator
+
+    def save_samples(step: int, finished: bool) -> None:
+        generator.eval()
+        with torch.no_grad():
+            samples = generator(state.fixed_z.to(prepared.device)).cpu()
+        generator.train()
         path = run_dir / "samples" / f"step_{step:06d}.png"
         _save_samples(path, samples)
         tracker.log_images(step, {"samples": path})
 
+    def evaluate(step: int, finished: bool) -> None:
+        tracker.log(step, prepared.quality(generator, final=finished))
+        if finished and (run_dir / "geometry_rlt.png").is_file():
+            tracker.log_images(step, {"geometry_rlt": run_dir / "geometry_rlt.png"})
+
     settings = LoopSettings(steps=cfg.train.steps, batch_size=cfg.train.batch_size, n_dis=cfg.optim.n_dis,
                             loss=cfg.loss.name, log_every=cfg.train.log_every,
-                            sample_every=cfg.train.sample_every, checkpoint_every=cfg.train.checkpoint_every)
+                            checkpoint_every=cfg.train.checkpoint_every)
+    periodic = [Periodic(cfg.train.sample_every, save_samples), Periodic(cfg.metrics.every or cfg.train.steps, evaluate)]
     with tracker:
         train(state, prepared.batches, settings, prepared.device, run_dir / "checkpoints" / CHECKPOINT_NAME,
-              payload, tracker.log, on_samples, progress=cfg.train.progress,
+              payload, tracker.log, periodic, progress=cfg.train.progress,
               last_good=checkpoint.get("step"))
     return run_dir
 

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -10,3 +12,15 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """The digits classifier trains once per session into a temporary cache, not the user's ~/.cache."""
+    previous = os.environ.get("STIEFEL_GAN_CACHE")
+    os.environ["STIEFEL_GAN_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if previous is None:
+        del os.environ["STIEFEL_GAN_CACHE"]
+    else:
+        os.environ["STIEFEL_GAN_CACHE"] = previous

@@ -12,10 +12,11 @@ from PIL import Image
 from stiefel_gan.cli import compose_config, main, plan_runs
 from stiefel_gan.config import DISC_KINDS
 from stiefel_gan.runner import run
-from stiefel_gan.tracking import read_metrics, read_offline_run
+from stiefel_gan.tracking import Tracker, read_metrics, read_offline_run
 
 TINY = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
-        "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled"]
+        "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
+        "metrics.n_samples=100", "metrics.geometry_score=false", "metrics.diagnostics_every=0"]
 MODELS = {
     "standard_cnn": ["data=digits", "model=standard_cnn", "model.g_width=4", "model.d_width=4", "model.z_dim=8"],
     "resnet": ["data=digits", "data.image_size=32", "model=resnet", "model.g_width=8", "model.d_width=8",
@@ -38,9 +39,12 @@ def metric_rows(run_dir):
 def test_every_disc_trains_with_every_model(tmp_path, disc, model):
     cfg = compose_config(tiny(tmp_path, f"disc={disc}", *MODELS[model]))
     run_dir = run(cfg)
-    rows = read_metrics(run_dir)
+    rows = [r for r in read_metrics(run_dir) if "loss/d" in r]
     assert [r["step"] for r in rows] == [1, 2]
     assert all(math.isfinite(r["loss/d"]) and math.isfinite(r["loss/g"]) for r in rows)
+    (quality,) = [r for r in read_metrics(run_dir) if any(k.startswith("quality/") for k in r)]
+    assert quality["step"] == 2
+    assert ("quality/modes_covered" if model == "mlp" else "quality/digits_fd") in quality
     layer_sigmas = {k: v for k, v in rows[-1].items() if k.startswith("sigma_max/")}
     assert layer_sigmas, "every D layer reports its largest singular value"
     if disc.startswith("stiefel") and disc != "stiefel_grid":
@@ -74,23 +78,44 @@ def test_same_seed_same_numbers(tmp_path):
 
 
 @pytest.mark.parametrize("disc,optim", [("stiefel_grid", "radam"), ("sn", "radam"), ("stiefel_fixed", "rsgd")])
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, disc, optim):
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, disc, optim):
     common = tiny(tmp_path, f"disc={disc}", f"optim={optim}", "optim.n_dis=2", "train.checkpoint_every=3",
-                  "train.sample_every=3", *MODELS["standard_cnn"])
-    straight = run(compose_config([*common, "train.steps=6", "run_name=straight"]))
-    interrupted = run(compose_config([*common, "train.steps=3", "run_name=interrupted"]))
-    assert main(["train", f"resume={interrupted}", "train.steps=6"]) == 0
-    assert [r["step"] for r in metric_rows(interrupted)] == list(range(1, 7))
+                  "train.sample_every=3", "metrics.every=2", "train.steps=7", *MODELS["standard_cnn"])
+    straight = run(compose_config([*common, "run_name=straight"]))
+
+    original_log = Tracker.log
+
+    def killed_after_step_4(self, step, scalars):  # the process dies after logging step 5's losses
+        original_log(self, step, scalars)
+        if step == 5 and "loss/d" in scalars:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(Tracker, "log", killed_after_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        run(compose_config([*common, "run_name=interrupted"]))
+    monkeypatch.setattr(Tracker, "log", original_log)
+    interrupted = tmp_path / "default" / "interrupted"
+    assert torch.load(interrupted / "checkpoints" / "last.pt", weights_only=False)["step"] == 3
+    assert main(["train", f"resume={interrupted}"]) == 0
+    assert [r["step"] for r in metric_rows(interrupted) if "loss/d" in r] == list(range(1, 8))
     assert metric_rows(interrupted) == metric_rows(straight)
+
+
+def test_resume_extends_a_finished_run(tmp_path):
+    common = tiny(tmp_path, "disc=stiefel_curve", *MODELS["standard_cnn"])
+    run_dir = run(compose_config([*common, "train.steps=2"]))
+    assert main(["train", f"resume={run_dir}", "train.steps=4"]) == 0
+    assert [r["step"] for r in read_metrics(run_dir) if "loss/d" in r] == [1, 2, 3, 4]
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"] == 4
 
 
 def test_resume_truncates_rows_logged_after_the_checkpoint(tmp_path):
     common = tiny(tmp_path, "disc=sn", "train.checkpoint_every=2", "train.steps=3", *MODELS["standard_cnn"])
-    run_dir = run(compose_config(common))
-    with open(run_dir / "metrics.jsonl", "a") as f:  # a crash after step 3's log but before its checkpoint
+    run_dir, reference = run(compose_config(common)), run(compose_config(common))
+    with open(run_dir / "metrics.jsonl", "a") as f:  # a crash after step 4's log but before its checkpoint
         f.write(json.dumps({"step": 4, "loss/d": 0.0}) + "\n")
-    reference = run(compose_config([*common, "train.steps=5"]))
-    assert main(["train", f"resume={run_dir}", "train.steps=5"]) == 0
+    for directory in (run_dir, reference):
+        assert main(["train", f"resume={directory}", "train.steps=5"]) == 0
     assert metric_rows(run_dir) == metric_rows(reference)
 
 
@@ -104,7 +129,8 @@ def test_wandb_offline_run_reads_back(tmp_path):
     steps = [row["_step"] for row in record.history if "loss/d" in row]
     assert steps == [1, 2]
     local = read_metrics(run_dir)
-    assert [row["loss/d"] for row in record.history if "loss/d" in row] == pytest.approx([r["loss/d"] for r in local])
+    assert [row["loss/d"] for row in record.history if "loss/d" in row] == pytest.approx(
+        [r["loss/d"] for r in local if "loss/d" in r])
 
 
 def test_sweep_composes_every_job_with_distinct_names(tmp_path):
@@ -121,7 +147,7 @@ def test_sweep_through_submitit_local_executor(tmp_path, capsys):
     printed = capsys.readouterr().out.split()
     assert len(printed) == 2
     for run_dir in printed:
-        assert [r["step"] for r in read_metrics(run_dir)] == [1]
+        assert {r["step"] for r in read_metrics(run_dir)} == {1}
 
 
 def test_compare_writes_a_table_and_side_by_side_samples(tmp_path):

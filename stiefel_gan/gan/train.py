@@ -34,8 +34,15 @@ class LoopSettings:
     n_dis: int
     loss: str
     log_every: int
-    sample_every: int
     checkpoint_every: int
+
+
+@dataclass
+class Periodic:
+    """An action run every ``every`` generator updates and after the last one (``every=0``: never)."""
+
+    every: int
+    action: Callable[[int, bool], None]  # (step, finished)
 
 
 @dataclass
@@ -75,13 +82,17 @@ def _check_finite(name: str, value: Tensor, step: int, checkpoint: Path, last_go
 
 def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSettings, device: torch.device,
           checkpoint_path: Path, payload: Callable[[TrainingState], dict],
-          log: Callable[[int, dict], None], on_samples: Callable[[int, Tensor], None],
+          log: Callable[[int, dict], None], periodic: list[Periodic] = (),
           progress: bool = True, last_good: int | None = None) -> TrainingState:
     """Run from ``state.step`` to ``settings.steps`` generator updates.
 
     Each D update sees one real batch and one fake batch concatenated into a single forward: D has no
     batch statistics, so this equals two forwards, and each layer's weight (an SN power iteration, a
     Stiefel product ``diag(lambda) X``) is computed once per update instead of twice.
+
+    After each update: losses and ``gan.diagnostics()`` are logged every ``log_every`` steps, the
+    ``periodic`` actions run (samples, evaluation, spectral diagnostics), then the checkpoint is written,
+    so a checkpoint always follows everything logged for its step.
     """
     gan, opt_g, opt_d = state.gan, state.opt_g, state.opt_d
     generator, discriminator = gan.generator, gan.discriminator
@@ -124,11 +135,9 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
             log(state.step, scalars)
             bar.set_postfix(loss_d=f"{scalars['loss/d']:.3f}", loss_g=f"{scalars['loss/g']:.3f}")
             window_start, window_steps = time.perf_counter(), 0
-        if state.step % settings.sample_every == 0 or finished:
-            generator.eval()
-            with torch.no_grad():
-                on_samples(state.step, generator(state.fixed_z.to(device)).cpu())
-            generator.train()
+        for hook in periodic:
+            if hook.every > 0 and (state.step % hook.every == 0 or finished):
+                hook.action(state.step, finished)
         if state.step % settings.checkpoint_every == 0 or finished:
             save_checkpoint(checkpoint_path, payload(state))
             last_good = state.step

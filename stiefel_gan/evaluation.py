@@ -1,0 +1,97 @@
+"""Sample quality of a generator, with the metric that suits each dataset.
+
+- digits: Frechet distance in the feature space of the project's digits classifier, class coverage
+  and the KL of the predicted-class histogram from uniform (:mod:`stiefel_gan.metrics.digits`);
+- ring8 / grid25: modes covered, high-quality fraction, KL of the mode histogram
+  (:mod:`stiefel_gan.metrics.toy`);
+- cifar10 / stl10: IS / FID / KID through torch-fidelity with the configured protocol, the protocol's
+  sample counts logged next to the numbers (:mod:`stiefel_gan.metrics.fidelity`);
+- any dataset, at the end of a run: the Geometry Score of real vs generated samples
+  (:mod:`stiefel_gan.metrics.geometry`), with the mean relative-living-time curves plotted.
+
+Generated samples come from their own seeded latents, so evaluating never moves the training RNG.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .config import Config
+from .data import MIXTURES, UInt8ImageDataset, mixture_centers, mixture_std, uint8_to_unit_range
+from .metrics import (PROTOCOLS, DigitsEvaluator, compute_fidelity, geometry_score, mode_metrics, plot_rlt,
+                      relative_living_times)
+
+EVAL_SEED_OFFSET = 2_000_029  # latents of the evaluation samples, apart from training's and the grids'
+
+
+def _all_data(dataset: Dataset, limit: int) -> torch.Tensor:
+    """The first ``limit`` samples of the dataset as one float tensor ([-1, 1] images or 2-D points)."""
+    if isinstance(dataset, UInt8ImageDataset):
+        return uint8_to_unit_range(dataset.images[:limit])
+    return dataset.tensors[0][:limit]
+
+
+class SampleQuality:
+    """Callable ``(generator, final) -> {"quality/<metric>": value}`` for one run's dataset."""
+
+    def __init__(self, cfg: Config, dataset: Dataset, device: torch.device, run_dir: Path | None = None):
+        self.cfg, self.dataset, self.device, self.run_dir = cfg, dataset, device, run_dir
+        self.name = cfg.data.name
+        if self.name in ("cifar10", "stl10") and cfg.metrics.protocol not in PROTOCOLS:
+            raise ValueError(f"metrics.protocol={cfg.metrics.protocol!r} is not allowed: use one of "
+                             f"{', '.join(PROTOCOLS)}")
+        if cfg.metrics.inception_weights is not None and not Path(cfg.metrics.inception_weights).is_file():
+            raise ValueError(f"metrics.inception_weights={cfg.metrics.inception_weights} is not allowed: no such file")
+        self._digits = DigitsEvaluator() if self.name == "digits" else None
+        self._real_rlt = None
+
+    @torch.no_grad()
+    def samples(self, generator, n: int) -> torch.Tensor:
+        latents = torch.Generator().manual_seed(self.cfg.train.seed + EVAL_SEED_OFFSET)
+        was_training = generator.training
+        generator.eval()
+        chunks = []
+        for start in range(0, n, 500):
+            z = generator.sample_z(min(500, n - start), latents, self.device)
+            chunks.append(generator(z).cpu())
+        generator.train(was_training)
+        return torch.cat(chunks)
+
+    def __call__(self, generator, final: bool = False) -> dict[str, float]:
+        m = self.cfg.metrics
+        n = m.n_samples
+        if self.name in ("cifar10", "stl10"):
+            n = max(n, PROTOCOLS[m.protocol].n_fake)
+        fake = self.samples(generator, n)
+        scores: dict[str, float] = {}
+        if self._digits is not None:
+            scores["digits_fd"] = self._digits.frechet_distance(fake)
+            scores.update(self._digits.class_coverage(fake))
+        elif self.name in MIXTURES:
+            scores.update(mode_metrics(fake.numpy(), mixture_centers(self.name).numpy(), mixture_std(self.name)))
+        else:
+            protocol = PROTOCOLS[m.protocol]
+            real = _all_data(self.dataset, protocol.n_real)
+            scores.update({k: v for k, v in compute_fidelity(fake, real, protocol, weights_path=m.inception_weights,
+                                                             device=self.device).items()
+                           if isinstance(v, (int, float))})
+        if final and m.geometry_score:
+            scores["geometry_score"] = self.geometry(fake[: m.n_samples])
+        return {f"quality/{key}": float(value) for key, value in scores.items()}
+
+    def geometry(self, fake: torch.Tensor) -> float:
+        """Geometry Score of real vs generated samples (flattened); the RLT curves go to a PNG."""
+        m = self.cfg.metrics
+        options = {"L_0": m.gs_landmarks, "gamma": m.gs_gamma, "i_max": m.gs_i_max, "n": m.gs_n,
+                   "seed": self.cfg.train.seed}
+        if self._real_rlt is None:
+            real = _all_data(self.dataset, m.n_samples)
+            self._real_rlt = relative_living_times(real.reshape(len(real), -1).numpy().astype(np.float64), **options)
+        fake_rlt = relative_living_times(fake.reshape(len(fake), -1).numpy().astype(np.float64), **options)
+        if self.run_dir is not None:
+            plot_rlt({"real": self._real_rlt, "generated": fake_rlt}, self.run_dir / "geometry_rlt.png")
+        return geometry_score(self._real_rlt, fake_rlt)
