@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 from typing import Callable, Iterator, Sequence, Union
 
@@ -42,3 +43,19 @@ def select_layers(
             if type(child) in types and keep(name, child):
                 selected.append((name, child, attr, parent))
     yield from selected
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """Evaluate ``model`` in eval mode, then restore every submodule's own ``training`` flag.
+
+    Measuring in eval mode keeps measurements out of training state: an SN layer's ``.weight`` in
+    training mode runs a power iteration that updates its ``u``, and BatchNorm updates its statistics.
+    """
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ._modules import eval_mode
 from .config import Config
 from .data import MIXTURES, UInt8ImageDataset, mixture_centers, mixture_std, uint8_to_unit_range
 from .metrics import (PROTOCOLS, DigitsEvaluator, compute_fidelity, geometry_score, mode_metrics, plot_rlt,
@@ -52,13 +53,11 @@ class SampleQuality:
     @torch.no_grad()
     def samples(self, generator, n: int) -> torch.Tensor:
         latents = torch.Generator().manual_seed(self.cfg.train.seed + EVAL_SEED_OFFSET)
-        was_training = generator.training
-        generator.eval()
         chunks = []
-        for start in range(0, n, 500):
-            z = generator.sample_z(min(500, n - start), latents, self.device)
-            chunks.append(generator(z).cpu())
-        generator.train(was_training)
+        with eval_mode(generator):
+            for start in range(0, n, 500):
+                z = generator.sample_z(min(500, n - start), latents, self.device)
+                chunks.append(generator(z).cpu())
         return torch.cat(chunks)
 
     def __call__(self, generator, final: bool = False) -> dict[str, float]:

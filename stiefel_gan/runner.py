@@ -10,13 +10,16 @@ Layout of a run directory::
 
     config.yaml            the resolved config
     metrics.jsonl          one JSON object per logged step
+    series.jsonl           line plots (normalized spectra, lambda) per diagnostics step
     samples/step_*.png     sample grids from fixed latents (scatter plots for 2-D data)
+    spectra/step_*.json    every D layer's spectra, norms and lambda per diagnostics step
     checkpoints/last.pt    G, D, both optimizers (geoopt state too), latent RNG, step, W&B id
     wandb/                 the W&B run (offline runs: `wandb sync <run dir>/wandb/offline-run-*`)
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +27,12 @@ import torch
 from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
+from ._modules import eval_mode
 from .config import DISC_KINDS, Config
 from .data import build_dataset, data_shape, infinite_batches
 from .gan.builder import build_gan
 from .gan.losses import LOSS_KINDS
+from .diagnostics import DiscriminatorDiagnostics
 from .evaluation import SampleQuality
 from .gan.train import CHECKPOINT_NAME, LoopSettings, Periodic, TrainingState, train
 from .manifold import OPTIMIZERS, load_optimizer_state
@@ -37,6 +42,7 @@ from .tracking import WANDB_MODES, Tracker
 RESUMABLE_KEYS = ("resume", "train.steps", "train.progress", "train.device", "train.threads", "wandb.mode",
                   "wandb.tags")
 FIXED_Z_SEED_OFFSET = 1_000_003  # the sample-grid latents get their own stream, apart from training's
+DIAGNOSTIC_SEED_OFFSET = 3_000_017  # the real batch the spectral diagnostics see
 
 
 def _fail(message: str) -> None:
@@ -139,6 +145,9 @@ class PreparedRun:
     data_shape: tuple
     checkpoint: dict | None
     quality: SampleQuality
+    diagnostics: DiscriminatorDiagnostics
+    diagnostic_batch: torch.Tensor  # a fixed real batch and fixed latents, the same at every diagnostics step
+    diagnostic_z: torch.Tensor
 
 
 def _unique_run_dir(cfg: Config) -> Path:
@@ -187,7 +196,12 @@ def prepare(cfg: Config) -> PreparedRun:
     batches = infinite_batches(dataset, cfg.train.batch_size, seed=cfg.train.seed, device=device,
                                start=state.step * cfg.optim.n_dis)
     quality = SampleQuality(cfg, dataset, device, run_dir)
-    return PreparedRun(cfg, run_dir, device, state, batches, shape, checkpoint, quality)
+    diagnostics = DiscriminatorDiagnostics(gan.discriminator, shape, cfg.loss.name, cfg.metrics.operator_norm_iters)
+    diagnostic_seed = cfg.train.seed + DIAGNOSTIC_SEED_OFFSET
+    diagnostic_batch = next(infinite_batches(dataset, cfg.train.batch_size, seed=diagnostic_seed, device=device))
+    diagnostic_z = gan.generator.sample_z(cfg.train.batch_size, torch.Generator().manual_seed(diagnostic_seed), device)
+    return PreparedRun(cfg, run_dir, device, state, batches, shape, checkpoint, quality, diagnostics,
+                       diagnostic_batch, diagnostic_z)
 
 
 def _save_samples(path: Path, samples: torch.Tensor) -> None:
@@ -219,10 +233,8 @@ def execute(prepared: PreparedRun) -> Path:
     generator = state.gan.generator
 
     def save_samples(step: int, finished: bool) -> None:
-        generator.eval()
-        with torch.no_grad():
+        with eval_mode(generator), torch.no_grad():
             samples = generator(state.fixed_z.to(prepared.device)).cpu()
-        generator.train()
         path = run_dir / "samples" / f"step_{step:06d}.png"
         _save_samples(path, samples)
         tracker.log_images(step, {"samples": path})
@@ -232,10 +244,22 @@ def execute(prepared: PreparedRun) -> Path:
         if finished and (run_dir / "geometry_rlt.png").is_file():
             tracker.log_images(step, {"geometry_rlt": run_dir / "geometry_rlt.png"})
 
+    def diagnose(step: int, finished: bool) -> None:
+        with eval_mode(generator), torch.no_grad():
+            fake = generator(prepared.diagnostic_z)
+        measured = prepared.diagnostics(prepared.diagnostic_batch, fake)
+        tracker.log(step, measured.scalars)
+        for key, (xs, series) in measured.series.items():
+            tracker.log_series(step, key, xs, series, title=key)
+        spectra_dir = run_dir / "spectra"
+        spectra_dir.mkdir(exist_ok=True)
+        (spectra_dir / f"step_{step:06d}.json").write_text(json.dumps({"step": step, **measured.spectra}))
+
     settings = LoopSettings(steps=cfg.train.steps, batch_size=cfg.train.batch_size, n_dis=cfg.optim.n_dis,
                             loss=cfg.loss.name, log_every=cfg.train.log_every,
                             checkpoint_every=cfg.train.checkpoint_every)
-    periodic = [Periodic(cfg.train.sample_every, save_samples), Periodic(cfg.metrics.every or cfg.train.steps, evaluate)]
+    periodic = [Periodic(cfg.train.sample_every, save_samples), Periodic(cfg.metrics.every or cfg.train.steps, evaluate),
+                Periodic(cfg.metrics.diagnostics_every, diagnose)]
     with tracker:
         train(state, prepared.batches, settings, prepared.device, run_dir / "checkpoints" / CHECKPOINT_NAME,
               payload, tracker.log, periodic, progress=cfg.train.progress,

@@ -12,11 +12,11 @@ from PIL import Image
 from stiefel_gan.cli import compose_config, main, plan_runs
 from stiefel_gan.config import DISC_KINDS
 from stiefel_gan.runner import run
-from stiefel_gan.tracking import Tracker, read_metrics, read_offline_run
+from stiefel_gan.tracking import Tracker, read_metrics, read_offline_run, read_series
 
 TINY = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
         "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
-        "metrics.n_samples=100", "metrics.geometry_score=false", "metrics.diagnostics_every=0"]
+        "metrics.n_samples=100", "metrics.geometry_score=false", "metrics.diagnostics_every=2"]
 MODELS = {
     "standard_cnn": ["data=digits", "model=standard_cnn", "model.g_width=4", "model.d_width=4", "model.z_dim=8"],
     "resnet": ["data=digits", "data.image_size=32", "model=resnet", "model.g_width=8", "model.d_width=8",
@@ -54,6 +54,11 @@ def test_every_disc_trains_with_every_model(tmp_path, disc, model):
     assert checkpoint["step"] == 2 and checkpoint["config"]["disc"]["kind"] == disc
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "samples" / "step_000002.png").is_file()
+    spectra = json.loads((run_dir / "spectra" / "step_000002.json").read_text())
+    assert set(spectra["layers"]) == {k.split("/", 1)[1] for k in layer_sigmas}
+    diagnostics = {k: v for r in read_metrics(run_dir) for k, v in r.items()}
+    assert diagnostics["lipschitz/lower_bound"] <= diagnostics["lipschitz/upper_bound"] * (1 + 1e-4)
+    assert {row["key"] for row in read_series(run_dir)} >= {"spectrum/normalized"}
 
 
 def test_stiefel_variants_replace_every_discriminator_layer(tmp_path):

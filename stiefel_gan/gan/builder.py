@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from ..config import STIEFEL_SPECTRA, Config, DiscConfig, OptimConfig
-from ..manifold import StiefelLayer, build_spectrum, make_optimizer, stiefel_layers, stiefelize
+from .._modules import eval_mode
+from ..diagnostics import weighted_layers
+from ..manifold import build_spectrum, make_optimizer, stiefelize
 from ..spectral import apply_normalization, orthogonal_penalty, reshape_singular_values
 from .models import build_models
 
@@ -64,32 +66,17 @@ class GAN(nn.Module):
             return orthogonal_penalty(self.discriminator, self.ortho_beta)
         return 0.0
 
-    def weighted_layers(self):
-        """``(name, layer)`` for every layer of D that has a weight matrix."""
-        for name, module in self.discriminator.named_modules():
-            if isinstance(module, (nn.Linear, nn.Conv2d, StiefelLayer)):
-                yield name, module
-
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:
-        """Cheap scalars for every log step: each D layer's largest reshaped singular value, and for
-        Stiefel layers the manifold drift and the learnable curve's parameters.
+        """Cheap scalars for every log step: each D layer's largest reshaped singular value.
 
-        D is put in eval mode meanwhile, so that reading an SN layer's weight does not run a power
-        iteration (that would change the training trajectory).
+        Measured in eval mode, so that reading an SN layer's weight does not run a power iteration
+        (that would change the training trajectory). The full spectral and gradient diagnostics are
+        :class:`stiefel_gan.diagnostics.DiscriminatorDiagnostics`, run less often.
         """
-        was_training = self.discriminator.training
-        self.discriminator.eval()
-        stats = {}
-        for name, layer in self.weighted_layers():
-            stats[f"sigma_max/{name}"] = reshape_singular_values(layer.weight)[0].item()
-        for name, layer in stiefel_layers(self.discriminator):
-            stats[f"drift/{name}"] = layer.parametrization.drift().item()
-            spectrum = layer.spectrum
-            for curve_parameter in getattr(spectrum, "learn", ()):
-                stats[f"{curve_parameter}/{name}"] = spectrum.curve_parameter(curve_parameter).item()
-        self.discriminator.train(was_training)
-        return stats
+        with eval_mode(self.discriminator):
+            return {f"sigma_max/{name}": reshape_singular_values(layer.weight)[0].item()
+                    for name, layer in weighted_layers(self.discriminator).items()}
 
 
 def build_gan(cfg: Config, data_shape: tuple[int, ...]) -> GAN:

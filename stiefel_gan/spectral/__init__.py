@@ -11,6 +11,7 @@ from .normalization import (
     SpectralNorm,
     apply_normalization,
     orthogonal_penalty,
+    record_conv_input_sizes,
     spectral_norm_estimates,
 )
 
@@ -23,6 +24,7 @@ __all__ = [
     "conv_operator_norm",
     "conv_singular_values",
     "orthogonal_penalty",
+    "record_conv_input_sizes",
     "reshape_singular_values",
     "spectral_norm_estimates",
 ]

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from .._modules import LayerFilter, select_layers
+from .._modules import LayerFilter, eval_mode, select_layers
 from .analysis import ConvGeometry, IntOrPair, _is_int, _normalized
 
 #: The ``kind`` values of :func:`apply_normalization`.
@@ -218,13 +218,30 @@ def _check_fair_sn_conv(name: str, conv: nn.Conv2d) -> None:
         )
 
 
-def _record_conv_input_sizes(
-    model: nn.Module, convs: dict[str, nn.Conv2d], input_shape: tuple[int, int, int]
+def record_conv_input_sizes(
+    model: nn.Module, convs: dict[str, nn.Module], input_shape: tuple[int, ...]
 ) -> dict[str, tuple[int, int]]:
-    """Spatial size of each conv's input in one no-grad, eval-mode forward of a ``1 x C x H x W`` zero batch.
+    """Spatial size ``(H, W)`` of each conv's input, from one no-grad, eval-mode forward of a zero batch.
 
-    Eval mode keeps the dummy batch out of BatchNorm running statistics and other train-time state;
-    every module's own ``training`` flag is restored afterwards.
+    The operator of a convolution, hence its singular values, depends on the size of its input, which
+    only a forward pass reveals.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Run once on a ``1 x *input_shape`` batch of zeros. Eval mode keeps the dummy batch out of
+        BatchNorm running statistics, spectral-norm power iterations and other train-time state;
+        every module's own ``training`` flag is restored afterwards.
+    convs : dict of str to nn.Module
+        The layers to watch, by qualified name (``nn.Conv2d``, parametrized or Stiefel ones alike:
+        a forward pre-hook reads the last two dimensions of the input).
+    input_shape : tuple of int
+        Shape of one input of ``model``.
+
+    Returns
+    -------
+    dict of str to (int, int)
+        ``{name: (H, W)}`` for every layer of ``convs``.
     """
     sizes: dict[str, tuple[int, int]] = {}
 
@@ -234,28 +251,24 @@ def _record_conv_input_sizes(
             if sizes.setdefault(name, size) != size:
                 raise ValueError(
                     f"layer {name!r} sees inputs of sizes {sizes[name]} and {size} in one forward: "
-                    "fair_sn needs one input size per layer"
+                    "its operator is defined for one input size only"
                 )
 
         return record
 
     reference = next(model.parameters())
-    modes = [(module, module.training) for module in model.modules()]
     handles = [conv.register_forward_pre_hook(recorder(name)) for name, conv in convs.items()]
     try:
-        model.eval()
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             model(torch.zeros(1, *input_shape, dtype=reference.dtype, device=reference.device))
     finally:
         for handle in handles:
             handle.remove()
-        for module, training in modes:
-            module.training = training
     unreached = [name for name in convs if name not in sizes]
     if unreached:
         raise ValueError(
             f"layers {unreached} are not reached by a forward of input_shape={input_shape}: "
-            "fair_sn needs their input size"
+            "their input size is unknown"
         )
     return sizes
 
@@ -280,7 +293,7 @@ def apply_normalization(
         :class:`FairSpectralNorm` on every ``nn.Conv2d``, :class:`SpectralNorm` on every ``nn.Linear``.
     input_shape : (C, H, W), optional
         Shape of one input of ``model``, required by ``"fair_sn"``: one forward of a zero batch
-        records the spatial size each conv sees (see ``_record_conv_input_sizes``).
+        records the spatial size each conv sees (:func:`record_conv_input_sizes`).
     n_power_iterations : int
         Power-iteration steps per training-mode forward, ``>= 1``.
     include : None, callable or glob patterns
@@ -308,7 +321,7 @@ def apply_normalization(
                     or not all(_is_int(s) and s > 0 for s in input_shape)):
                 raise ValueError(
                     f"input_shape={input_shape!r} is not allowed for fair_sn: use three positive ints (C, H, W)")
-            input_sizes = _record_conv_input_sizes(model, convs, tuple(input_shape))
+            input_sizes = record_conv_input_sizes(model, convs, tuple(input_shape))
 
     for name, layer in layers.items():
         if name in input_sizes:
