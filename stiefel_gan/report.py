@@ -96,7 +96,10 @@ def _final_row(run_dir: Path) -> dict:
 def _table_keys(finals: list[dict]) -> list[str]:
     keys = set().union(*finals) - {"step"}
     shown = [k for k in HEADLINE if k in keys]
-    shown += sorted(k for k in keys if k not in HEADLINE and not k.startswith(PER_LAYER_PREFIXES))
+    # sample quality first, then Lipschitz bounds and saturation, then anything else
+    order = ("quality/", "lipschitz/", "saturation/")
+    rest = [k for k in keys if k not in HEADLINE and not k.startswith(PER_LAYER_PREFIXES)]
+    shown += sorted(rest, key=lambda k: (next((i for i, p in enumerate(order) if k.startswith(p)), len(order)), k))
     return shown
 
 
@@ -159,6 +162,70 @@ def plot_curves(groups: dict[str, list[Path]], keys: list[str], path: Path) -> P
     return path
 
 
+def _last_spectra(run_dir: Path) -> dict:
+    files = sorted((run_dir / "spectra").glob("step_*.json"))
+    return json.loads(files[-1].read_text()) if files else {}
+
+
+def plot_spectra(groups: dict[str, list[Path]], path: Path) -> Path | None:
+    """Miyato's Fig. 3 view: each layer's reshaped spectrum normalized by its largest value, x = i/(k-1),
+    one panel per layer, one line per variant (last diagnostics step, first seed). Concave (SN-like)
+    or convex shows at a glance."""
+    spectra = {label: _last_spectra(dirs[0]).get("layers", {}) for label, dirs in groups.items()}
+    layers = list(dict.fromkeys(name for per_layer in spectra.values() for name in per_layer))
+    if not layers:
+        return None
+    cols = min(4, len(layers))
+    rows_n = math.ceil(len(layers) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 2.9 * rows_n), squeeze=False)
+    for ax, layer in zip(axes.flat, layers):
+        for label, per_layer in spectra.items():
+            values = np.asarray(per_layer.get(layer, {}).get("reshaped", []), dtype=float)
+            if values.size:
+                xs = np.linspace(0, 1, values.size) if values.size > 1 else np.zeros(1)
+                ax.plot(xs, values / values.max(), label=label, marker="o" if values.size < 3 else None)
+        ax.set_title(layer, fontsize=9)
+        ax.set_ylim(0, 1.05)
+    for ax in list(axes.flat)[len(layers):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.supxlabel("normalized index i / (k - 1)")
+    fig.supylabel("singular value / largest")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_gradient_norms(groups: dict[str, list[Path]], path: Path) -> Path | None:
+    """Final gradient norm of D's loss w.r.t. each layer's effective weight W, and for Stiefel layers
+    w.r.t. X (Riemannian) and lambda: one line per variant and factor, layers in network order."""
+    finals = {label: _final_row(dirs[0]) for label, dirs in groups.items()}
+    factors = ("W", "X", "lambda")
+    curves = {}
+    for label, row in finals.items():
+        for factor in factors:
+            keys = [k for k in row if k.startswith("grad_norm/") and k.endswith(f"/{factor}")]
+            if keys:
+                curves[(label, factor)] = {k[len("grad_norm/"):-len(factor) - 1]: row[k] for k in keys}
+    if not curves:
+        return None
+    layers = list(dict.fromkeys(layer for values in curves.values() for layer in values))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.8 * len(layers)), 3.8))
+    styles = {"W": "-", "X": "--", "lambda": ":"}
+    for (label, factor), values in curves.items():
+        ax.plot([layers.index(layer) for layer in values], list(values.values()), styles[factor], marker="o",
+                label=f"{label} ({factor})")
+    ax.set_xticks(range(len(layers)), layers, rotation=45, ha="right", fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel("||grad of D loss||")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def scatter_png(points: np.ndarray, path: Path) -> None:
     """2-D samples as a scatter plot."""
     fig, ax = plt.subplots(figsize=(4, 4))
@@ -185,9 +252,11 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
         cells = [_mean_std([r.get(k) for r in rows]) for k in keys]
         lines.append(f"| {label} | {len(rows)} | {'/'.join(map(str, sorted(steps)))} | " + " | ".join(cells) + " |")
     lines += ["", "Runs:", ""] + [f"- {label}: " + ", ".join(str(d) for d in dirs) for label, dirs in groups.items()]
-    samples = plot_samples(groups, out_dir / "samples.png")
-    curves = plot_curves(groups, keys, out_dir / "curves.png")
-    for title, figure in (("Samples (final, first seed)", samples), ("Metrics vs step", curves)):
+    figures = (("Samples (final, first seed)", plot_samples(groups, out_dir / "samples.png")),
+               ("Metrics vs step", plot_curves(groups, keys, out_dir / "curves.png")),
+               ("Normalized spectra of D's layers (last diagnostics step)", plot_spectra(groups, out_dir / "spectra.png")),
+               ("Gradient norms of D's loss per layer (final)", plot_gradient_norms(groups, out_dir / "gradients.png")))
+    for title, figure in figures:
         if figure is not None:
             lines += ["", f"## {title}", "", f"![{title}]({figure.name})"]
     report = out_dir / "report.md"
