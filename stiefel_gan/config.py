@@ -140,6 +140,17 @@ class Config:
     compare: CompareConfig = field(default_factory=CompareConfig)
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a nested config as dotted keys."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def register_configs() -> None:
     """Register the schema so that ``configs/config.yaml`` can build on it (``- schema`` in its defaults)."""
     store = ConfigStore.instance()

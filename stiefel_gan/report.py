@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from .config import flatten  # noqa: E402
 from .tracking import read_metrics  # noqa: E402
 
 #: final metrics shown in the table, in this order, when present (other non-diagnostic keys follow)
@@ -53,16 +54,6 @@ def _lookup(config: dict, dotted: str):
     return node
 
 
-def _flat(config: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = json.dumps(value)
-    return out
-
-
 IGNORED_FOR_VARIANTS = {"train.seed", "run_name", "name", "resume", "train.progress", "train.device", "train.threads",
                         "wandb.tags", "wandb.mode", "wandb.group", "out_dir"}
 
@@ -70,7 +61,9 @@ IGNORED_FOR_VARIANTS = {"train.seed", "run_name", "name", "resume", "train.progr
 def group_variants(run_dirs: list[Path]) -> dict[str, list[Path]]:
     """Group runs whose configs differ only by seed; label each group by what differs between groups."""
     configs = {d: OmegaConf.to_container(OmegaConf.load(d / "config.yaml")) for d in run_dirs}
-    flats = {d: {k: v for k, v in _flat(c).items() if k not in IGNORED_FOR_VARIANTS} for d, c in configs.items()}
+    # values as JSON text, so that lists (tags, learn) compare and hash like scalars
+    flats = {d: {k: json.dumps(v) for k, v in flatten(c).items() if k not in IGNORED_FOR_VARIANTS}
+             for d, c in configs.items()}
     keys = set().union(*flats.values())
     varying = {k for k in keys if len({f.get(k) for f in flats.values()}) > 1}
     # show the discriminator first; disc knobs that only belong to one kind are implied by it
@@ -133,14 +126,22 @@ def plot_samples(groups: dict[str, list[Path]], path: Path) -> Path | None:
     return path
 
 
+def _panel_grid(n_panels: int, max_cols: int, panel_size: tuple[float, float]):
+    """A figure with ``n_panels`` axes in rows of at most ``max_cols``; unused axes are hidden."""
+    cols = min(max_cols, n_panels)
+    rows = math.ceil(n_panels / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(panel_size[0] * cols, panel_size[1] * rows), squeeze=False)
+    for ax in list(axes.flat)[n_panels:]:
+        ax.axis("off")
+    return fig, list(axes.flat)[:n_panels]
+
+
 def plot_curves(groups: dict[str, list[Path]], keys: list[str], path: Path) -> Path | None:
     """Metric vs step, one line per variant (mean over seeds), one panel per metric."""
     if not keys:
         return None
-    cols = min(3, len(keys))
-    rows_n = math.ceil(len(keys) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(4.5 * cols, 3.2 * rows_n), squeeze=False)
-    for ax, key in zip(axes.flat, keys):
+    fig, axes = _panel_grid(len(keys), 3, (4.5, 3.2))
+    for ax, key in zip(axes, keys):
         for label, dirs in groups.items():
             per_step = defaultdict(list)
             for d in dirs:
@@ -153,9 +154,7 @@ def plot_curves(groups: dict[str, list[Path]], keys: list[str], path: Path) -> P
                 ax.plot(steps, [np.mean(per_step[s]) for s in steps], label=label)
         ax.set_title(key, fontsize=9)
         ax.set_xlabel("generator step")
-    for ax in list(axes.flat)[len(keys):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -175,10 +174,8 @@ def plot_spectra(groups: dict[str, list[Path]], path: Path) -> Path | None:
     layers = list(dict.fromkeys(name for per_layer in spectra.values() for name in per_layer))
     if not layers:
         return None
-    cols = min(4, len(layers))
-    rows_n = math.ceil(len(layers) / cols)
-    fig, axes = plt.subplots(rows_n, cols, figsize=(3.6 * cols, 2.9 * rows_n), squeeze=False)
-    for ax, layer in zip(axes.flat, layers):
+    fig, axes = _panel_grid(len(layers), 4, (3.6, 2.9))
+    for ax, layer in zip(axes, layers):
         for label, per_layer in spectra.items():
             values = np.asarray(per_layer.get(layer, {}).get("reshaped", []), dtype=float)
             if values.size:
@@ -186,9 +183,7 @@ def plot_spectra(groups: dict[str, list[Path]], path: Path) -> Path | None:
                 ax.plot(xs, values / values.max(), label=label, marker="o" if values.size < 3 else None)
         ax.set_title(layer, fontsize=9)
         ax.set_ylim(0, 1.05)
-    for ax in list(axes.flat)[len(layers):]:
-        ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.supxlabel("normalized index i / (k - 1)")
     fig.supylabel("singular value / largest")
     fig.tight_layout()

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
 from ._modules import eval_mode
-from .config import DISC_KINDS, Config
+from .config import DISC_KINDS, Config, flatten
 from .data import build_dataset, data_shape, infinite_batches
 from .gan.builder import build_gan
 from .gan.losses import LOSS_KINDS
@@ -91,16 +91,6 @@ def default_run_name(cfg: Config) -> str:
     return cfg.run_name or f"{cfg.disc.kind}-{cfg.optim.name}-s{cfg.train.seed}"
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_dict(cfg: Config) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
 
@@ -124,7 +114,7 @@ def _load_checkpoint(run_dir: Path, cfg: Config) -> dict:
               "or start a new run without resume=")
     if not isinstance(checkpoint, dict) or "config" not in checkpoint or "step" not in checkpoint:
         _fail(f"checkpoint {path} is not a stiefel_gan checkpoint: start a new run without resume=")
-    saved, wanted = _flatten(checkpoint["config"]), _flatten(config_dict(cfg))
+    saved, wanted = flatten(checkpoint["config"]), flatten(config_dict(cfg))
     for key in sorted(set(saved) | set(wanted)):
         if key not in RESUMABLE_KEYS and saved.get(key) != wanted.get(key):
             _fail(f"checkpoint {path} was written with {key}={saved.get(key)!r}, not {wanted.get(key)!r}: "
