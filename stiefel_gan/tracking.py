@@ -337,7 +337,10 @@ class Tracker:
                 self._run = wandb.init(
                     dir=str(self.run_dir), project=project, entity=entity, group=group,
                     tags=list(tags), name=name, config=dict(config), mode=self.mode, id=run_id,
-                    resume="allow" if run_id is not None else None)
+                    resume="allow" if run_id is not None else None,
+                    # wandb's own banner and run summary would print ~40 lines per run; the one-line
+                    # offline hint below says what a user needs
+                    settings=wandb.Settings(silent=True))
             except BaseException:
                 self._metrics.close()
                 self._series.close()
@@ -347,6 +350,8 @@ class Tracker:
                 sync_dir = self._run.settings.sync_dir
                 print(f"W&B offline ({reason}): records in {sync_dir}; "
                       f"upload later with: wandb sync {sync_dir}", file=sys.stderr)
+            else:  # wandb itself is silenced: say where the run is
+                print(f"W&B run: {self._run.url}", file=sys.stderr)
 
     # -- records
 
