@@ -165,6 +165,16 @@ def test_cayley_retraction_equals_dense_formula(n, p, seed):
     torch.testing.assert_close((manifold.retr(x, t * xi) - x) / t, xi, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("scale", [1e-3, 0.3, 3.0])  # Cholesky QR, Cholesky QR, Householder fallback
+def test_qr_retraction_equals_householder_on_both_paths(seed, scale):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.linalg.qr(torch.randn(40, 7, generator=gen, dtype=torch.float64))[0]
+    xi = QRStiefel().proju(x, torch.randn(40, 7, generator=gen, dtype=torch.float64))
+    xi = xi * scale / xi.norm()
+    torch.testing.assert_close(QRStiefel().retr(x, xi), EuclideanStiefel().retr(x, xi), rtol=1e-12, atol=1e-12)
+
+
 def test_qr_retraction_is_geoopts_euclidean_stiefel():
     gen = torch.Generator().manual_seed(0)
     x = torch.linalg.qr(torch.randn(12, 5, generator=gen, dtype=torch.float64))[0]
