@@ -36,6 +36,7 @@ from .diagnostics import DiscriminatorDiagnostics
 from .evaluation import SampleQuality
 from .gan.train import CHECKPOINT_NAME, LoopSettings, Periodic, TrainingState, train
 from .manifold import OPTIMIZERS, load_optimizer_state
+from .report import scatter_png
 from .tracking import WANDB_MODES, Tracker
 
 #: keys that may differ between a checkpoint's config and the config that resumes it
@@ -132,7 +133,6 @@ class PreparedRun:
     device: torch.device
     state: TrainingState
     batches: object
-    data_shape: tuple
     checkpoint: dict | None
     quality: SampleQuality
     diagnostics: DiscriminatorDiagnostics
@@ -190,7 +190,7 @@ def prepare(cfg: Config) -> PreparedRun:
     diagnostic_seed = cfg.train.seed + DIAGNOSTIC_SEED_OFFSET
     diagnostic_batch = next(infinite_batches(dataset, cfg.train.batch_size, seed=diagnostic_seed, device=device))
     diagnostic_z = gan.generator.sample_z(cfg.train.batch_size, torch.Generator().manual_seed(diagnostic_seed), device)
-    return PreparedRun(cfg, run_dir, device, state, batches, shape, checkpoint, quality, diagnostics,
+    return PreparedRun(cfg, run_dir, device, state, batches, checkpoint, quality, diagnostics,
                        diagnostic_batch, diagnostic_z)
 
 
@@ -199,8 +199,6 @@ def _save_samples(path: Path, samples: torch.Tensor) -> None:
     if samples.ndim == 4:
         save_image(samples, path, nrow=int(round(samples.shape[0] ** 0.5)), normalize=True, value_range=(-1, 1))
         return
-    from .report import scatter_png  # 2-D data: a scatter plot
-
     scatter_png(samples.numpy(), path)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -55,13 +55,12 @@ class TrainingState:
     z_generator: torch.Generator  # draws every latent of the run (CPU: same stream on any device)
     fixed_z: Tensor  # latents of the sample grids
     step: int = 0  # generator updates done
-    extra: dict = field(default_factory=dict)  # e.g. the W&B run id
 
     def state_dict(self) -> dict:
         return {"step": self.step, "generator": self.gan.generator.state_dict(),
                 "discriminator": self.gan.discriminator.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "z_generator": self.z_generator.get_state(),
-                "fixed_z": self.fixed_z.cpu(), **self.extra}
+                "fixed_z": self.fixed_z.cpu()}
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
