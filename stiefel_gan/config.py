@@ -41,7 +41,7 @@ class DiscConfig:
     kind: str = "sn"
     n_power_iterations: int = 1  # sn, fair_sn
     ortho_beta: float = 1e-4  # ortho_reg: beta * ||G - I||_F^2
-    # Stiefel kinds: the spectrum curve (DESIGN.md §2) and how it is trained
+    # Stiefel kinds: the spectrum curve and how it is trained
     spectrum: str = "fixed"  # fixed | curve | grid (stiefel_svd takes any; the stiefel_<x> kinds set it)
     tau: float = 1.0
     eps: float = 0.1

@@ -51,7 +51,7 @@ Saturation (what is left of the loss gradient at the logits)
     :math:`= \mathrm{mean} |\ell'(\mathrm{logit})|` for the configured per-sample loss :math:`\ell` (the
     batch-mean loss's gradient times the batch size): for hinge, the fraction of samples inside the margin;
     for vanilla, :math:`1 - s` on real and :math:`s` on fake samples. Together with ``grad_norm/<layer>/lambda``
-    this is the analysis behind "learning the largest singular values vanishes gradients" (DESIGN.md §1).
+    this is the analysis behind "learning the largest singular values vanishes gradients".
 
 Note [measuring without touching the training state]
     Every measurement runs in eval mode (reading an SN layer's weight in train mode runs a power

@@ -120,7 +120,7 @@ def test_known_spectra_are_recovered_raw_normalized_and_as_lambda(dtype, seed):
     result = DiscriminatorDiagnostics(model, (8,), "hinge")(*batches((8,), 5, 5, seed, dtype))
 
     t = np.linspace(0.0, 1.0, 6)
-    curve = sigma * (eps + (1 - eps) * (1 - t) ** tau)  # DESIGN.md §2, written out independently
+    curve = sigma * (eps + (1 - eps) * (1 - t) ** tau)  # the curve of docs/design.md, written out independently
     layers = result.spectra["layers"]
     np.testing.assert_allclose(layers["0"]["reshaped"], curve, atol=1e-5)
     np.testing.assert_allclose(layers["0"]["lambda"], curve, atol=1e-5)

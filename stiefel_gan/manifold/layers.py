@@ -2,7 +2,7 @@ r"""Layers whose (reshaped) weight has exactly the singular values of a chosen s
 
 A ``rows x cols`` weight with ``k = min(rows, cols)`` singular values is factored as
 
-``factorization="diag"`` (default, DESIGN.md §3)
+``factorization="diag"`` (default)
     :math:`W = \mathrm{diag}(\lambda) X` with orthonormal rows if ``rows <= cols``,
     :math:`W = X \mathrm{diag}(\lambda)` with orthonormal columns otherwise. Either way
     :math:`W W^T` (or :math:`W^T W`) is :math:`\mathrm{diag}(\lambda^2)`, so the singular values of

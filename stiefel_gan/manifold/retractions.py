@@ -6,7 +6,7 @@ retraction.
 
 Note [why not geoopt's default]
     ``geoopt.Stiefel()`` is the canonical-metric manifold, whose Cayley retraction solves a dense
-    ``n x n`` system: O(n^3), 2.8 s for one 4608 x 512 kernel on 2 CPU cores (DESIGN.md §3),
+    ``n x n`` system: O(n^3), 2.8 s for one 4608 x 512 kernel on 2 CPU cores,
     more than a whole discriminator step. Both retractions here are O(n p^2).
 
 ``"qr"``

@@ -4,7 +4,7 @@ A spectrum is written once, unbound (it does not know how many singular values a
 and every layer binds its own copy to its ``k = min(rows, cols)`` with :meth:`Spectrum.build`.
 So one spectrum object can be handed to :func:`~stiefel_gan.manifold.stiefelize` for a whole model.
 
-The curve (DESIGN.md §2). With ``t_i = i / (k - 1)`` (``t = 0`` when ``k = 1``),
+The curve. With ``t_i = i / (k - 1)`` (``t = 0`` when ``k = 1``),
 
 .. math::
 
@@ -183,7 +183,7 @@ class LearnableGrid(Spectrum):
 
     - ``sort=True``: sorted descending in the forward pass (the gradient flows through the
       permutation, so the parameters themselves stay unsorted: the "sorted vs unsorted grid"
-      hypothesis of DESIGN.md §1);
+      hypothesis, docs/design.md);
     - ``max_value=s``: rescaled ``lambda * s / max(lambda)`` so that the largest is exactly ``s``
       (a learnable shape with SN's Lipschitz bound).
 
