@@ -1,9 +1,9 @@
 r"""Spectral and gradient diagnostics of a discriminator, measured on one real and one fake batch.
 
 :class:`DiscriminatorDiagnostics` is built once per run and called at log steps. It reads, for every
-weighted layer of ``D`` (``nn.Linear`` / ``nn.Conv2d``, plain or with a spectral-normalization
-parametrization, and the Stiefel twins), the *effective* weight ``W`` (what the forward multiplies by:
-the normalized weight of an SN layer, ``diag(lambda) X`` of a Stiefel layer), and reports:
+weighted layer of ``D`` (:func:`~stiefel_gan.effective_weights.weighted_layers`: plain, parametrized
+by SN, fair SN or weight normalization, or Stiefel), the *effective* weight ``W`` (what the forward
+multiplies by: the normalized weight of an SN layer, ``diag(lambda) X`` of a Stiefel layer), and reports:
 
 Spectra (Miyato et al. 2018, Fig. 3)
     ``s``: the singular values of the reshaped ``W`` (``c_out x (c_in kh kw)`` for a conv), descending;
@@ -82,11 +82,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from ._modules import eval_mode
+from .effective_weights import effective_weight, parameterization, trained_factors, weight_producer, weighted_layers
 from .gan.losses import LOSS_KINDS, discriminator_loss
-from .manifold import LearnableCurve, StiefelConv2d, StiefelLayer, StiefelLinear
+from .manifold import LearnableCurve, StiefelLayer
 from .manifold.spectra import CURVE_PARAMETERS
 from .spectral import (
     conv_operator_norm,
@@ -124,51 +124,19 @@ class Diagnostics:
     spectra: dict
 
 
-def _is_conv(layer: nn.Module) -> bool:
-    return isinstance(layer, (nn.Conv2d, StiefelConv2d))
-
-
-def weighted_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every layer of ``model`` with a weight matrix: Linear / Conv2d (parametrized or not) and Stiefel layers."""
-    # a parametrized nn.Linear / nn.Conv2d is an instance of a generated subclass, so isinstance finds it
-    return {name: module for name, module in model.named_modules()
-            if isinstance(module, (nn.Linear, nn.Conv2d, StiefelLinear, StiefelConv2d))}
-
-
-def _check_conv_geometry(name: str, layer: nn.Module) -> None:
+def _check_conv_geometry(name: str, layer: nn.Module, weight_shape: tuple[int, ...]) -> None:
     # conv_operator_norm's operator is conv2d with zero padding, explicit padding amounts and one group
-    if layer.padding_mode != "zeros" or isinstance(layer.padding, str) or layer.groups != 1:
+    if len(weight_shape) != 4 or getattr(layer, "transposed", False):
         raise ValueError(
-            f"layer {name!r} (padding_mode={layer.padding_mode!r}, padding={layer.padding!r}, "
-            f"groups={layer.groups}) is not allowed: diagnostics need padding_mode='zeros', integer padding "
-            "and groups=1"
+            f"layer {name!r} ({type(layer).__name__}, weight of shape {weight_shape}) is not allowed: diagnostics "
+            "measure the operators of 2-D, non-transposed convolutions (weight c_out x c_in x kh x kw)"
         )
-
-
-def _parameterization(layer: nn.Module) -> str:
-    if isinstance(layer, StiefelLayer):
-        return "stiefel"
-    return "parametrized" if parametrize.is_parametrized(layer, "weight") else "plain"
-
-
-def _weight_producer(layer: nn.Module) -> nn.Module | None:
-    """The submodule whose output is the layer's effective weight (Note [gradient of the effective weight])."""
-    if isinstance(layer, StiefelLayer):
-        return layer.parametrization
-    if parametrize.is_parametrized(layer, "weight"):
-        return layer.parametrizations.weight
-    return None  # plain layer: the effective weight is the parameter
-
-
-def _factor_parameters(layer: nn.Module) -> dict[str, list[Tensor]]:
-    """The trained tensors behind a layer's weight, by factor name (``weight``, ``X``, ``lambda``)."""
-    if isinstance(layer, StiefelLayer):
-        factors = {"X": layer.parametrization.stiefel_factors(), "lambda": list(layer.spectrum.parameters())}
-    elif parametrize.is_parametrized(layer, "weight"):
-        factors = {"weight": [layer.parametrizations.weight.original]}
-    else:
-        factors = {"weight": [layer.weight]}
-    return {factor: [p for p in tensors if p.requires_grad] for factor, tensors in factors.items()}
+    padding_mode, padding, groups = (getattr(layer, key, None) for key in ("padding_mode", "padding", "groups"))
+    if padding_mode != "zeros" or isinstance(padding, str) or groups != 1:
+        raise ValueError(
+            f"layer {name!r} (padding_mode={padding_mode!r}, padding={padding!r}, groups={groups}) is not "
+            "allowed: diagnostics need padding_mode='zeros', integer padding and groups=1"
+        )
 
 
 def _dilated_kernel(weight: Tensor, dilation: tuple[int, int]) -> Tensor:
@@ -247,10 +215,12 @@ class DiscriminatorDiagnostics:
         layers = weighted_layers(discriminator)
         if not layers:
             raise ValueError(f"discriminator {type(discriminator).__name__} is not allowed: it has no "
-                             "nn.Linear / nn.Conv2d / Stiefel layer to diagnose")
-        convs = {name: layer for name, layer in layers.items() if _is_conv(layer)}
+                             "nn.Linear / nn.Conv2d / Stiefel layer (no weight matrix or kernel) to diagnose")
+        with torch.no_grad():
+            shapes = {name: tuple(effective_weight(layer).shape) for name, layer in layers.items()}
+        convs = {name: layer for name, layer in layers.items() if len(shapes[name]) > 2}
         for name, layer in convs.items():
-            _check_conv_geometry(name, layer)
+            _check_conv_geometry(name, layer, shapes[name])
         self.discriminator = discriminator
         self.input_shape = tuple(int(n) for n in input_shape)
         self.loss = loss
@@ -286,7 +256,7 @@ class DiscriminatorDiagnostics:
             reshaped = reshape_singular_values(weight)  # descending
             top = reshaped[0].clamp_min(torch.finfo(reshaped.dtype).tiny)  # a zero weight gives zeros, not NaN
             normalized[name] = _on_grid(reshaped / top, self.grid)
-            record = {"weight_shape": list(weight.shape), "parameterization": _parameterization(layer),
+            record = {"weight_shape": list(weight.shape), "parameterization": parameterization(layer),
                       "reshaped": reshaped.tolist()}
             operator_norm = reshaped[0]  # a dense layer's operator is its matrix
             if name in self.input_sizes:
@@ -329,7 +299,7 @@ class DiscriminatorDiagnostics:
         effective_weights: dict[str, list[Tensor]] = {}
         handles = []
         for name, layer in self.layers.items():
-            producer = _weight_producer(layer)
+            producer = weight_producer(layer)
             if producer is not None:
                 effective_weights[name] = []
                 handles.append(producer.register_forward_hook(self._capture(effective_weights[name])))
@@ -350,7 +320,7 @@ class DiscriminatorDiagnostics:
         # (key, tensors, combine): the norm reported is that of combine(gradients of the tensors)
         groups: list[tuple[str, list[Tensor], Callable]] = []
         for name, layer in self.layers.items():
-            for factor, tensors in _factor_parameters(layer).items():
+            for factor, tensors in trained_factors(layer).items():
                 if tensors:
                     groups.append((f"grad_norm/{name}/{factor}", tensors,
                                    _riemannian(tensors) if factor == "X" else _as_is))

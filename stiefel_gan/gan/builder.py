@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..config import STIEFEL_SPECTRA, Config, DiscConfig, OptimConfig
 from .._modules import eval_mode
-from ..diagnostics import weighted_layers
+from ..effective_weights import weighted_layers
 from ..manifold import build_spectrum, make_optimizer, stiefelize
 from ..spectral import apply_normalization, orthogonal_penalty, reshape_singular_values
 from .models import build_models
