@@ -9,8 +9,12 @@ Spectra (Miyato et al. 2018, Fig. 3)
     ``s``: the singular values of the reshaped ``W`` (``c_out x (c_in kh kw)`` for a conv), descending;
     the series ``spectrum/normalized`` plots ``s_i / s_0`` against ``t_i = i / (k - 1)``, interpolated
     linearly onto a common grid of :data:`SPECTRUM_GRID_POINTS` points of ``[0, 1]`` so that layers with
-    different ``k`` share one x axis. Stiefel layers add ``lambda`` in the spectrum's own order (an
-    unsorted grid stays unsorted) as ``spectrum/lambda``, the drift :math:`\max|X^T X - I|`
+    different ``k`` share one x axis, and ``spectrum/normalized_squared`` plots :math:`(s_i / s_0)^2`, the
+    view of Miyato et al.'s Fig. 3 (in it a curve is concave for ``tau < 0.5``, not ``tau < 1``). Layers
+    with ``k >= 3`` get the spectrum curve fitted to ``s`` (:func:`~stiefel_gan.manifold.fit_curve`):
+    ``fit_tau/<layer>``, ``fit_eps/<layer>`` and ``fit_rmse/<layer>``, the RMS residual of the normalized
+    values (a trained spectrum need not be a curve). Stiefel layers add ``lambda`` in the spectrum's own
+    order (an unsorted grid stays unsorted) as ``spectrum/lambda``, the drift :math:`\max|X^T X - I|`
     (``drift/<layer>``) and, for a learnable curve, ``tau``, ``eps``, ``sigma``. The raw values go to
     :attr:`Diagnostics.spectra`.
 
@@ -21,7 +25,10 @@ Norms of each layer
     Convs also get ``fft_norm/<layer>``, the largest singular value of the circular, stride-1 convolution
     by the (dilated) kernel at that input size (Sedghi et al. 2019,
     :func:`~stiefel_gan.spectral.conv_singular_values`; left out when the kernel does not fit in the input),
-    and ``norm_ratio/<layer> = operator_norm / reshape_norm``: how far SN's reshaped norm is from the
+    and that operator's whole spectrum, ``min(c_out, c_in) H W`` values normalized by their largest and
+    placed on the common grid like the reshaped one (series ``spectrum/fft_normalized``): the Stiefel layers
+    pin the reshaped spectrum, not the operator's, and this shows what the operator's looks like. And
+    ``norm_ratio/<layer> = operator_norm / reshape_norm``: how far SN's reshaped norm is from the
     Lipschitz constant it is meant to control.
 
 Lipschitz bounds of ``x -> D(x)`` (Euclidean norms)
@@ -86,7 +93,7 @@ from torch import Tensor, nn
 from ._modules import eval_mode
 from .effective_weights import effective_weight, parameterization, trained_factors, weight_producer, weighted_layers
 from .gan.losses import LOSS_KINDS, discriminator_loss
-from .manifold import LearnableCurve, StiefelLayer
+from .manifold import LearnableCurve, StiefelLayer, fit_curve
 from .manifold.spectra import CURVE_PARAMETERS
 from .spectral import (
     conv_operator_norm,
@@ -116,7 +123,8 @@ class Diagnostics:
     spectra : dict
         JSON-able raw values: ``{"layers": {layer: {...}}}``, each layer with its ``weight_shape``,
         ``parameterization`` (``plain``, ``parametrized`` or ``stiefel``), ``reshaped`` singular values,
-        ``operator_norm``, and where they apply ``input_size``, ``fft_norm``, ``lambda``, ``drift``.
+        ``operator_norm``, and where they apply ``fit`` (``tau``, ``eps``, ``rmse``), ``input_size``,
+        ``fft_norm``, ``fft_count`` and ``fft_normalized`` (on the common grid), ``lambda``, ``drift``.
     """
 
     scalars: dict[str, float]
@@ -249,15 +257,21 @@ class DiscriminatorDiagnostics:
 
     @torch.no_grad()
     def _measure_spectra(self, result: Diagnostics) -> None:
-        scalars, normalized, lambdas = result.scalars, {}, {}
+        scalars, normalized, squared, operator_spectra, lambdas = result.scalars, {}, {}, {}, {}
         upper_bound = 1.0
         for name, layer in self.layers.items():
             weight = layer.weight.detach()
             reshaped = reshape_singular_values(weight)  # descending
             top = reshaped[0].clamp_min(torch.finfo(reshaped.dtype).tiny)  # a zero weight gives zeros, not NaN
             normalized[name] = _on_grid(reshaped / top, self.grid)
+            squared[name] = _on_grid((reshaped / top) ** 2, self.grid)
             record = {"weight_shape": list(weight.shape), "parameterization": parameterization(layer),
                       "reshaped": reshaped.tolist()}
+            if reshaped.numel() >= 3 and reshaped[0] > 0:
+                fit = fit_curve(reshaped.double().cpu().numpy())
+                record["fit"] = {"tau": fit.tau, "eps": fit.eps, "rmse": fit.rmse}
+                for key, value in record["fit"].items():
+                    scalars[f"fit_{key}/{name}"] = value
             operator_norm = reshaped[0]  # a dense layer's operator is its matrix
             if name in self.input_sizes:
                 size = self.input_sizes[name]
@@ -267,7 +281,11 @@ class DiscriminatorDiagnostics:
                 record["input_size"] = list(size)
                 kernel = _dilated_kernel(weight, layer.dilation)
                 if kernel.shape[-2] <= size[0] and kernel.shape[-1] <= size[1]:
-                    record["fft_norm"] = scalars[f"fft_norm/{name}"] = float(conv_singular_values(kernel, size)[0])
+                    operator_spectrum = conv_singular_values(kernel, size)  # descending
+                    record["fft_norm"] = scalars[f"fft_norm/{name}"] = float(operator_spectrum[0])
+                    record["fft_count"] = operator_spectrum.numel()
+                    fft_top = operator_spectrum[0].clamp_min(torch.finfo(operator_spectrum.dtype).tiny)
+                    record["fft_normalized"] = operator_spectra[name] = _on_grid(operator_spectrum / fft_top, self.grid)
             scalars[f"reshape_norm/{name}"] = float(reshaped[0])
             record["operator_norm"] = scalars[f"operator_norm/{name}"] = float(operator_norm)
             upper_bound *= float(operator_norm)
@@ -283,6 +301,9 @@ class DiscriminatorDiagnostics:
         scalars["lipschitz/upper_bound"] = upper_bound
         grid = self.grid.tolist()
         result.series["spectrum/normalized"] = (grid, normalized)
+        result.series["spectrum/normalized_squared"] = (grid, squared)
+        if operator_spectra:
+            result.series["spectrum/fft_normalized"] = (grid, operator_spectra)
         if lambdas:
             result.series["spectrum/lambda"] = (grid, lambdas)
 

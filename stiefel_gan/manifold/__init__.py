@@ -7,7 +7,8 @@ from .layers import FACTORIZATIONS, StiefelConv2d, StiefelLayer, StiefelLinear, 
 from .optim import OPTIMIZERS, load_optimizer_state, make_optimizer, parameter_groups
 from .retractions import (DEFAULT_RETRACTION, RETRACTIONS, CayleyStiefel, QRStiefel, manifold_drift,
                           stiefel_manifold)
-from .spectra import FixedCurve, LearnableCurve, LearnableGrid, Spectrum, build_spectrum, curve_values
+from .spectra import (CurveFit, FixedCurve, LearnableCurve, LearnableGrid, Spectrum, build_spectrum, curve_values,
+                      fit_curve)
 from .stiefelize import stiefel_twin, stiefelize
 
 __all__ = [
@@ -16,5 +17,6 @@ __all__ = [
     "make_optimizer", "parameter_groups", "load_optimizer_state",
     "QRStiefel", "CayleyStiefel", "stiefel_manifold", "manifold_drift",
     "Spectrum", "FixedCurve", "LearnableCurve", "LearnableGrid", "build_spectrum", "curve_values",
+    "CurveFit", "fit_curve",
     "stiefelize", "stiefel_twin",
 ]
