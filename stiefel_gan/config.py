@@ -99,7 +99,7 @@ class MetricsConfig:
     inception_weights: Optional[str] = None  # a local Inception file, for machines without network
     geometry_score: bool = True  # Geometry Score at the end of the run (Khrulkov & Oseledets 2018)
     gs_landmarks: int = 64  # L_0
-    gs_gamma: Optional[float] = None  # default 1/128 * N / 5000
+    gs_gamma: Optional[float] = None  # default per dataset: 1/8 on the 2-D mixtures, 1/128 * N / 5000 on images
     gs_i_max: int = 100
     gs_n: int = 1000  # landmark draws
     diagnostics_every: int = 100  # D's spectral and gradient diagnostics (0: never)
@@ -127,6 +127,7 @@ class CompareConfig:
 class Config:
     name: str = "default"  # experiment name: runs/<name>/<run_name>, default W&B group
     run_name: Optional[str] = None  # default: <disc>-<optim>-s<seed>
+    variant: Optional[str] = None  # the study variant this run belongs to (set by configs/variant/*; W&B group)
     out_dir: str = "runs"
     resume: Optional[str] = None
     data: DataConfig = field(default_factory=DataConfig)
