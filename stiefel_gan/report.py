@@ -523,6 +523,9 @@ def plot_spectra(runs: dict[str, list[Run]], key: str | None, path: Path) -> Pat
     ``i / (k - 1)``, one panel per layer, one thin line per shown seed in the variant's colour, and the
     squared fitted curve of the variant's mean (tau, eps) dashed."""
     records = _layer_records({label: shown_runs(rs, key) for label, rs in runs.items()})
+    # a layer with one singular value (D's last, 1 x n) has no shape to show
+    records = {layer: per for layer, per in records.items()
+               if any(len(r.get("reshaped", [])) > 1 for rs in per.values() for r in rs)}
     if not records:
         return None
     colors = _colors(runs)
@@ -663,7 +666,8 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
     lines = ["# stiefel_gan report", "",
              f"{len(run_dirs)} run(s) in {len(runs)} variant(s), grouped by "
              + ("the config's `variant` label." if labelled else "the config keys that differ between runs."),
-             f"Baseline: **{baseline.label}** ({baseline.reason})." if baseline.label else f"Baseline: none ({baseline.reason}).",
+             f"Baseline: **{baseline.label}** ({baseline.reason})." if baseline.label
+             else f"Baseline: none ({baseline.reason}).",
              f"Per variant over seeds: mean ± std of the final value, of the mean of the last {LAST_EVALUATIONS} "
              "evaluations and of the area under the curve (its time average); n is the number of seeds. "
              f"Δ: variant minus baseline paired by seed, mean [{CONFIDENCE:.0%} percentile-bootstrap interval], "

@@ -220,8 +220,8 @@ def test_conv_norms_match_explicit_operator_matrices(stiefel, seed):
         circular = circular_dense_spectrum(plain, size)  # the whole operator spectrum, on the common grid
         record = result.spectra["layers"][name]
         assert record["fft_count"] == len(circular)
-        np.testing.assert_allclose(record["fft_normalized"],
-                                   np.interp(GRID, np.linspace(0, 1, len(circular)), circular / circular[0]), atol=1e-10)
+        expected = np.interp(GRID, np.linspace(0, 1, len(circular)), circular / circular[0])
+        np.testing.assert_allclose(record["fft_normalized"], expected, atol=1e-10)
         assert result.series["spectrum/fft_normalized"][1][name] == record["fft_normalized"]
         assert scalars[f"reshape_norm/{name}"] == pytest.approx(reshaped, rel=1e-10)
         assert scalars[f"norm_ratio/{name}"] == pytest.approx(operator / reshaped, rel=1e-3)
