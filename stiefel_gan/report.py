@@ -469,7 +469,8 @@ def _colors(labels) -> dict[str, tuple]:
 
 
 def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path) -> Path | None:
-    """Rows: variants; columns: the shown seeds' final sample grids."""
+    """Rows: variants; columns: the shown seeds' final sample grids (one row of variants side by side when
+    each shows one seed)."""
     panels = {label: [(r, sorted((r.run_dir / "samples").glob("step_*.png"))) for r in shown_runs(rs, key)]
               for label, rs in runs.items()}
     panels = {label: [(r, files[-1]) for r, files in shown if files] for label, shown in panels.items()}
@@ -477,8 +478,11 @@ def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path) -> Pat
     if not panels:
         return None
     cols = max(len(shown) for shown in panels.values())
-    fig, axes = plt.subplots(len(panels), cols, figsize=(3.0 * cols, 3.3 * len(panels)), squeeze=False)
-    for row, (label, shown) in zip(axes, panels.items()):
+    side_by_side = cols == 1
+    grid = (1, len(panels)) if side_by_side else (len(panels), cols)
+    fig, axes = plt.subplots(*grid, figsize=(3.0 * grid[1], 3.3 * grid[0]), squeeze=False)
+    rows = axes.T if side_by_side else axes
+    for row, (label, shown) in zip(rows, panels.items()):
         for ax in row:
             ax.axis("off")
         for ax, (run, image) in zip(row, shown):
