@@ -675,7 +675,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
              f"Per variant over seeds: mean ± std of the final value, of the mean of the last {LAST_EVALUATIONS} "
              "evaluations and of the area under the curve (its time average); n is the number of seeds. "
              f"Δ: variant minus baseline paired by seed, mean [{CONFIDENCE:.0%} percentile-bootstrap interval], "
-             "*inconclusive* where the interval contains 0 (with 3 seeds the interval is the range of the "
+             "*inconclusive* where the interval contains 0 (with 2 or 3 seeds the interval is the range of the "
              "per-seed differences: a difference is called only when every seed agrees).", ""]
     if keys:
         lines += ["## Sample quality"] + quality_tables(runs, keys, baseline)
