@@ -17,13 +17,13 @@ def filter_patterns(layer_filter: LayerFilter, argument: str = "include") -> lis
     """The glob patterns of a filter (none for ``None`` or a callable); a one-line error for anything else."""
     if layer_filter is None or callable(layer_filter):
         return []
-    patterns = [layer_filter] if isinstance(layer_filter, str) else list(layer_filter)
-    if not all(isinstance(p, str) for p in patterns):
+    patterns = [layer_filter] if isinstance(layer_filter, str) else layer_filter
+    if not isinstance(patterns, Sequence) or not all(isinstance(p, str) for p in patterns):
         raise ValueError(
             f"{argument}={layer_filter!r} is not allowed: use None, a callable (name, module) -> bool, "
             "or glob patterns over layer names"
         )
-    return patterns
+    return list(patterns)
 
 
 def _as_predicate(include: LayerFilter, argument: str = "include") -> Callable[[str, nn.Module], bool]:

@@ -109,7 +109,7 @@ def stiefelize(model: nn.Module, spectrum: Spectrum | None = None, include: Laye
     twins: dict[int, nn.Module] = {}
     swaps = []
     for parent_name, parent in model.named_modules():
-        for attr, child in parent.named_children():
+        for attr, child in parent._modules.items():  # named_children() would skip a repeated child
             name = f"{parent_name}.{attr}" if parent_name else attr
             if name not in selected or type(child) not in STIEFEL_TWINS:
                 continue
