@@ -233,6 +233,24 @@ def test_from_weight_polar_factor_in_float32_equals_float64():
     assert layer.parametrization.factor.dtype == torch.float32
 
 
+@pytest.mark.parametrize("factorization", ["diag", "svd"])
+def test_rank_deficient_weight_falls_back_to_svd_and_lands_on_the_manifold(factorization):
+    # the Gram matrix of a rank-2 weight is singular: its eigh-based factors are not orthonormal
+    torch.manual_seed(0)
+    plain = nn.Linear(9, 6)
+    with torch.no_grad():
+        plain.weight.copy_(torch.randn(6, 2) @ torch.randn(2, 9))
+    layer = stiefelize(nn.Sequential(plain), factorization=factorization)[0]
+    assert layer.parametrization.drift() < 1e-5
+    lam = torch.sort(layer.singular_values(), descending=True).values
+    torch.testing.assert_close(torch.linalg.svdvals(layer.weight.detach()), lam, rtol=1e-5, atol=1e-5)
+    # the top two singular directions of the weight are kept by U diag(lambda) V^T
+    if factorization == "svd":
+        u, _, _ = torch.linalg.svd(plain.weight.detach().double())
+        kept = layer.parametrization.left.detach().double()[:, :2]
+        torch.testing.assert_close((u[:, :2].T @ kept).abs(), torch.eye(2, dtype=torch.float64), rtol=0, atol=1e-5)
+
+
 def test_include_exclude_and_shared_layers():
     shared = nn.Linear(4, 4)
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), shared, nn.ReLU(), shared, nn.Linear(4, 2))

@@ -90,19 +90,30 @@ def _singular_vectors(matrix: Tensor) -> tuple[Tensor, Tensor]:
     """Thin SVD factors ``U`` (``... x rows x k``) and ``V`` (``... x cols x k``) of a (batched) matrix.
 
     Note [polar factor in float32]
-        Computed in the weight's own precision (float32 for float32 weights), about twice as fast
-        as float64. Singular *vectors* from a backward-stable SVD are orthonormal to working
-        precision whatever the conditioning of the matrix, but an ill-separated spectrum can cost
-        accuracy: if ``U`` or ``V`` is off the manifold by more than ``ORTHONORMALITY_TOLERANCE``
-        the factorization is redone in float64.
+        Computed in the weight's own precision (float32 for float32 weights), first from the
+        eigendecomposition of the small Gram matrix: for ``rows <= cols``,
+        :math:`WW^T = U S^2 U^T` (a ``k x k`` ``eigh``) and :math:`V = W^T U S^{-1}`, two GEMMs and
+        a ``k^3`` ``eigh`` instead of an SVD (``512 x 4608`` on one CPU core: 0.85 s, against 3.9 s
+        for a float32 SVD and 8.0 s for a float64 one).
+        Squaring ``W`` squares its condition number, so the result is checked: if ``U`` or ``V``
+        is off the manifold by more than ``ORTHONORMALITY_TOLERANCE`` (a nearly rank-deficient
+        ``W``), an SVD in the same precision is used, and if that is still off, one in float64.
     """
     work = matrix.detach().to(_working_dtype(matrix.dtype))
-    u, _, vh = torch.linalg.svd(work, full_matrices=False)
-    v = vh.transpose(-1, -2)
-    if work.dtype != torch.float64 and max(manifold_drift(u), manifold_drift(v)) > ORTHONORMALITY_TOLERANCE:
-        u, _, vh = torch.linalg.svd(work.double(), full_matrices=False)
+    wide = work.shape[-2] <= work.shape[-1]
+    short = work if wide else work.transpose(-1, -2)  # k x m with k <= m
+    eigenvalues, left = torch.linalg.eigh(short @ short.transpose(-1, -2))
+    # eigh sorts ascending; the SVD's order (descending) pairs lambda_0 with the top singular direction
+    eigenvalues, left = eigenvalues.flip(-1), left.flip(-1)
+    singular = eigenvalues.clamp_min(0).sqrt().unsqueeze(-2)
+    right = (short.transpose(-1, -2) @ left) / singular
+    u, v = (left, right) if wide else (right, left)
+    for dtype in (work.dtype, torch.float64):
+        if torch.isfinite(v).all() and max(manifold_drift(u), manifold_drift(v)) <= ORTHONORMALITY_TOLERANCE:
+            break
+        u, _, vh = torch.linalg.svd(work.to(dtype), full_matrices=False)
         v = vh.transpose(-1, -2)
-    return u, v
+    return u.to(work.dtype), v.to(work.dtype)
 
 
 @torch.no_grad()
