@@ -22,9 +22,9 @@ its groups, so its norm is the largest of its groups' norms. A reshaped spectrum
 or the Stiefel layers' ``lambda``) does not make a conv 1-Lipschitz: with overlapping ``3 x 3``
 windows its operator norm can reach 3.
 
-Run ``python examples/digits_classifier.py`` (under a minute on one CPU core). A run with the defaults
-(20 epochs, seed 0) gave test accuracy plain 0.97, SN 0.96, Stiefel 0.94 with Lipschitz upper bounds of
-about 150, 11 and 7: the numbers are printed as a table (docs/layers.md shows one).
+Run ``python examples/digits_classifier.py`` (under a minute on one CPU core). One run with the defaults
+(15 epochs, seed 0) gave test accuracy plain 0.967, SN 0.964, Stiefel 0.933 with Lipschitz upper
+bounds of 111, 9.7 and 6.3.
 """
 
 from __future__ import annotations
