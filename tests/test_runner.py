@@ -70,7 +70,8 @@ def test_stiefel_variants_replace_every_discriminator_layer(tmp_path):
     gan = build_gan(cfg, data_shape("digits", 16))
     names = [name for name, _ in stiefel_layers(gan.discriminator)]
     assert "fc" in names and len(names) == 8  # seven convs and the final dense layer
-    assert not any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in gan.discriminator.modules())
+    # no plain layer is left (a Stiefel layer is itself an nn.Conv2d / nn.Linear: docs/layers.md)
+    assert not any(type(m) in (torch.nn.Conv2d, torch.nn.Linear) for m in gan.discriminator.modules())
 
 
 def test_same_seed_same_numbers(tmp_path):

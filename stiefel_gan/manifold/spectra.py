@@ -37,7 +37,7 @@ def curve_values(k: int, tau, eps, sigma) -> Tensor:
     ``tau``, ``eps`` and ``sigma`` may be floats or 0-d tensors (differentiable).
     """
     tau, eps, sigma = (torch.as_tensor(v) for v in (tau, eps, sigma))
-    dtype = torch.promote_types(torch.result_type(tau, eps), sigma.dtype)
+    dtype = torch.promote_types(torch.promote_types(tau.dtype, eps.dtype), sigma.dtype)  # no result_type: a graph break under torch.compile
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
     t = torch.linspace(0.0, 1.0, k, dtype=dtype, device=tau.device) if k > 1 else tau.new_zeros(1, dtype=dtype)
