@@ -22,6 +22,7 @@ from torch.utils.data import Dataset
 
 from ._modules import eval_mode
 from .config import Config
+from .rundir import RunDir
 from .data import MIXTURES, UInt8ImageDataset, mixture_centers, mixture_std, uint8_to_unit_range
 from .metrics import (PROTOCOLS, DigitsEvaluator, compute_fidelity, geometry_score, mode_metrics, plot_rlt,
                       relative_living_times)
@@ -92,5 +93,5 @@ class SampleQuality:
             self._real_rlt = relative_living_times(real.reshape(len(real), -1).numpy().astype(np.float64), **options)
         fake_rlt = relative_living_times(fake.reshape(len(fake), -1).numpy().astype(np.float64), **options)
         if self.run_dir is not None:
-            plot_rlt({"real": self._real_rlt, "generated": fake_rlt}, self.run_dir / "geometry_rlt.png")
+            plot_rlt({"real": self._real_rlt, "generated": fake_rlt}, RunDir(self.run_dir).geometry_plot)
         return geometry_score(self._real_rlt, fake_rlt)

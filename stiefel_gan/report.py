@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from .config import flatten  # noqa: E402
+from .rundir import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RunDir  # noqa: E402
 from .tracking import read_metrics  # noqa: E402
 
 #: final metrics shown in the table, in this order, when present (other non-diagnostic keys follow)
@@ -33,11 +34,11 @@ def find_run_dirs(root: Path) -> list[Path]:
     root = Path(root)
     if not root.exists():
         raise ValueError(f"{root} is not allowed: no such directory")
-    if (root / "metrics.jsonl").is_file():
+    if (root / METRICS_FILE).is_file():
         return [root]
-    runs = sorted(p.parent for p in root.rglob("metrics.jsonl") if (p.parent / "config.yaml").is_file())
+    runs = sorted(p.parent for p in root.rglob(METRICS_FILE) if (p.parent / CONFIG_FILE).is_file())
     if not runs:
-        raise ValueError(f"{root} is not allowed: it holds no run directory (no metrics.jsonl with a config.yaml)")
+        raise ValueError(f"{root} is not allowed: it holds no run directory (no {METRICS_FILE} with a {CONFIG_FILE})")
     return runs
 
 
@@ -60,7 +61,7 @@ IGNORED_FOR_VARIANTS = {"train.seed", "run_name", "name", "resume", "train.progr
 
 def group_variants(run_dirs: list[Path]) -> dict[str, list[Path]]:
     """Group runs whose configs differ only by seed; label each group by what differs between groups."""
-    configs = {d: OmegaConf.to_container(OmegaConf.load(d / "config.yaml")) for d in run_dirs}
+    configs = {d: OmegaConf.to_container(OmegaConf.load(d / CONFIG_FILE)) for d in run_dirs}
     # values as JSON text, so that lists (tags, learn) compare and hash like scalars
     flats = {d: {k: json.dumps(v) for k, v in flatten(c).items() if k not in IGNORED_FOR_VARIANTS}
              for d, c in configs.items()}
@@ -105,7 +106,7 @@ def _mean_std(values: list[float]) -> str:
 
 
 def _latest_samples(run_dir: Path) -> Path | None:
-    samples = sorted((run_dir / "samples").glob("step_*.png"))
+    samples = sorted(RunDir(run_dir).samples_dir.glob("step_*.png"))
     return samples[-1] if samples else None
 
 
@@ -162,7 +163,7 @@ def plot_curves(groups: dict[str, list[Path]], keys: list[str], path: Path) -> P
 
 
 def _last_spectra(run_dir: Path) -> dict:
-    files = sorted((run_dir / "spectra").glob("step_*.json"))
+    files = sorted(RunDir(run_dir).spectra_dir.glob("step_*.json"))
     return json.loads(files[-1].read_text()) if files else {}
 
 
@@ -254,6 +255,6 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
     for title, figure in figures:
         if figure is not None:
             lines += ["", f"## {title}", "", f"![{title}]({figure.name})"]
-    report = out_dir / "report.md"
+    report = out_dir / REPORT_FILE
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -12,7 +12,8 @@ from PIL import Image
 from stiefel_gan.cli import compose_config, main, plan_runs
 from stiefel_gan.config import DISC_KINDS
 from stiefel_gan.runner import run
-from stiefel_gan.tracking import Tracker, read_metrics, read_offline_run, read_series
+from stiefel_gan.tracking import Tracker, read_metrics, read_series
+from wandb_records import read_offline_run
 
 TINY = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
         "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
