@@ -101,6 +101,14 @@ class RunDir:
         return self.config.is_file() and self.metrics.is_file()
 
 
+def run_name_for(run_name: str | None, variant: str | None, disc: str, optim: str, seed: int) -> str:
+    """A run's directory name: ``run_name``, else ``<variant>-s<seed>`` for a study variant, else
+    ``<disc>-<optim>-s<seed>``."""
+    if run_name:
+        return str(run_name)
+    return f"{variant or f'{disc}-{optim}'}-s{seed}"
+
+
 def new_owner() -> str:
     """A claim owner for a process that no scheduler will requeue: unique, never matched again."""
     return f"pid{os.getpid()}-{uuid.uuid4().hex}"
@@ -145,9 +153,8 @@ def claim_run_dir(base: Path, owner: str) -> tuple[Path, bool]:
     Returns ``(directory, reclaimed)``: ``reclaimed`` is ``True`` when ``owner`` held the directory
     before (a requeued job), so the caller continues it from its checkpoint.
 
-    A directory that exists without a claim counts as taken when it holds anything besides Hydra's
-    ``.hydra/`` (a run written before claims existed); only an empty one, or one Hydra just created
-    for this very job, is claimed.
+    A directory that exists without a claim counts as taken when it holds a run's config (a run
+    written before claims existed); one Hydra just created for this job (``.hydra/``, its log) is not.
     """
     for candidate in candidates(Path(base)):
         held_by = claim_owner(candidate)
@@ -155,7 +162,6 @@ def claim_run_dir(base: Path, owner: str) -> tuple[Path, bool]:
             return candidate, True
         if held_by is not None:
             continue
-        occupied = candidate.is_dir() and any(entry.name != HYDRA_DIR for entry in candidate.iterdir())
-        if not occupied and _try_claim(candidate, owner):
+        if not RunDir(candidate).config.exists() and _try_claim(candidate, owner):
             return candidate, False
     raise AssertionError("unreachable: candidates() never ends")

@@ -35,7 +35,7 @@ from .evaluation import SampleQuality
 from .gan.train import LoopSettings, Periodic, TrainingState, train
 from .manifold import OPTIMIZERS, load_optimizer_state
 from .report import scatter_png
-from .rundir import RunDir, candidates, claim_owner, claim_run_dir, new_owner
+from .rundir import RunDir, candidates, claim_owner, claim_run_dir, new_owner, run_name_for
 from .tracking import METRIC_GOALS, OBJECTIVES, WANDB_MODES, Tracker, read_metrics
 
 #: keys that may differ between a checkpoint's config and the config that resumes it
@@ -91,9 +91,7 @@ def resolve_device(name: str) -> torch.device:
 
 def default_run_name(cfg: Config) -> str:
     """``run_name``, else ``<variant>-s<seed>`` for a study variant, else ``<disc>-<optim>-s<seed>``."""
-    if cfg.run_name:
-        return cfg.run_name
-    return f"{cfg.variant or f'{cfg.disc.kind}-{cfg.optim.name}'}-s{cfg.train.seed}"
+    return run_name_for(cfg.run_name, cfg.variant, cfg.disc.kind, cfg.optim.name, cfg.train.seed)
 
 
 def run_base(cfg: Config) -> Path:
