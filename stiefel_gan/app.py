@@ -19,6 +19,7 @@ sweep are each composed and checked by that sweeper before the first one is laun
 
 from __future__ import annotations
 
+import importlib.resources
 import importlib.util
 import shutil
 import sys
@@ -83,6 +84,15 @@ def config_source() -> str:
     if any(location in (package_dir / "configs", SOURCE_CONFIG_DIR) for location in locations):
         return f"pkg://{CONFIG_PACKAGE}"
     return str(SOURCE_CONFIG_DIR)
+
+
+def config_files():
+    """The configs as a directory-like object (``/``, ``iterdir``, ``read_text``): the package's
+    resources, or the checkout's ``configs/`` (see :func:`config_source`)."""
+    source = config_source()
+    if source.startswith("pkg://"):
+        return importlib.resources.files(CONFIG_PACKAGE)
+    return Path(source)
 
 
 def _register_resolvers() -> None:

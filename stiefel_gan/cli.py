@@ -64,21 +64,27 @@ def _sweep(args) -> int:
     from .wandb_sweeps import create_sweep, run_local_sweep
 
     if args.local:
-        for run_dir in run_local_sweep(args.study, extra=args.overrides):
-            print(run_dir)
-        return 0
-    sweep_id, agent_line = create_sweep(args.study, project=args.project, entity=args.entity)
+        return run_local_sweep(args.study, extra=args.overrides)
+    if args.overrides:
+        raise UsageError(f"{args.overrides[0]!r} is not allowed without --local: the sweep runs "
+                         f"configs/sweeps/{args.study}.yaml as it is")
+    try:
+        _, agent_line = create_sweep(args.study, project=args.project, entity=args.entity)
+    except UsageError:
+        raise
+    except ValueError as error:  # no server
+        raise UsageError(one_line(error)) from None
     print(agent_line)
     return 0
 
 
 def _dashboard(args) -> int:
-    from .dashboard import build_workspace, save_workspace, write_spec
+    from .dashboard import save_workspace, write_spec
 
     if args.dry_run is not None:
         print(write_spec(args.entity, args.project, args.study, Path(args.dry_run)))
         return 0
-    print(save_workspace(build_workspace(args.entity, args.project, args.study)))
+    print(save_workspace(args.entity, args.project, args.study))
     return 0
 
 

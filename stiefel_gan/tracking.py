@@ -283,6 +283,14 @@ def _resolve_mode(mode: str) -> tuple[str, str]:
     return "online", "credentials found and host reachable"
 
 
+def require_online(what: str) -> None:
+    """Raise a one-line ValueError naming ``what`` unless W&B can be reached with credentials
+    (the ``auto`` mode's test: ``WANDB_MODE``, then credentials and a TCP connection)."""
+    mode, reason = _resolve_mode("auto")
+    if mode != "online":
+        raise ValueError(f"{what} needs the W&B server, which is not usable here ({reason})")
+
+
 # ---------------------------------------------------------------------------------------- Tracker
 
 
