@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from stiefel_gan.cli import compose_config, main, plan_runs
+from stiefel_gan.cli import compose_config, main
 from stiefel_gan.config import DISC_KINDS
 from stiefel_gan.runner import run
 from stiefel_gan.tracking import Tracker, read_metrics, read_series
@@ -129,7 +129,8 @@ def test_wandb_offline_run_reads_back(tmp_path):
     run_dir = run(compose_config([*tiny(tmp_path, "disc=sn", *MODELS["standard_cnn"]), "wandb.mode=offline",
                                   "name=wb", "wandb.tags=[mine]"]))
     record = read_offline_run(run_dir)
-    assert record.group == "wb" and record.name == run_dir.name
+    # no study variant: the group is the experiment and a digest of everything but the seed
+    assert record.group.startswith("wb/sn-radam-") and record.job_type == "wb" and record.name == run_dir.name
     assert {"sn", "radam", "baseline", "mine", "digits", "hinge"} <= set(record.tags)
     assert record.config["disc"]["kind"] == "sn" and record.config["train"]["steps"] == 2
     steps = [row["_step"] for row in record.history if "loss/d" in row]
@@ -139,21 +140,14 @@ def test_wandb_offline_run_reads_back(tmp_path):
         [r["loss/d"] for r in local if "loss/d" in r])
 
 
-def test_sweep_composes_every_job_with_distinct_names(tmp_path):
-    configs = plan_runs(tiny(tmp_path, "disc=sn,stiefel_fixed", "train.seed=0,1", "optim.lr_d=1e-4,2e-4"), True)
-    assert len(configs) == 8
-    assert len({c.run_name for c in configs}) == 8
-    assert {c.disc.kind for c in configs} == {"sn", "stiefel_fixed"}
+def test_wandb_groups_differ_by_anything_but_the_seed(tmp_path):
+    from stiefel_gan.runner import wandb_group
 
-
-def test_sweep_through_submitit_local_executor(tmp_path, capsys):
-    assert main(["sweep", "--launcher", "submitit", *tiny(tmp_path, "disc=none,stiefel_fixed", "train.steps=1",
-                                                          "train.sample_every=1", "train.checkpoint_every=1",
-                                                          *MODELS["mlp"])]) == 0
-    printed = capsys.readouterr().out.split()
-    assert len(printed) == 2
-    for run_dir in printed:
-        assert {r["step"] for r in read_metrics(run_dir)} == {1}
+    base = tiny(tmp_path, "disc=stiefel_fixed", *MODELS["standard_cnn"])
+    group = lambda *extra: wandb_group(compose_config([*base, *extra]))  # noqa: E731
+    assert group("train.seed=0") == group("train.seed=1")
+    assert group("disc.tau=0.5") != group("disc.tau=2")
+    assert group("variant=v1", "train.seed=0") == group("variant=v1", "train.seed=3") == "default/v1"
 
 
 def test_compare_writes_a_table_and_side_by_side_samples(tmp_path):
