@@ -125,8 +125,26 @@ def _hydra_override(override: str) -> bool:
     return override.lstrip("+~").startswith(("hydra.", "hydra/"))
 
 
+#: groups listed as ``optional`` in configs/config.yaml: Hydra skips an option of theirs that does not
+#: exist without a word, so a misspelled study or variant would silently run the defaults
+OPTIONAL_GROUPS = ("experiment", "variant")
+
+
+def check_optional_groups(overrides: Sequence[str]) -> None:
+    """Refuse ``experiment=<x>`` / ``variant=<x>`` when ``configs/<group>/<x>.yaml`` does not exist."""
+    for override in overrides:
+        key, _, value = override.lstrip("+~").partition("=")
+        if key not in OPTIONAL_GROUPS or value in ("", "null"):
+            continue
+        folder = config_files() / key
+        options = sorted(p.name[:-len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+        if value not in options:
+            raise UsageError(f"{key}={value!r} is not allowed: use one of {', '.join(options)} (configs/{key}/)")
+
+
 def compose_config(overrides: Sequence[str]) -> Config:
     """Compose ``configs/config.yaml`` with Hydra overrides into a typed :class:`Config`."""
+    check_optional_groups(overrides)
     try:
         with _initialize():
             composed = compose("config", overrides=[o for o in overrides if not _hydra_override(o)])

@@ -147,7 +147,7 @@ def test_wandb_groups_differ_by_anything_but_the_seed(tmp_path):
     group = lambda *extra: wandb_group(compose_config([*base, *extra]))  # noqa: E731
     assert group("train.seed=0") == group("train.seed=1")
     assert group("disc.tau=0.5") != group("disc.tau=2")
-    assert group("variant=v1", "train.seed=0") == group("variant=v1", "train.seed=3") == "default/v1"
+    assert group("variant=smoke_sn", "train.seed=0") == group("variant=smoke_sn", "train.seed=3") == "default/smoke_sn"
 
 
 def test_compare_writes_a_table_and_side_by_side_samples(tmp_path):
@@ -171,6 +171,11 @@ BAD_COMMANDS = [
     (["disc=stiefel_fixed", "disc.tau=-1"], "tau=-1.0"),
     (["data=cifar10", "data.root=__ROOT__"], "CIFAR-10"),
     (["resume=__ROOT__/missing"], "missing"),
+    (["experiment=nope"], "experiment='nope'"),  # optional groups: Hydra itself would skip a typo
+    (["variant=smoke_snn"], "variant='smoke_snn'"),
+    (["loss=wasserstein"], "loss/wasserstein"),
+    (["train.seed=abc"], "could not be converted to Integer"),
+    (["train.threads=0"], "train.threads=0"),
 ]
 
 
