@@ -120,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] == "train":  # Hydra parses its own command line
         return run_train(argv[1:])
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # overrides may follow an option (sweep smoke --local train.steps=2): argparse leaves them unknown
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if not hasattr(args, "overrides") or any(item.startswith("-") for item in unknown):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides += unknown
     handlers = {"compare": _compare, "report": _report, "sweep": _sweep, "dashboard": _dashboard}
     try:
         return handlers[args.command](args)
