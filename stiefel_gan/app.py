@@ -295,6 +295,9 @@ def run_train(argv: Sequence[str]) -> int:
     GlobalHydra.instance().clear()
     try:
         hydra_app()()
+    except ValueError as error:  # Hydra's own command-line checks ("Only one of --run, --multirun, ...")
+        print(f"stiefel-gan: error: {one_line(error)}", file=sys.stderr)
+        return 2
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
     finally:

@@ -6,6 +6,7 @@ this one, so a file name is spelled once::
     runs/<experiment>/<run>/
       .hydra/                config.yaml, hydra.yaml, overrides.yaml (Hydra's own records of the job)
       .claim                 who owns the directory (see :func:`claim_run_dir`)
+      train.log              Hydra's job log
       config.yaml            the resolved, typed config
       metrics.jsonl          one JSON object per logged step
       series.jsonl           line plots (normalized spectra, lambda) per diagnostics step
