@@ -338,3 +338,24 @@ def test_uint8_and_path_images_are_accepted(tmp_path):
         tracking._image_as_uint8("x", torch.tensor([[[0.0, 0.5]], [[1.0, 0.25]], [[0.2, 0.8]]])),
         np.array([[[0, 255, 51], [128, 64, 204]]], dtype=np.uint8))
 
+
+
+def test_checkpoint_is_logged_as_an_artifact_with_the_files_digest(tmp_path):
+    import base64
+    import hashlib
+
+    from wandb_records import records
+
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(bytes(range(256)) * 3)
+    with _tracker(tmp_path / "run", "offline") as tracker:
+        tracker.log(4, {"loss": 1.0})
+        tracker.log_checkpoint(4, checkpoint)
+        with pytest.raises(ValueError, match="is not an existing file"):
+            tracker.log_checkpoint(4, tmp_path / "missing.pt")
+    (artifact,) = [r["artifact"] for r in records(tmp_path / "run") if r["type"] == "artifact"]
+    assert (artifact["name"], artifact["type"]) == (f"checkpoint-{tracker.run_id}", "checkpoint")
+    assert set(artifact["aliases"]) == {"latest", "step-4"} and json.loads(artifact["metadata"]) == {"step": 4}
+    (entry,) = artifact["manifest"]["contents"]
+    expected = base64.b64encode(hashlib.md5(checkpoint.read_bytes()).digest()).decode()
+    assert (entry["path"], entry["digest"], int(entry["size"])) == ("last.pt", expected, 768)
