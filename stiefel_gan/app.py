@@ -183,13 +183,17 @@ def job_config(overrides: Sequence[str]) -> Config:
     return resume_config(overrides) if _resumes_a_directory(overrides) else compose_config(overrides)
 
 
-def check_job(cfg: Config) -> None:
+def check_job(cfg: Config, here: bool = True) -> None:
     """Everything :func:`stiefel_gan.runner.prepare` checks (config, data on disk, models, a resume
-    checkpoint), with nothing written; a failure is a :class:`UsageError`."""
-    from .runner import prepare
+    checkpoint), with nothing written; a failure is a :class:`UsageError`.
+
+    ``here=False`` for a job that runs on another machine (a Slurm node): only the config is checked,
+    since the data, the device and the run directories are the node's, not this machine's.
+    """
+    from .runner import check_config, prepare
 
     try:
-        prepare(cfg)
+        prepare(cfg) if here else check_config(cfg)
     except UsageError:
         raise
     except ValueError as error:
@@ -304,3 +308,10 @@ def run_train(argv: Sequence[str]) -> int:
         sys.argv = saved_argv
         GlobalHydra.instance().clear()
     return 0
+
+
+def main() -> None:
+    """``stiefel-gan-train``: the same app under a one-word name, which Hydra's shell completion needs
+    (its scripts run ``<first word> -sc query=...``):
+    ``eval "$(stiefel-gan-train --shell-completion install=bash)"``."""
+    sys.exit(run_train(sys.argv[1:]))

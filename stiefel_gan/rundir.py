@@ -42,7 +42,6 @@ CHECKPOINT_FILE = "last.pt"
 GEOMETRY_PLOT = "geometry_rlt.png"
 CLAIM_FILE = ".claim"
 HYDRA_DIR = ".hydra"
-WANDB_DIR = "wandb"
 REPORT_FILE = "report.md"
 
 

@@ -59,6 +59,18 @@ def test_help_lists_the_config_groups_and_info_runs(capsys):
     assert source.replace("pkg://", "").rstrip("/") in capsys.readouterr().out
 
 
+def test_shell_completion_through_the_one_word_entry_point(monkeypatch, capsys):
+    from stiefel_gan import app
+
+    monkeypatch.setenv("COMP_LINE", "stiefel-gan-train disc=stiefel_c")
+    monkeypatch.setenv("COMP_POINT", str(len("stiefel-gan-train disc=stiefel_c")))
+    monkeypatch.setattr(sys, "argv", ["stiefel-gan-train", "--shell-completion", "query=bash"])
+    with pytest.raises(SystemExit) as exit_:
+        app.main()
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.split() == ["disc=stiefel_curve"]
+
+
 def test_run_directory_is_the_readable_layout_with_hydra_records(tmp_path, capsys):
     assert main(["train", *fast(tmp_path, "name=layout", "train.steps=2")]) == 0
     run_dir = tmp_path / "runs" / "layout" / "sn-radam-s0"

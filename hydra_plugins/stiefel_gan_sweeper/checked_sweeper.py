@@ -33,8 +33,9 @@ class CheckedSweeper(BasicSweeper):
         try:
             check_launcher(self.config.hydra.launcher)
             jobs = self._expanded_jobs(arguments)
+            here = not str(self.config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher")
             for overrides in jobs:
-                check_job(job_config(overrides))
+                check_job(job_config(overrides), here=here)
         except UsageError as error:
             print(f"stiefel-gan: error: {one_line(error)}", file=sys.stderr)
             raise SystemExit(2) from None
