@@ -9,6 +9,7 @@ Two phases, so that bad input never leaves anything behind:
 
 SIGTERM and SIGINT (what Slurm sends before preemption, and Ctrl-C) end the current step, write the
 checkpoint and raise :class:`RunInterrupted`; the same command with ``resume=auto`` continues it.
+Under submitit, its requeue signal does the same and is then handed to submitit, which requeues the job.
 """
 
 from __future__ import annotations
@@ -265,7 +266,7 @@ def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> 
 
 
 class RunInterrupted(RuntimeError):
-    """SIGTERM or SIGINT stopped a run after writing its checkpoint; ``exit_status`` is 128 + signal."""
+    """A signal stopped a run after writing its checkpoint; ``exit_status`` is 128 + signal."""
 
     def __init__(self, message: str, signum: int):
         super().__init__(message)
@@ -273,32 +274,48 @@ class RunInterrupted(RuntimeError):
 
 
 class _StopRequest:
-    """Turns SIGTERM / SIGINT into a flag the training loop polls after each step.
+    """Turns SIGTERM / SIGINT (and SIGUSR1 / SIGUSR2 where a scheduler such as submitit handles them)
+    into a flag the training loop polls after each step.
 
     Note [Stopping between steps]: a signal arriving mid-step must not leave half-updated optimizer
     state in a checkpoint, and Python runs a handler between bytecodes, so the handler only records
     the signal; the loop finishes its step, writes the checkpoint and returns. A second signal while
-    the first is pending restores the default handler first, so a second Ctrl-C still kills a hung
+    the first is pending goes to the previous handler at once, so a second Ctrl-C still stops a hung
     run. Handlers can only be installed from the main thread; elsewhere nothing is installed.
+
+    Note [Chaining to submitit]: under submitit, Slurm's warning signal before a timeout or a
+    preemption (SIGUSR2 by default) belongs to submitit, whose handler requeues the job and exits.
+    Taken over here, it first lets the run checkpoint its current step; :meth:`forward` then hands
+    the signal to submitit's handler, so the requeued job continues from that very step.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SCHEDULER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # taken only where a Python handler owns them
 
     def __init__(self):
         self.signum: int | None = None
         self._previous: dict = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:
+        if self.signum is not None:  # a second signal: the previous handler takes it now
             signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
         self.signum = signum
 
     def requested(self) -> bool:
         return self.signum is not None
 
+    def forward(self) -> None:
+        """Call the previous Python handler of the signal that stopped the run (submitit's requeue)."""
+        handler = self._previous.get(self.signum)
+        if callable(handler):
+            handler(self.signum, None)
+
     def __enter__(self) -> "_StopRequest":
+        owned = [s for s in self.SCHEDULER_SIGNALS if callable(signal.getsignal(s))]
         try:
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+            self._previous = {s: signal.signal(s, self._handle) for s in (*self.SIGNALS, *owned)}
         except ValueError:  # not the main thread
             self._previous = {}
         return self
@@ -306,6 +323,7 @@ class _StopRequest:
     def __exit__(self, *exc) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
 
 def _save_samples(path: Path, samples: torch.Tensor) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -394,6 +412,7 @@ def execute(prepared: PreparedRun) -> Path:
             # the loop wrote the checkpoint of its last step, finished or stopped
             tracker.log_checkpoint(state.step, paths.checkpoint)
     if stop.signum is not None:
+        stop.forward()  # submitit: requeue this job (it exits); otherwise nothing
         raise RunInterrupted(f"{signal.Signals(stop.signum).name} stopped the run at step {state.step} of "
                              f"{cfg.train.steps}; checkpoint in {paths.checkpoint}; continue it with the same "
                              f"command and resume=auto, or resume={run_dir}", stop.signum)

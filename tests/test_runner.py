@@ -231,3 +231,41 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path):
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         save_checkpoint(path, {"step": 2, "unpicklable": lambda: None})
     assert torch.load(path, weights_only=False) == {"step": 1}
+
+
+def test_scheduler_signal_checkpoints_the_current_step_then_goes_to_the_schedulers_handler(tmp_path, monkeypatch):
+    """As under submitit: a Python handler owns SIGUSR2 (submitit requeues the job there). A real
+    SIGUSR2 mid-run lets the step finish and checkpoint, then reaches that handler; resuming ends
+    with every step logged once."""
+    import os
+    import signal
+
+    from stiefel_gan.runner import RunInterrupted
+
+    overrides = tiny(tmp_path, "disc=sn", "train.steps=6", "train.checkpoint_every=100", "run_name=pre",
+                     *MODELS["standard_cnn"])
+    run_dir = tmp_path / "default" / "pre"
+    seen = []
+
+    def scheduler(signum, frame):  # what submitit's handler sees when it requeues
+        seen.append((signum, torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"]))
+
+    original_log = Tracker.log
+
+    def signal_at_step_3(self, step, scalars):
+        original_log(self, step, scalars)
+        if step == 3 and "loss/d" in scalars:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, scheduler)
+    try:
+        monkeypatch.setattr(Tracker, "log", signal_at_step_3)
+        with pytest.raises(RunInterrupted) as stopped:
+            run(compose_config(overrides))
+        monkeypatch.setattr(Tracker, "log", original_log)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [(signal.SIGUSR2, 3)]
+    assert stopped.value.exit_status == 128 + signal.SIGUSR2 and "resume=auto" in str(stopped.value)
+    assert main(["train", f"resume={run_dir}"]) == 0
+    assert [r["step"] for r in read_metrics(run_dir) if "loss/d" in r] == [1, 2, 3, 4, 5, 6]
