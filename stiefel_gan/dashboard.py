@@ -29,6 +29,7 @@ import warnings
 from pathlib import Path
 
 from .app import UsageError, config_files, job_config, one_line
+from .rundir import label
 
 #: how an SN baseline group is drawn, so the comparison users come for stands out
 BASELINE_COLOR = "#000000"
@@ -69,7 +70,7 @@ def study_groups(study: str) -> tuple[list[str], list[str], str]:
             raise UsageError(f"study {study!r}, variant {variant!r}: {one_line(error)}") from None
         groups.append(wandb_group(cfg))
         headlines.add(OBJECTIVES[cfg.data.name][0])
-        if cfg.disc.kind == "sn":
+        if label(cfg.disc.kind) == "sn":
             baselines.append(wandb_group(cfg))
     return groups, baselines, sorted(headlines)[0]
 

@@ -33,6 +33,7 @@ import errno
 import os
 import uuid
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 CONFIG_FILE = "config.yaml"
@@ -101,12 +102,17 @@ class RunDir:
         return self.config.is_file() and self.metrics.is_file()
 
 
-def run_name_for(run_name: str | None, variant: str | None, disc: str, optim: str, seed: int) -> str:
+def label(value) -> str:
+    """A config choice as text: an Enum's value (``sn``, not ``DiscKind.sn``), anything else ``str``."""
+    return str(value.value) if isinstance(value, Enum) else str(value)
+
+
+def run_name_for(run_name: str | None, variant: str | None, disc, optim, seed: int) -> str:
     """A run's directory name: ``run_name``, else ``<variant>-s<seed>`` for a study variant, else
     ``<disc>-<optim>-s<seed>``."""
     if run_name:
         return str(run_name)
-    return f"{variant or f'{disc}-{optim}'}-s{seed}"
+    return f"{variant or f'{label(disc)}-{label(optim)}'}-s{seed}"
 
 
 def new_owner() -> str:

@@ -36,7 +36,7 @@ from .evaluation import SampleQuality
 from .gan.train import LoopSettings, Periodic, TrainingState, train
 from .manifold import OPTIMIZERS, load_optimizer_state
 from .report import scatter_png
-from .rundir import RunDir, candidates, claim_owner, claim_run_dir, new_owner, run_name_for
+from .rundir import RunDir, candidates, claim_owner, claim_run_dir, label, new_owner, run_name_for
 from .tracking import METRIC_GOALS, OBJECTIVES, WANDB_MODES, Tracker, read_metrics
 
 #: keys that may differ between a checkpoint's config and the config that resumes it
@@ -117,8 +117,8 @@ def wandb_group(cfg: Config) -> str:
     if cfg.variant:
         return f"{cfg.name}/{cfg.variant}"
     flat = {k: v for k, v in flatten(config_dict(cfg)).items() if k not in NOT_VARIANT_KEYS}
-    digest = hashlib.sha1(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:8]
-    return f"{cfg.name}/{cfg.disc.kind}-{cfg.optim.name}-{digest}"
+    digest = hashlib.sha1(json.dumps(flat, sort_keys=True, default=label).encode()).hexdigest()[:8]
+    return f"{cfg.name}/{label(cfg.disc.kind)}-{label(cfg.optim.name)}-{digest}"
 
 
 def config_dict(cfg: Config) -> dict:
@@ -363,8 +363,8 @@ def execute(prepared: PreparedRun) -> Path:
     prepared.quality.run_dir = run_dir
     OmegaConf.save(OmegaConf.structured(cfg), paths.config)
     checkpoint = prepared.checkpoint or {}
-    tags = sorted({cfg.disc.kind, cfg.optim.name, cfg.loss.name, cfg.data.name, *cfg.wandb.tags}
-                  | ({"baseline"} if cfg.disc.kind == "sn" else set()))
+    tags = sorted({label(cfg.disc.kind), label(cfg.optim.name), label(cfg.loss.name), cfg.data.name, *cfg.wandb.tags}
+                  | ({"baseline"} if label(cfg.disc.kind) == "sn" else set()))
     tracker = Tracker(run_dir, config_dict(cfg), project=cfg.wandb.project, entity=cfg.wandb.entity,
                       group=wandb_group(cfg), job_type=cfg.name, tags=tags, name=run_dir.name,
                       mode=cfg.wandb.mode, run_id=checkpoint.get("wandb_run_id"),

@@ -85,6 +85,30 @@ def test_run_directory_is_the_readable_layout_with_hydra_records(tmp_path, capsy
     assert "train.steps=3" in yaml.safe_load((second / ".hydra" / "overrides.yaml").read_text())
 
 
+def test_progress_off_a_terminal_is_one_line_per_log_step(tmp_path, capsys):
+    assert main(["train", *fast(tmp_path, "train.steps=3", "train.log_every=2", "train.progress=true")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    lines = [line for line in err.splitlines() if line.startswith("train: step")]
+    assert [line.split()[2] for line in lines] == ["2/3", "3/3"]
+
+
+def test_a_failure_during_training_keeps_its_traceback_and_checkpoint(tmp_path, capsys, monkeypatch):
+    """A bug is not a usage error: exit status 1 with the traceback, and the last checkpoint kept."""
+    from stiefel_gan.evaluation import SampleQuality
+
+    def broken(self, generator, final=False):
+        raise ValueError("a bug deep inside an evaluation")
+
+    monkeypatch.setattr(SampleQuality, "__call__", broken)
+    args = fast(tmp_path, "name=bug", "train.steps=3", "train.checkpoint_every=2", "metrics.every=3")
+    assert main(["train", *args]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "a bug deep inside an evaluation" in err and "stiefel-gan: error" not in err
+    checkpoint = torch.load(RunDir(tmp_path / "runs" / "bug" / "sn-radam-s0").checkpoint, weights_only=False)
+    assert checkpoint["step"] == 2
+
+
 def _claim_in_a_process(base, owner, results):
     results.put((owner, str(claim_run_dir(Path(base), owner)[0])))
 
