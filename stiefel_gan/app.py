@@ -24,7 +24,7 @@ import importlib.util
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import hydra
 from hydra import compose, initialize_config_dir, initialize_config_module
