@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .config import Config, register_configs
-from .rundir import run_name_for
+from .rundir import HYDRA_DIR, run_name_for
 
 APP_NAME = "stiefel-gan train"
 CONFIG_PACKAGE = "stiefel_gan.configs"
@@ -107,6 +107,10 @@ def _register_resolvers() -> None:
         OmegaConf.register_new_resolver(
             "sg_run_dir", lambda out_dir, name, run, resume: str(resume) if resume not in (None, "auto")
             else f"{out_dir}/{name}/{run}")
+    if not OmegaConf.has_resolver("sg_hydra_records"):
+        # resume=<run dir> keeps the run's own .hydra/ records (the command that made it) untouched
+        OmegaConf.register_new_resolver(
+            "sg_hydra_records", lambda resume: None if resume not in (None, "auto") else HYDRA_DIR)
 
 
 register_configs()
