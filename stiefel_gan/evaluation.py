@@ -22,10 +22,10 @@ from torch.utils.data import Dataset
 
 from ._modules import eval_mode
 from .config import Config
-from .rundir import RunDir
 from .data import MIXTURES, UInt8ImageDataset, mixture_centers, mixture_std, uint8_to_unit_range
 from .metrics import (PROTOCOLS, DigitsEvaluator, compute_fidelity, geometry_score, mode_metrics, plot_rlt,
                       relative_living_times)
+from .rundir import RunDir
 
 EVAL_SEED_OFFSET = 2_000_029  # latents of the evaluation samples, apart from training's and the grids'
 
