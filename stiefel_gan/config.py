@@ -110,9 +110,10 @@ class MetricsConfig:
 class WandbConfig:
     project: str = "stiefel_gan"
     entity: Optional[str] = None
-    group: Optional[str] = None  # default: the experiment name
+    group: Optional[str] = None  # default: <experiment name>/<variant> (seeds of a variant share it)
     tags: List[str] = field(default_factory=list)
     mode: str = "auto"  # auto | online | offline | disabled
+    log_checkpoints: bool = False  # each checkpoint also as a W&B artifact (type "checkpoint")
 
 
 @dataclass
@@ -126,10 +127,10 @@ class CompareConfig:
 @dataclass
 class Config:
     name: str = "default"  # experiment name: runs/<name>/<run_name>, default W&B group
-    run_name: Optional[str] = None  # default: <disc>-<optim>-s<seed>
+    run_name: Optional[str] = None  # default: <variant>-s<seed>, else <disc>-<optim>-s<seed>
     variant: Optional[str] = None  # the study variant this run belongs to (set by configs/variant/*; W&B group)
     out_dir: str = "runs"
-    resume: Optional[str] = None
+    resume: Optional[str] = None  # a run directory, or auto: continue this command's own unfinished run
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     disc: DiscConfig = field(default_factory=DiscConfig)

@@ -30,6 +30,7 @@ from .data import MIXTURES, UInt8ImageDataset, mixture_centers, mixture_std, uin
 from .metrics import (PROTOCOLS, DigitsEvaluator, compute_fidelity, geometry_score, mode_metrics, plot_rlt,
                       relative_living_times)
 from .metrics.geometry import GAMMA_PER_5000_POINTS
+from .rundir import RunDir
 
 EVAL_SEED_OFFSET = 2_000_029  # latents of the evaluation samples, apart from training's and the grids'
 #: Seed of the random subset of real samples every evaluation compares with.
@@ -121,5 +122,5 @@ class SampleQuality:
             self._real_rlt = relative_living_times(real.reshape(len(real), -1).numpy().astype(np.float64), **options)
         fake_rlt = relative_living_times(fake.reshape(len(fake), -1).numpy().astype(np.float64), **options)
         if self.run_dir is not None:
-            plot_rlt({"real": self._real_rlt, "generated": fake_rlt}, self.run_dir / "geometry_rlt.png")
+            plot_rlt({"real": self._real_rlt, "generated": fake_rlt}, RunDir(self.run_dir).geometry_plot)
         return geometry_score(self._real_rlt, fake_rlt), gamma

@@ -48,6 +48,7 @@ from .statistics import (  # noqa: E402
     paired_bootstrap,
     summarize,
 )
+from .rundir import CONFIG_FILE, METRICS_FILE, REPORT_FILE, RunDir  # noqa: E402
 from .tracking import read_metrics  # noqa: E402
 
 #: losses and D's mean outputs: their own table, in this order
@@ -81,16 +82,16 @@ def find_run_dirs(root: Path) -> list[Path]:
     root = Path(root)
     if not root.exists():
         raise ValueError(f"{root} is not allowed: no such directory")
-    if (root / "metrics.jsonl").is_file():
+    if (root / METRICS_FILE).is_file():
         return [root]
-    runs = sorted(p.parent for p in root.rglob("metrics.jsonl") if (p.parent / "config.yaml").is_file())
+    runs = sorted(p.parent for p in root.rglob(METRICS_FILE) if (p.parent / CONFIG_FILE).is_file())
     if not runs:
-        raise ValueError(f"{root} is not allowed: it holds no run directory (no metrics.jsonl with a config.yaml)")
+        raise ValueError(f"{root} is not allowed: it holds no run directory (no {METRICS_FILE} with a {CONFIG_FILE})")
     return runs
 
 
 def _load_config(run_dir: Path) -> dict:
-    return OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+    return OmegaConf.to_container(OmegaConf.load(RunDir(run_dir).config))
 
 
 def _lookup(config: dict, dotted: str):
@@ -166,7 +167,7 @@ class Run:
 
 
 def _last_spectra(run_dir: Path) -> dict:
-    files = sorted((run_dir / "spectra").glob("step_*.json"))
+    files = sorted(RunDir(run_dir).spectra_dir.glob("step_*.json"))
     return json.loads(files[-1].read_text()) if files else {}
 
 
@@ -471,7 +472,7 @@ def _colors(labels) -> dict[str, tuple]:
 def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path) -> Path | None:
     """Rows: variants; columns: the shown seeds' final sample grids (one row of variants side by side when
     each shows one seed)."""
-    panels = {label: [(r, sorted((r.run_dir / "samples").glob("step_*.png"))) for r in shown_runs(rs, key)]
+    panels = {label: [(r, sorted(RunDir(r.run_dir).samples_dir.glob("step_*.png"))) for r in shown_runs(rs, key)]
               for label, rs in runs.items()}
     panels = {label: [(r, files[-1]) for r, files in shown if files] for label, shown in panels.items()}
     panels = {label: shown for label, shown in panels.items() if shown}
@@ -717,6 +718,6 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
             lines += ["", f"## {title}", "", f"![{title}]({figure.name})"]
     lines += ["", "## Runs", ""] + [f"- {label}: " + ", ".join(f"{r.run_dir} (seed {r.seed})" for r in rs)
                                     for label, rs in runs.items()]
-    report = out_dir / "report.md"
+    report = out_dir / REPORT_FILE
     report.write_text("\n".join(lines) + "\n")
     return report

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from stiefel_gan.cli import compose_config, main, plan_runs
+from stiefel_gan.cli import compose_config, main
 from stiefel_gan.config import DISC_KINDS
 from stiefel_gan.runner import run
-from stiefel_gan.tracking import Tracker, read_metrics, read_offline_run, read_series
+from stiefel_gan.tracking import Tracker, read_metrics, read_series
+from wandb_records import read_offline_run
 
 TINY = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
         "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
@@ -129,7 +130,8 @@ def test_wandb_offline_run_reads_back(tmp_path):
     run_dir = run(compose_config([*tiny(tmp_path, "disc=sn", *MODELS["standard_cnn"]), "wandb.mode=offline",
                                   "name=wb", "wandb.tags=[mine]"]))
     record = read_offline_run(run_dir)
-    assert record.group == "wb" and record.name == run_dir.name
+    # no study variant: the group is the experiment and a digest of everything but the seed
+    assert record.group.startswith("wb/sn-radam-") and record.job_type == "wb" and record.name == run_dir.name
     assert {"sn", "radam", "baseline", "mine", "digits", "hinge"} <= set(record.tags)
     assert record.config["disc"]["kind"] == "sn" and record.config["train"]["steps"] == 2
     steps = [row["_step"] for row in record.history if "loss/d" in row]
@@ -139,21 +141,14 @@ def test_wandb_offline_run_reads_back(tmp_path):
         [r["loss/d"] for r in local if "loss/d" in r])
 
 
-def test_sweep_composes_every_job_with_distinct_names(tmp_path):
-    configs = plan_runs(tiny(tmp_path, "disc=sn,stiefel_fixed", "train.seed=0,1", "optim.lr_d=1e-4,2e-4"), True)
-    assert len(configs) == 8
-    assert len({c.run_name for c in configs}) == 8
-    assert {c.disc.kind for c in configs} == {"sn", "stiefel_fixed"}
+def test_wandb_groups_differ_by_anything_but_the_seed(tmp_path):
+    from stiefel_gan.runner import wandb_group
 
-
-def test_sweep_through_submitit_local_executor(tmp_path, capsys):
-    assert main(["sweep", "--launcher", "submitit", *tiny(tmp_path, "disc=none,stiefel_fixed", "train.steps=1",
-                                                          "train.sample_every=1", "train.checkpoint_every=1",
-                                                          *MODELS["mlp"])]) == 0
-    printed = capsys.readouterr().out.split()
-    assert len(printed) == 2
-    for run_dir in printed:
-        assert {r["step"] for r in read_metrics(run_dir)} == {1}
+    base = tiny(tmp_path, "disc=stiefel_fixed", *MODELS["standard_cnn"])
+    group = lambda *extra: wandb_group(compose_config([*base, *extra]))  # noqa: E731
+    assert group("train.seed=0") == group("train.seed=1")
+    assert group("disc.tau=0.5") != group("disc.tau=2")
+    assert group("variant=smoke_sn", "train.seed=0") == group("variant=smoke_sn", "train.seed=3") == "default/smoke_sn"
 
 
 def test_compare_writes_a_table_and_side_by_side_samples(tmp_path):
@@ -177,6 +172,11 @@ BAD_COMMANDS = [
     (["disc=stiefel_fixed", "disc.tau=-1"], "tau=-1.0"),
     (["data=cifar10", "data.root=__ROOT__"], "CIFAR-10"),
     (["resume=__ROOT__/missing"], "missing"),
+    (["experiment=nope"], "experiment='nope'"),  # optional groups: Hydra itself would skip a typo
+    (["variant=smoke_snn"], "variant='smoke_snn'"),
+    (["loss=wasserstein"], "loss/wasserstein"),
+    (["train.seed=abc"], "could not be converted to Integer"),
+    (["train.threads=0"], "train.threads=0"),
 ]
 
 
@@ -232,3 +232,41 @@ def test_a_failed_checkpoint_write_leaves_the_previous_one_intact(tmp_path):
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
         save_checkpoint(path, {"step": 2, "unpicklable": lambda: None})
     assert torch.load(path, weights_only=False) == {"step": 1}
+
+
+def test_scheduler_signal_checkpoints_the_current_step_then_goes_to_the_schedulers_handler(tmp_path, monkeypatch):
+    """As under submitit: a Python handler owns SIGUSR2 (submitit requeues the job there). A real
+    SIGUSR2 mid-run lets the step finish and checkpoint, then reaches that handler; resuming ends
+    with every step logged once."""
+    import os
+    import signal
+
+    from stiefel_gan.runner import RunInterrupted
+
+    overrides = tiny(tmp_path, "disc=sn", "train.steps=6", "train.checkpoint_every=100", "run_name=pre",
+                     *MODELS["standard_cnn"])
+    run_dir = tmp_path / "default" / "pre"
+    seen = []
+
+    def scheduler(signum, frame):  # what submitit's handler sees when it requeues
+        seen.append((signum, torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"]))
+
+    original_log = Tracker.log
+
+    def signal_at_step_3(self, step, scalars):
+        original_log(self, step, scalars)
+        if step == 3 and "loss/d" in scalars:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, scheduler)
+    try:
+        monkeypatch.setattr(Tracker, "log", signal_at_step_3)
+        with pytest.raises(RunInterrupted) as stopped:
+            run(compose_config(overrides))
+        monkeypatch.setattr(Tracker, "log", original_log)
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert seen == [(signal.SIGUSR2, 3)]
+    assert stopped.value.exit_status == 128 + signal.SIGUSR2 and "resume=auto" in str(stopped.value)
+    assert main(["train", f"resume={run_dir}"]) == 0
+    assert [r["step"] for r in read_metrics(run_dir) if "loss/d" in r] == [1, 2, 3, 4, 5, 6]
