@@ -111,8 +111,8 @@ def plan_runs(overrides: list[str], multirun: bool) -> list[Config]:
         configs = [compose_config(overrides)]
     else:
         jobs, swept = expand_sweep(overrides)
-        # the default name already says disc, optim and seed; other swept values are appended
-        named_elsewhere = {"disc", "optim", "train.seed"}
+        # the default name already says disc, optim, seed (or the variant); other swept values are appended
+        named_elsewhere = {"disc", "optim", "train.seed", "variant"}
         configs = []
         for job in jobs:
             cfg = compose_config(job)

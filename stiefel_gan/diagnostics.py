@@ -165,7 +165,8 @@ def _factor_parameters(layer: nn.Module) -> dict[str, list[Tensor]]:
     if isinstance(layer, StiefelLayer):
         factors = {"X": layer.parametrization.stiefel_factors(), "lambda": list(layer.spectrum.parameters())}
     elif parametrize.is_parametrized(layer, "weight"):
-        factors = {"weight": [layer.parametrizations.weight.original]}
+        # the unconstrained tensors: SN's ``original``, weight normalization's ``original0`` (g) and ``original1`` (v)
+        factors = {"weight": list(layer.parametrizations.weight.parameters())}
     else:
         factors = {"weight": [layer.weight]}
     return {factor: [p for p in tensors if p.requires_grad] for factor, tensors in factors.items()}

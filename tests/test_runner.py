@@ -10,10 +10,11 @@ import torch
 from PIL import Image
 
 from stiefel_gan.cli import compose_config, main, plan_runs
-from stiefel_gan.config import DISC_KINDS
+from stiefel_gan.cli import CONFIG_DIR
 from stiefel_gan.runner import run
 from stiefel_gan.tracking import Tracker, read_metrics, read_offline_run, read_series
 
+DISC_PRESETS = sorted(path.stem for path in (CONFIG_DIR / "disc").glob("*.yaml"))
 TINY = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
         "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
         "metrics.n_samples=100", "metrics.geometry_score=false", "metrics.diagnostics_every=2"]
@@ -35,7 +36,7 @@ def metric_rows(run_dir):
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("disc", DISC_KINDS)
+@pytest.mark.parametrize("disc", DISC_PRESETS)
 def test_every_disc_trains_with_every_model(tmp_path, disc, model):
     cfg = compose_config(tiny(tmp_path, f"disc={disc}", *MODELS[model]))
     run_dir = run(cfg)
@@ -51,7 +52,7 @@ def test_every_disc_trains_with_every_model(tmp_path, disc, model):
         # the curve's largest value is sigma = 1 in every layer, the final dense layer included
         assert all(v == pytest.approx(1.0, abs=1e-4) for v in layer_sigmas.values())
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
-    assert checkpoint["step"] == 2 and checkpoint["config"]["disc"]["kind"] == disc
+    assert checkpoint["step"] == 2 and checkpoint["config"]["disc"]["kind"] == cfg.disc.kind
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "samples" / "step_000002.png").is_file()
     spectra = json.loads((run_dir / "spectra" / "step_000002.json").read_text())
@@ -142,7 +143,7 @@ def test_sweep_composes_every_job_with_distinct_names(tmp_path):
     configs = plan_runs(tiny(tmp_path, "disc=sn,stiefel_fixed", "train.seed=0,1", "optim.lr_d=1e-4,2e-4"), True)
     assert len(configs) == 8
     assert len({c.run_name for c in configs}) == 8
-    assert {c.disc.kind for c in configs} == {"sn", "stiefel_fixed"}
+    assert {(c.disc.kind, c.disc.spectrum) for c in configs} == {("sn", "fixed"), ("stiefel", "fixed")}
 
 
 def test_sweep_through_submitit_local_executor(tmp_path, capsys):
@@ -195,7 +196,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, capsys):
     before = (first / "metrics.jsonl").read_bytes()
     assert main(["train", f"resume={first}", "train.steps=4"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "disc.kind='stiefel_fixed'" in err
+    assert len(err.splitlines()) == 1 and "disc.kind='stiefel'" in err
     assert (first / "metrics.jsonl").read_bytes() == before
 
 
