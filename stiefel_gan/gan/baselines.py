@@ -61,10 +61,11 @@ def apply_weight_norm(model: nn.Module) -> nn.Module:
 
 def _input_gradients(discriminator: nn.Module, inputs: Tensor) -> Tensor:
     """``d D(x_n) / d x_n`` for each sample, differentiable again (``create_graph=True``), ``N x features``."""
-    inputs = inputs.detach().requires_grad_(True)
-    logits = discriminator(inputs)
-    # samples do not interact in D (no batch statistics), so the gradient of the sum is per sample
-    (gradients,) = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
+    with torch.enable_grad():  # the value is also wanted under no_grad (evaluation, finite differences)
+        inputs = inputs.detach().requires_grad_(True)
+        logits = discriminator(inputs)
+        # samples do not interact in D (no batch statistics), so the gradient of the sum is per sample
+        (gradients,) = torch.autograd.grad(logits.sum(), inputs, create_graph=True)
     return gradients.flatten(1)
 
 
