@@ -55,7 +55,10 @@ def compose_config(overrides: list[str]) -> Config:
             composed = compose("config", overrides=list(overrides))
         return OmegaConf.to_object(composed)
     except (HydraException, OmegaConfBaseException) as error:
-        raise UsageError(_one_line(error)) from None
+        # Hydra says which override failed; OmegaConf's cause says why (a typed choice lists what is allowed)
+        cause = error.__cause__
+        detail = f": {str(cause).splitlines()[0]}" if isinstance(cause, OmegaConfBaseException) and str(cause) else ""
+        raise UsageError(_one_line(error) + detail) from None
     finally:
         GlobalHydra.instance().clear()
 

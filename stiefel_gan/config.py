@@ -193,6 +193,18 @@ class Config:
     compare: CompareConfig = field(default_factory=CompareConfig)
 
 
+def disc_label(disc) -> str:
+    """A short name of D's parameterization: the kind, and for ``stiefel`` its spectrum, factorization and
+    normalization (``stiefel_grid``, ``stiefel_fixed_svd``, ``stiefel_fixed_frobenius``).
+    ``disc`` is a :class:`DiscConfig` or anything with its attributes (a run's saved config as a DictConfig)."""
+    if disc.kind != "stiefel":
+        return str(disc.kind)
+    parts = [f"stiefel_{disc.spectrum}"]
+    parts += [str(disc.factorization)] if disc.factorization != "diag" else []
+    parts += [str(disc.normalize)] if disc.normalize != "none" else []
+    return "_".join(parts)
+
+
 def flatten(tree: dict, prefix: str = "") -> dict:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a nested config as dotted keys."""
     flat = {}

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from .config import flatten  # noqa: E402
+from .config import disc_label, flatten  # noqa: E402
 from .tracking import read_metrics  # noqa: E402
 
 #: final metrics shown in the table, in this order, when present (other non-diagnostic keys follow)
@@ -41,9 +41,14 @@ def find_run_dirs(root: Path) -> list[Path]:
     return runs
 
 
+def _disc_name(config: dict) -> str:
+    """The study variant a run belongs to, else the label of its discriminator (``stiefel_grid``, ``sn``)."""
+    return config.get("variant") or disc_label(OmegaConf.create(config["disc"]))
+
+
 def _variant_label(config: dict, varying: set[str]) -> str:
-    disc = config["disc"]["kind"]
-    parts = [disc] + [f"{key}={_lookup(config, key)}" for key in sorted(varying) if key != "disc.kind"]
+    parts = [_disc_name(config)] + [f"{key}={_lookup(config, key)}" for key in sorted(varying)
+                                    if key not in ("disc.kind", "variant")]
     return " ".join(parts)
 
 
@@ -66,10 +71,10 @@ def group_variants(run_dirs: list[Path]) -> dict[str, list[Path]]:
              for d, c in configs.items()}
     keys = set().union(*flats.values())
     varying = {k for k in keys if len({f.get(k) for f in flats.values()}) > 1}
-    # show the discriminator first; disc knobs that only belong to one kind are implied by it
-    varying = {k for k in varying if not k.startswith("disc.") or k == "disc.kind"
-               or len({(f.get("disc.kind"), f.get(k)) for f in flats.values()})
-               > len({f.get("disc.kind") for f in flats.values()})}
+    # show the variant (or discriminator) first; the knobs it implies are not repeated
+    names = {d: _disc_name(c) for d, c in configs.items()}
+    varying = {k for k in varying if not (k.startswith("disc.") or k.startswith("optim.")) or
+               len({(names[d], f.get(k)) for d, f in flats.items()}) > len(set(names.values()))}
     groups: dict[str, list[Path]] = defaultdict(list)
     for d in run_dirs:
         groups[_variant_label(configs[d], varying)].append(d)

@@ -28,7 +28,7 @@ from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
 from ._modules import eval_mode
-from .config import SECOND_MOMENTS, Config, DiscConfig, flatten
+from .config import SECOND_MOMENTS, Config, DiscConfig, disc_label, flatten
 from .data import build_dataset, data_shape, infinite_batches, missing_dataset
 from .gan.builder import build_gan
 from .gan.losses import LOSS_KINDS
@@ -132,17 +132,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         _fail(f"train.device={name!r} is not allowed here: no CUDA device is available (use auto or cpu)")
     return device
-
-
-def disc_label(disc: DiscConfig) -> str:
-    """A short name of D's parameterization: the kind, and for ``stiefel`` its spectrum, factorization and
-    normalization (``stiefel_grid``, ``stiefel_fixed_svd``, ``stiefel_fixed_frobenius``)."""
-    if disc.kind != "stiefel":
-        return str(disc.kind)
-    parts = [f"stiefel_{disc.spectrum}"]
-    parts += [str(disc.factorization)] if disc.factorization != "diag" else []
-    parts += [str(disc.normalize)] if disc.normalize != "none" else []
-    return "_".join(parts)
 
 
 def default_run_name(cfg: Config) -> str:
