@@ -29,7 +29,7 @@ from torchvision.utils import save_image
 
 from ._modules import eval_mode
 from .config import SECOND_MOMENTS, Config, DiscConfig, disc_label, flatten
-from .data import build_dataset, data_shape, infinite_batches, missing_dataset
+from .data import MIXTURES, build_dataset, data_shape, infinite_batches, missing_dataset
 from .gan.builder import build_gan
 from .gan.losses import LOSS_KINDS
 from .diagnostics import DiscriminatorDiagnostics
@@ -260,12 +260,12 @@ def prepare(cfg: Config) -> PreparedRun:
                        diagnostic_batch, diagnostic_z)
 
 
-def _save_samples(path: Path, samples: torch.Tensor) -> None:
+def _save_samples(path: Path, samples: torch.Tensor, data_name: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if samples.ndim == 4:
         save_image(samples, path, nrow=int(round(samples.shape[0] ** 0.5)), normalize=True, value_range=(-1, 1))
         return
-    scatter_png(samples.numpy(), path)
+    scatter_png(samples.numpy(), path, mixture=data_name if data_name in MIXTURES else None)
 
 
 def execute(prepared: PreparedRun) -> Path:
@@ -288,7 +288,7 @@ def execute(prepared: PreparedRun) -> Path:
         with eval_mode(generator), torch.no_grad():
             samples = generator(state.fixed_z.to(prepared.device)).cpu()
         path = run_dir / "samples" / f"step_{step:06d}.png"
-        _save_samples(path, samples)
+        _save_samples(path, samples, cfg.data.name)
         tracker.log_images(step, {"samples": path})
 
     def evaluate(step: int, finished: bool) -> None:

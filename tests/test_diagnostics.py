@@ -77,13 +77,19 @@ def conv_dense_top(conv, input_size):
 
 def circular_dense_top(conv, input_size):
     """Top singular value of the stride-1 *circular* convolution by the layer's (dilated) kernel."""
+    return float(circular_dense_spectrum(conv, input_size)[0])
+
+
+def circular_dense_spectrum(conv, input_size):
+    """Nonzero singular values (descending) of the stride-1 *circular* convolution by the (dilated) kernel."""
     kh = conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
     kw = conv.dilation[1] * (conv.kernel_size[1] - 1) + 1
 
     def forward(x):  # wrap around by kh - 1 rows and kw - 1 columns: the output keeps the input size
         return F.conv2d(F.pad(x, (0, kw - 1, 0, kh - 1), mode="circular"), conv.weight, dilation=conv.dilation)
 
-    return torch.linalg.svdvals(dense_operator(forward, (conv.in_channels, *input_size), conv.weight.dtype))[0].item()
+    values = torch.linalg.svdvals(dense_operator(forward, (conv.in_channels, *input_size), conv.weight.dtype))
+    return values[:min(conv.in_channels, conv.out_channels) * input_size[0] * input_size[1]].detach().numpy()
 
 
 def orthonormal(rows, cols, generator, dtype):
@@ -132,6 +138,13 @@ def test_known_spectra_are_recovered_raw_normalized_and_as_lambda(dtype, seed):
     np.testing.assert_allclose(normalized["0"], np.interp(GRID, t, curve / sigma), atol=1e-5)
     np.testing.assert_allclose(normalized["2"], np.interp(GRID, np.linspace(0, 1, 4), s.numpy() / 2.0), atol=1e-5)
     assert normalized["0"][0] == pytest.approx(1.0) and normalized["0"][-1] == pytest.approx(eps, abs=1e-6)
+    _, squared = result.series["spectrum/normalized_squared"]  # Miyato's Fig. 3 view
+    np.testing.assert_allclose(squared["0"], np.interp(GRID, t, (curve / sigma) ** 2), atol=1e-5)
+    np.testing.assert_allclose(squared["2"], np.interp(GRID, np.linspace(0, 1, 4), (s.numpy() / 2.0) ** 2), atol=1e-5)
+    # the fitted curve of the Stiefel layer is its own; k = 1 (the last layer) has no fit
+    assert layers["0"]["fit"]["tau"] == pytest.approx(tau, rel=1e-3) and result.scalars["fit_eps/0"] == pytest.approx(
+        eps, abs=1e-4)
+    assert "fit" not in layers["4"] and "fit_tau/4" not in result.scalars
     _, lambdas = result.series["spectrum/lambda"]
     assert set(lambdas) == {"0"}  # only Stiefel layers have a lambda
     np.testing.assert_allclose(lambdas["0"], np.interp(GRID, t, curve), atol=1e-5)
@@ -204,6 +217,12 @@ def test_conv_norms_match_explicit_operator_matrices(stiefel, seed):
         # 1.10434 and 1.10420) slows it, hence the one-sided tolerance
         assert operator * (1 - 1e-3) <= scalars[f"operator_norm/{name}"] <= operator * (1 + 1e-12)
         assert scalars[f"fft_norm/{name}"] == pytest.approx(circular_dense_top(plain, size), rel=1e-10)
+        circular = circular_dense_spectrum(plain, size)  # the whole operator spectrum, on the common grid
+        record = result.spectra["layers"][name]
+        assert record["fft_count"] == len(circular)
+        expected = np.interp(GRID, np.linspace(0, 1, len(circular)), circular / circular[0])
+        np.testing.assert_allclose(record["fft_normalized"], expected, atol=1e-10)
+        assert result.series["spectrum/fft_normalized"][1][name] == record["fft_normalized"]
         assert scalars[f"reshape_norm/{name}"] == pytest.approx(reshaped, rel=1e-10)
         assert scalars[f"norm_ratio/{name}"] == pytest.approx(operator / reshaped, rel=1e-3)
         assert result.spectra["layers"][name]["input_size"] == list(size)

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from ..config import Config, DiscConfig, OptimConfig
 from .._modules import eval_mode
-from ..diagnostics import weighted_layers
+from ..effective_weights import weighted_layers
 from ..manifold import FrobeniusNormalized, build_spectrum, make_optimizer, stiefelize
 from ..spectral import apply_normalization, orthogonal_penalty, reshape_singular_values
 from .baselines import apply_weight_norm, clip_weights, gradient_penalty, r1_penalty

@@ -7,7 +7,8 @@ from .layers import FACTORIZATIONS, StiefelConv2d, StiefelLayer, StiefelLinear, 
 from .optim import OPTIMIZERS, load_optimizer_state, make_optimizer, parameter_groups
 from .retractions import (DEFAULT_RETRACTION, RETRACTIONS, CayleyStiefel, QRStiefel, manifold_drift,
                           stiefel_manifold)
-from .spectra import FixedCurve, FrobeniusNormalized, LearnableCurve, LearnableGrid, Spectrum, build_spectrum, curve_values
+from .spectra import (CurveFit, FixedCurve, FrobeniusNormalized, LearnableCurve, LearnableGrid, Spectrum,
+                      build_spectrum, curve_values, fit_curve)
 from .stiefelize import stiefel_twin, stiefelize
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "StiefelLayer", "StiefelLinear", "StiefelConv2d", "StiefelMatrix", "stiefel_layers",
     "make_optimizer", "parameter_groups", "load_optimizer_state",
     "QRStiefel", "CayleyStiefel", "stiefel_manifold", "manifold_drift",
-    "Spectrum", "FixedCurve", "FrobeniusNormalized", "LearnableCurve", "LearnableGrid", "build_spectrum", "curve_values",
+    "Spectrum", "FixedCurve", "FrobeniusNormalized", "LearnableCurve", "LearnableGrid", "build_spectrum",
+    "curve_values", "CurveFit", "fit_curve",
     "stiefelize", "stiefel_twin",
 ]
