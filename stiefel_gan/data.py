@@ -208,14 +208,14 @@ def missing_dataset(name: str, root="data", download: bool = False) -> str | Non
     """
     from torchvision.datasets import CIFAR10, STL10
 
-    dataset_class = {"cifar10": CIFAR10, "stl10": STL10}.get(name)
+    dataset_class, title = {"cifar10": (CIFAR10, "CIFAR-10"), "stl10": (STL10, "STL-10")}.get(name, (None, None))
     if dataset_class is None or download:
         return None
     folder = os.path.join(os.path.abspath(os.path.expanduser(os.fspath(root))), dataset_class.base_folder)
     if os.path.isdir(folder):
         return None
-    return (f"data={name} is not on disk: {folder} does not exist; put the dataset there, set data.root to "
-            "where it is, or data.download=true to fetch it")
+    return (f"{title} (data={name}) is not on disk: {folder} does not exist; put the dataset there, set "
+            "data.root to where it is, or data.download=true to fetch it")
 
 
 def load_digits(image_size: int = 16) -> TensorDataset:
