@@ -56,7 +56,6 @@ class SpectrumNormalization(StrEnum):
     frobenius = "frobenius"  # lambda rescaled to ||lambda||_2 = ||W||_F = disc.normalize_target
 
 
-DISC_KINDS = tuple(kind.value for kind in DiscKind)
 SECOND_MOMENTS = ("matrix", "entry")
 
 

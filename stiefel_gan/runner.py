@@ -60,8 +60,8 @@ def check_config(cfg: Config) -> None:
         if value < 1:
             _fail(f"{key}={value} is not allowed: use an integer >= 1")
     # disc.kind, disc.spectrum, disc.factorization, ... are Enums: OmegaConf has already refused a bad name
-    choices = {"optim.name": (cfg.optim.name, OPTIMIZERS), "optim.second_moment": (cfg.optim.second_moment, SECOND_MOMENTS),
-               "loss.name": (cfg.loss.name, LOSS_KINDS), "wandb.mode": (cfg.wandb.mode, WANDB_MODES)}
+    choices = {"optim.name": (cfg.optim.name, OPTIMIZERS),
+               "optim.second_moment": (cfg.optim.second_moment, SECOND_MOMENTS), "loss.name": (cfg.loss.name, LOSS_KINDS), "wandb.mode": (cfg.wandb.mode, WANDB_MODES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             _fail(f"{key}={value!r} is not allowed: use one of {', '.join(allowed)}")
@@ -114,8 +114,9 @@ def _check_disc(disc: DiscConfig) -> None:
                   "target sets the scale of lambda (it would win); set disc.max_value=null")
     elif disc.spectrum != "grid" and disc.max_value is not None:
         if disc.spectrum == "curve" and "sigma" in disc.learn:
-            _fail(f"disc.max_value={disc.max_value} is not allowed with a learned sigma (disc.learn={list(disc.learn)}): "
-                  "the max_value would pin what sigma learns; set disc.max_value=null to learn the top value")
+            _fail(f"disc.max_value={disc.max_value} is not allowed with a learned sigma "
+                  f"(disc.learn={list(disc.learn)}): the max_value would pin what sigma learns; set "
+                  "disc.max_value=null to learn the top value")
         if disc.max_value != disc.sigma:
             _fail(f"disc.max_value={disc.max_value} is not allowed with disc.spectrum={disc.spectrum} and "
                   f"disc.sigma={disc.sigma}: a curve's largest value is sigma (sigma wins, max_value rescales "

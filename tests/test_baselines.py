@@ -182,7 +182,8 @@ def test_frobenius_matching_is_exact_and_keeps_the_shape(inner, layer):
         bound_inner = module.spectrum.inner().detach()
         torch.testing.assert_close(lam / lam.norm(), bound_inner / bound_inner.norm())  # the shape is the inner's
         optimizer.zero_grad()
-        module(torch.randn(3, *((20,) if layer == "linear" else (4, 5, 5)), dtype=torch.float64)).square().sum().backward()
+        x = torch.randn(3, *((20,) if layer == "linear" else (4, 5, 5)), dtype=torch.float64)
+        module(x).square().sum().backward()
         optimizer.step()
 
 

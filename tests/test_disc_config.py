@@ -29,7 +29,8 @@ def test_old_disc_names_are_presets_of_one_stiefel_kind(preset):
     assert disc.kind == "stiefel" and f"{disc.kind}" == "stiefel"  # a choice is its string
 
 
-@pytest.mark.parametrize("spectrum,expected", [("fixed", FixedCurve), ("curve", LearnableCurve), ("grid", LearnableGrid)])
+@pytest.mark.parametrize("spectrum,expected",
+                         [("fixed", FixedCurve), ("curve", LearnableCurve), ("grid", LearnableGrid)])
 @pytest.mark.parametrize("factorization", ["diag", "svd"])
 def test_every_stiefel_key_is_honoured_whatever_the_preset(spectrum, expected, factorization):
     cfg = compose_config(["disc=stiefel_svd", f"disc.spectrum={spectrum}", f"disc.factorization={factorization}",
@@ -76,7 +77,7 @@ BAD_COMMANDS = [  # (overrides, what the one line must name)
     (["disc=sn", "disc.normalize=frobenius", "disc.normalize_target=3"], "disc.kind=sn"),
     (["disc=stiefel_fixed", "disc.max_value=2"], "sigma wins"),
     (["disc=stiefel_curve", "disc.sigma=2"], "disc.max_value=1.0"),
-    (["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]"], "set disc.max_value=null to learn"),
+    (["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]"], "disc.max_value=null to learn"),
     (["disc=stiefel_grid", "disc.max_value=0"], "disc.max_value=0.0"),
     (["disc=wc", "disc.clip_value=0"], "disc.clip_value=0.0"),
     (["disc=gp", "disc.penalty_weight=-10"], "disc.penalty_weight=-10.0"),

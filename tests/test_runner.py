@@ -84,7 +84,8 @@ def test_same_seed_same_numbers(tmp_path):
     assert metric_rows(other) != metric_rows(first)
 
 
-@pytest.mark.parametrize("disc,optim", [("stiefel_grid", "radam"), ("sn", "radam"), ("stiefel_fixed", "rsgd")])
+@pytest.mark.parametrize("disc,optim", [("stiefel_grid", "radam"), ("sn", "radam"), ("stiefel_fixed", "rsgd"),
+                                        ("gp", "radam")])  # gp: its interpolation weights resume too
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, disc, optim):
     common = tiny(tmp_path, f"disc={disc}", f"optim={optim}", "optim.n_dis=2", "train.checkpoint_every=3",
                   "train.sample_every=3", "metrics.every=2", "train.steps=7", *MODELS["standard_cnn"])

@@ -97,11 +97,13 @@ def gradient_penalty(discriminator: nn.Module, real: Tensor, fake: Tensor, gener
     """
     _check_positive("weight", weight)
     n = min(real.shape[0], fake.shape[0])
-    norms = torch.linalg.vector_norm(_input_gradients(discriminator, interpolates(real[:n], fake[:n], generator)), dim=1)
+    gradients = _input_gradients(discriminator, interpolates(real[:n], fake[:n], generator))
+    norms = torch.linalg.vector_norm(gradients, dim=1)
     return weight * torch.mean((norms - 1) ** 2)
 
 
 def r1_penalty(discriminator: nn.Module, real: Tensor, weight: float = WGAN_GP_WEIGHT) -> Tensor:
-    r"""R1: :math:`\frac{\gamma}{2}\, \mathrm{mean}_n \lVert \nabla D(x_n) \rVert^2` on real samples, :math:`\gamma` = ``weight``."""
+    r"""R1: :math:`\frac{\gamma}{2}\, \mathrm{mean}_n \lVert \nabla D(x_n) \rVert^2` on real samples,
+    :math:`\gamma` = ``weight > 0``."""
     _check_positive("weight", weight)
     return weight / 2 * torch.mean(torch.sum(_input_gradients(discriminator, real) ** 2, dim=1))

@@ -336,7 +336,8 @@ class FrobeniusNormalized(Spectrum):
         super().__init__()
         if not isinstance(inner, Spectrum) or isinstance(inner, FrobeniusNormalized):
             raise ValueError(f"inner={inner!r} is not allowed: use a FixedCurve, LearnableCurve or LearnableGrid")
-        if isinstance(target, bool) or not isinstance(target, (int, float)) or not (math.isfinite(target) and target > 0):
+        if (isinstance(target, bool) or not isinstance(target, (int, float))
+                or not (math.isfinite(target) and target > 0)):
             raise ValueError(f"target={target!r} is not allowed: the Frobenius norm must be a finite number > 0")
         self.inner = inner
         self.target = float(target)
