@@ -154,7 +154,10 @@ def compose_config(overrides: Sequence[str]) -> Config:
             composed = compose("config", overrides=[o for o in overrides if not _hydra_override(o)])
         return OmegaConf.to_object(composed)
     except (HydraException, OmegaConfBaseException) as error:
-        raise UsageError(one_line(error)) from None
+        # Hydra says which override failed; OmegaConf's cause says why (a typed choice lists what is allowed)
+        cause = error.__cause__
+        detail = f": {str(cause).splitlines()[0]}" if isinstance(cause, OmegaConfBaseException) and str(cause) else ""
+        raise UsageError(one_line(error) + detail) from None
     finally:
         GlobalHydra.instance().clear()
 

@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-from .config import flatten  # noqa: E402
+from .config import disc_label, flatten  # noqa: E402
 from .data import MIXTURES, mixture_centers, mixture_std  # noqa: E402
 from .metrics.toy import HIGH_QUALITY_STDS  # noqa: E402
 from .statistics import (  # noqa: E402
@@ -102,18 +102,19 @@ def _lookup(config: dict, dotted: str):
 
 
 def _labels_by_differing_keys(configs: dict[Path, dict]) -> dict[Path, str]:
-    """Label each run by its disc kind and the config keys that differ between the runs (seed and names aside)."""
+    """Label each run by its discriminator (``sn``, ``stiefel_grid``, ``stiefel_fixed_svd``:
+    :func:`~stiefel_gan.config.disc_label`) and the config keys that differ between the runs (seed and
+    names aside)."""
     # values as JSON text, so that lists (tags, learn) compare and hash like scalars
     flats = {d: {k: json.dumps(v) for k, v in flatten(c).items() if k not in IGNORED_FOR_VARIANTS}
              for d, c in configs.items()}
+    discs = {d: disc_label(OmegaConf.create(c["disc"])) for d, c in configs.items()}
     keys = set().union(*flats.values())
     varying = {k for k in keys if len({f.get(k) for f in flats.values()}) > 1}
-    # show the discriminator first; disc knobs that only belong to one kind are implied by it
-    varying = {k for k in varying if not k.startswith("disc.") or k == "disc.kind"
-               or len({(f.get("disc.kind"), f.get(k)) for f in flats.values()})
-               > len({f.get("disc.kind") for f in flats.values()})}
-    return {d: " ".join([c["disc"]["kind"]] + [f"{key}={_lookup(c, key)}" for key in sorted(varying)
-                                                if key != "disc.kind"])
+    # show the discriminator first; disc knobs that only belong to one discriminator are implied by it
+    varying = {k for k in varying if not k.startswith("disc.")
+               or len({(discs[d], f.get(k)) for d, f in flats.items()}) > len(set(discs.values()))}
+    return {d: " ".join([discs[d]] + [f"{key}={_lookup(c, key)}" for key in sorted(varying)])
             for d, c in configs.items()}
 
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from .config import disc_label
+
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 SERIES_FILE = "series.jsonl"
@@ -109,10 +111,10 @@ def label(value) -> str:
 
 def run_name_for(run_name: str | None, variant: str | None, disc, optim, seed: int) -> str:
     """A run's directory name: ``run_name``, else ``<variant>-s<seed>`` for a study variant, else
-    ``<disc>-<optim>-s<seed>``."""
+    ``<disc label>-<optim>-s<seed>`` (``disc`` is the ``disc`` config node, see :func:`disc_label`)."""
     if run_name:
         return str(run_name)
-    return f"{variant or f'{label(disc)}-{label(optim)}'}-s{seed}"
+    return f"{variant or f'{disc_label(disc)}-{label(optim)}'}-s{seed}"
 
 
 def new_owner() -> str:

@@ -27,8 +27,8 @@ from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
 from ._modules import eval_mode
-from .config import DISC_KINDS, Config, flatten
-from .data import MIXTURES, build_dataset, data_shape, infinite_batches
+from .config import SECOND_MOMENTS, Config, DiscConfig, disc_label, flatten
+from .data import MIXTURES, build_dataset, data_shape, infinite_batches, missing_dataset
 from .gan.builder import build_gan
 from .gan.losses import LOSS_KINDS
 from .diagnostics import DiscriminatorDiagnostics
@@ -59,8 +59,9 @@ def check_config(cfg: Config) -> None:
     for key, value in positive.items():
         if value < 1:
             _fail(f"{key}={value} is not allowed: use an integer >= 1")
-    choices = {"disc.kind": (cfg.disc.kind, DISC_KINDS), "optim.name": (cfg.optim.name, OPTIMIZERS),
-               "loss.name": (cfg.loss.name, LOSS_KINDS), "wandb.mode": (cfg.wandb.mode, WANDB_MODES)}
+    # disc.kind, disc.spectrum, disc.factorization, ... are Enums: OmegaConf has already refused a bad name
+    choices = {"optim.name": (cfg.optim.name, OPTIMIZERS),
+               "optim.second_moment": (cfg.optim.second_moment, SECOND_MOMENTS), "loss.name": (cfg.loss.name, LOSS_KINDS), "wandb.mode": (cfg.wandb.mode, WANDB_MODES)}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             _fail(f"{key}={value!r} is not allowed: use one of {', '.join(allowed)}")
@@ -73,9 +74,55 @@ def check_config(cfg: Config) -> None:
     for key, lr in (("optim.lr_g", cfg.optim.lr_g), ("optim.lr_d", cfg.optim.lr_d)):
         if not lr > 0:
             _fail(f"{key}={lr} is not allowed: use a learning rate > 0")
-    if cfg.disc.kind.startswith("stiefel") and cfg.optim.name == "adam":
-        _fail(f"optim=adam is not allowed with disc={cfg.disc.kind}: Adam leaves the Stiefel manifold; "
+    if cfg.disc.kind == "stiefel" and cfg.optim.name == "adam":
+        _fail(f"optim=adam is not allowed with disc.kind={cfg.disc.kind}: Adam leaves the Stiefel manifold; "
               "use optim=radam (Adam off-manifold) or optim=rsgd")
+    if cfg.optim.second_moment == "entry" and cfg.optim.name != "radam":
+        _fail(f"optim.second_moment=entry is not allowed with optim.name={cfg.optim.name}: the per-entry second "
+              "moment is a variant of Riemannian Adam; use optim=radam")
+    _check_disc(cfg.disc)
+    missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download)
+    if missing:
+        _fail(missing)
+
+
+def _check_disc(disc: DiscConfig) -> None:
+    """The disc keys that contradict each other (Note [one scale per spectrum])."""
+    positive = {"disc.clip_value": disc.clip_value, "disc.penalty_weight": disc.penalty_weight,
+                "disc.sigma": disc.sigma, "disc.tau": disc.tau}
+    for key, value in positive.items():
+        if not value > 0:
+            _fail(f"{key}={value} is not allowed: use a number > 0")
+    if not 0 < disc.eps < 1:
+        _fail(f"disc.eps={disc.eps} is not allowed: the smallest/largest singular value ratio must lie in (0, 1)")
+    if disc.max_value is not None and not disc.max_value > 0:
+        _fail(f"disc.max_value={disc.max_value} is not allowed: use a number > 0, or null to learn the top value")
+    if disc.normalize != "none" and disc.kind != "stiefel":
+        _fail(f"disc.normalize={disc.normalize} is not allowed with disc.kind={disc.kind}: it rescales a "
+              "Stiefel spectrum; use disc.kind=stiefel or disc.normalize=none")
+    if disc.kind != "stiefel":
+        return
+    # Note [one scale per spectrum]
+    # ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+    # The overall scale of lambda is set by exactly one key: a curve's sigma (fixed or learned), a grid's
+    # max_value (or, with max_value=null, the grid's own top value, learned), or the Frobenius target.
+    # Two keys that both claim it would leave one silently ignored, so the combination is refused.
+    if disc.normalize == "frobenius":
+        if disc.normalize_target is None or not disc.normalize_target > 0:
+            _fail(f"disc.normalize_target={disc.normalize_target} is not allowed with disc.normalize=frobenius: "
+                  "use the Frobenius norm ||W||_F every layer gets, a number > 0")
+        if disc.max_value is not None:
+            _fail(f"disc.max_value={disc.max_value} is not allowed with disc.normalize=frobenius: the Frobenius "
+                  "target sets the scale of lambda (it would win); set disc.max_value=null")
+    elif disc.spectrum != "grid" and disc.max_value is not None:
+        if disc.spectrum == "curve" and "sigma" in disc.learn:
+            _fail(f"disc.max_value={disc.max_value} is not allowed with a learned sigma "
+                  f"(disc.learn={list(disc.learn)}): the max_value would pin what sigma learns; set "
+                  "disc.max_value=null to learn the top value")
+        if disc.max_value != disc.sigma:
+            _fail(f"disc.max_value={disc.max_value} is not allowed with disc.spectrum={disc.spectrum} and "
+                  f"disc.sigma={disc.sigma}: a curve's largest value is sigma (sigma wins, max_value rescales "
+                  f"a grid only); set disc.sigma={disc.max_value}, or disc.max_value=null")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -91,8 +138,15 @@ def resolve_device(name: str) -> torch.device:
 
 
 def default_run_name(cfg: Config) -> str:
-    """``run_name``, else ``<variant>-s<seed>`` for a study variant, else ``<disc>-<optim>-s<seed>``."""
-    return run_name_for(cfg.run_name, cfg.variant, cfg.disc.kind, cfg.optim.name, cfg.train.seed)
+    """``run_name``, else ``<variant>-s<seed>`` for a study variant, else ``<disc label>-<optim>-s<seed>``."""
+    return run_name_for(cfg.run_name, cfg.variant, cfg.disc, cfg.optim.name, cfg.train.seed)
+
+
+def run_tags(cfg: Config) -> list[str]:
+    """W&B tags: D's kind and label, the optimizer, loss, dataset, the config's own tags; ``baseline``
+    for the SN baseline (the variant whose ``disc.kind`` is ``sn``)."""
+    tags = {str(cfg.disc.kind), disc_label(cfg.disc), label(cfg.optim.name), label(cfg.loss.name), cfg.data.name, *cfg.wandb.tags}
+    return sorted(tags | ({"baseline"} if cfg.disc.kind == "sn" else set()))
 
 
 def run_base(cfg: Config) -> Path:
@@ -108,7 +162,7 @@ NOT_VARIANT_KEYS = ("train.seed", "name", "run_name", "out_dir", "wandb.group", 
 def wandb_group(cfg: Config) -> str:
     """``wandb.group``, else ``<experiment>/<variant>``: all seeds of a variant in one W&B group.
 
-    Without a study ``variant`` the label is ``<disc>-<optim>-<digest>``, where the digest is taken
+    Without a study ``variant`` the label is ``<disc label>-<optim>-<digest>``, where the digest is taken
     over the whole config except :data:`NOT_VARIANT_KEYS`, so that two runs that differ in anything
     but the seed (a swept ``disc.tau``, say) never share a group and never get averaged together.
     """
@@ -118,11 +172,12 @@ def wandb_group(cfg: Config) -> str:
         return f"{cfg.name}/{cfg.variant}"
     flat = {k: v for k, v in flatten(config_dict(cfg)).items() if k not in NOT_VARIANT_KEYS}
     digest = hashlib.sha1(json.dumps(flat, sort_keys=True, default=label).encode()).hexdigest()[:8]
-    return f"{cfg.name}/{label(cfg.disc.kind)}-{label(cfg.optim.name)}-{digest}"
+    return f"{cfg.name}/{disc_label(cfg.disc)}-{label(cfg.optim.name)}-{digest}"
 
 
 def config_dict(cfg: Config) -> dict:
-    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    """The config as plain Python values (choices as their strings: checkpoints, W&B)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)
 
 
 def load_run_config(run_dir: Path) -> Config:
@@ -363,10 +418,8 @@ def execute(prepared: PreparedRun) -> Path:
     prepared.quality.run_dir = run_dir
     OmegaConf.save(OmegaConf.structured(cfg), paths.config)
     checkpoint = prepared.checkpoint or {}
-    tags = sorted({label(cfg.disc.kind), label(cfg.optim.name), label(cfg.loss.name), cfg.data.name, *cfg.wandb.tags}
-                  | ({"baseline"} if label(cfg.disc.kind) == "sn" else set()))
     tracker = Tracker(run_dir, config_dict(cfg), project=cfg.wandb.project, entity=cfg.wandb.entity,
-                      group=wandb_group(cfg), job_type=cfg.name, tags=tags, name=run_dir.name,
+                      group=wandb_group(cfg), job_type=cfg.name, tags=run_tags(cfg), name=run_dir.name,
                       mode=cfg.wandb.mode, run_id=checkpoint.get("wandb_run_id"),
                       resume_step=checkpoint.get("step"), metric_goals=METRIC_GOALS)
     saved_config = config_dict(cfg)

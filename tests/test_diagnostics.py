@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from stiefel_gan.config import DISC_KINDS, DiscConfig
+from stiefel_gan.config import DiscConfig
 from stiefel_gan.diagnostics import SPECTRUM_GRID_POINTS, DiscriminatorDiagnostics
 from stiefel_gan.gan.builder import parameterize_discriminator
 from stiefel_gan.gan.losses import discriminator_loss
@@ -334,8 +334,9 @@ def reference_gradients(model, real, fake, loss):
             spectrum_grads = [p.grad for p in layer.spectrum.parameters()]
             if spectrum_grads:
                 norms[f"grad_norm/{name}/lambda"] = math.sqrt(sum(torch.sum(g ** 2).item() for g in spectrum_grads))
-        elif hasattr(layer, "parametrizations"):
-            norms[f"grad_norm/{name}/weight"] = torch.linalg.vector_norm(layer.parametrizations.weight.original.grad).item()
+        elif hasattr(layer, "parametrizations"):  # SN's original; weight normalization's g and v
+            norms[f"grad_norm/{name}/weight"] = math.sqrt(sum(
+                torch.sum(p.grad ** 2).item() for p in layer.parametrizations.weight.parameters()))
         else:
             norms[f"grad_norm/{name}/weight"] = torch.linalg.vector_norm(layer.weight.grad).item()
     return norms
@@ -409,25 +410,34 @@ def test_weights_cached_before_the_forward_are_reported_instead_of_measured_wron
 # ---------------------------------------------------------------------------------------------- every disc kind
 
 
+#: every disc kind, the Stiefel one with each spectrum and factorization (as the configs/disc presets)
+DISC_VARIANTS = {
+    **{kind: {"kind": kind} for kind in ("none", "sn", "fair_sn", "ortho_reg", "wc", "wn", "gp")},
+    **{f"stiefel_{spectrum}": {"kind": "stiefel", "spectrum": spectrum} for spectrum in ("fixed", "curve", "grid")},
+    "stiefel_svd": {"kind": "stiefel", "factorization": "svd"},
+}
+
+
 def build_discriminator(arch, kind, seed):
     torch.manual_seed(seed)
     shape = IMAGE_SHAPE if arch == "standard_cnn" else (2,)
     _, model = build_models(arch, shape, d_width=2 if arch == "standard_cnn" else 6, mlp_depth=2)
-    # a learnable grid with max_value keeps the rescaling (through lam.max()) in the gradient path
-    disc = DiscConfig(kind=kind, max_value=1.0 if kind == "stiefel_grid" else None, tau=0.7)
+    # a learnable grid with max_value (the default, 1) keeps the rescaling (through lam.max()) in the gradient path
+    disc = DiscConfig(**DISC_VARIANTS[kind], tau=0.7, clip_value=1.0)
     return parameterize_discriminator(model, disc, shape), shape
 
 
 @pytest.mark.parametrize("arch", ["standard_cnn", "mlp"])
-@pytest.mark.parametrize("kind", DISC_KINDS)
+@pytest.mark.parametrize("kind", DISC_VARIANTS)
 def test_every_disc_kind_matches_backprop_references(arch, kind):
-    model, shape = build_discriminator(arch, kind, seed=DISC_KINDS.index(kind))
+    model, shape = build_discriminator(arch, kind, seed=list(DISC_VARIANTS).index(kind))
     if arch == "standard_cnn":  # N(0, 0.02) init makes every gradient tiny: scale the weights up
         with torch.no_grad():
             for layer in weighted_layers(model).values():
-                if not isinstance(layer, StiefelLayer):
-                    target = layer.parametrizations.weight.original if hasattr(layer, "parametrizations") else layer.weight
-                    target.mul_(25)
+                if not isinstance(layer, StiefelLayer):  # SN's original, WN's g and v, a plain weight
+                    targets = layer.parametrizations.weight.parameters() if hasattr(layer, "parametrizations") else [layer.weight]
+                    for target in targets:
+                        target.mul_(25)
     real, fake = batches(shape, 4, 3, 0)
     loss = "vanilla" if kind in ("sn", "stiefel_curve") else "hinge"
     result = DiscriminatorDiagnostics(model, shape, loss)(real, fake)
@@ -477,7 +487,7 @@ def test_every_disc_kind_matches_backprop_references(arch, kind):
 def test_resnet_discriminator_gradients_and_conv_input_sizes(kind):
     torch.manual_seed(0)
     _, model = build_models("resnet", (1, 32, 32), d_width=2)
-    parameterize_discriminator(model, DiscConfig(kind=kind), (1, 32, 32))
+    parameterize_discriminator(model, DiscConfig(**DISC_VARIANTS[kind]), (1, 32, 32))
     real, fake = batches((1, 32, 32), 2, 2, 0)
     diagnose = DiscriminatorDiagnostics(model, (1, 32, 32), "hinge")
     assert diagnose.input_sizes["blocks.block1.shortcut"] == (16, 16)  # after the shortcut's avgpool

@@ -4,17 +4,18 @@ real checkpoints, real W&B offline runs read back from their files."""
 import json
 import math
 import pickle
+from pathlib import Path
 
 import pytest
 import torch
 from PIL import Image
 
 from stiefel_gan.cli import compose_config, main
-from stiefel_gan.config import DISC_KINDS
 from stiefel_gan.runner import run
 from stiefel_gan.tracking import Tracker, read_metrics, read_series
 from wandb_records import read_offline_run
 
+DISC_PRESETS = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "configs" / "disc").glob("*.yaml"))
 TINY = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
         "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
         "metrics.n_samples=100", "metrics.geometry_score=false", "metrics.diagnostics_every=2"]
@@ -36,7 +37,7 @@ def metric_rows(run_dir):
 
 
 @pytest.mark.parametrize("model", MODELS)
-@pytest.mark.parametrize("disc", DISC_KINDS)
+@pytest.mark.parametrize("disc", DISC_PRESETS)
 def test_every_disc_trains_with_every_model(tmp_path, disc, model):
     cfg = compose_config(tiny(tmp_path, f"disc={disc}", *MODELS[model]))
     run_dir = run(cfg)
@@ -52,13 +53,14 @@ def test_every_disc_trains_with_every_model(tmp_path, disc, model):
         # the curve's largest value is sigma = 1 in every layer, the final dense layer included
         assert all(v == pytest.approx(1.0, abs=1e-4) for v in layer_sigmas.values())
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
-    assert checkpoint["step"] == 2 and checkpoint["config"]["disc"]["kind"] == disc
+    assert checkpoint["step"] == 2 and checkpoint["config"]["disc"]["kind"] == cfg.disc.kind
     assert (run_dir / "config.yaml").is_file()
     assert (run_dir / "samples" / "step_000002.png").is_file()
     spectra = json.loads((run_dir / "spectra" / "step_000002.json").read_text())
     assert set(spectra["layers"]) == {k.split("/", 1)[1] for k in layer_sigmas}
     diagnostics = {k: v for r in read_metrics(run_dir) for k, v in r.items()}
-    assert diagnostics["lipschitz/lower_bound"] <= diagnostics["lipschitz/upper_bound"] * (1 + 1e-4)
+    if model != "resnet":  # the product of layer norms bounds a chain of layers only (residual sums are not one)
+        assert diagnostics["lipschitz/lower_bound"] <= diagnostics["lipschitz/upper_bound"] * (1 + 1e-4)
     assert {row["key"] for row in read_series(run_dir)} >= {"spectrum/normalized"}
 
 
@@ -84,7 +86,8 @@ def test_same_seed_same_numbers(tmp_path):
     assert metric_rows(other) != metric_rows(first)
 
 
-@pytest.mark.parametrize("disc,optim", [("stiefel_grid", "radam"), ("sn", "radam"), ("stiefel_fixed", "rsgd")])
+@pytest.mark.parametrize("disc,optim", [("stiefel_grid", "radam"), ("sn", "radam"), ("stiefel_fixed", "rsgd"),
+                                        ("gp", "radam")])  # gp: its interpolation weights resume too
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, disc, optim):
     common = tiny(tmp_path, f"disc={disc}", f"optim={optim}", "optim.n_dis=2", "train.checkpoint_every=3",
                   "train.sample_every=3", "metrics.every=2", "train.steps=7", *MODELS["standard_cnn"])
@@ -196,7 +199,7 @@ def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, capsys):
     before = (first / "metrics.jsonl").read_bytes()
     assert main(["train", f"resume={first}", "train.steps=4"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "disc.kind='stiefel_fixed'" in err
+    assert len(err.splitlines()) == 1 and "disc.kind='stiefel'" in err
     assert (first / "metrics.jsonl").read_bytes() == before
 
 

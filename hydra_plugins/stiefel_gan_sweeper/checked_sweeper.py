@@ -16,6 +16,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from stiefel_gan.app import NAMED_KEYS, UsageError, check_job, check_launcher, job_config, one_line
+from stiefel_gan.config import disc_label
 from stiefel_gan.rundir import label, run_name_for
 
 
@@ -60,8 +61,8 @@ class CheckedSweeper(BasicSweeper):
             cfg = job_config(job)
             values = dict(o.split("=", 1) for o in job if "=" in o)
             tail = "_".join((values[k] if "." not in k else f"{k}={values[k]}").replace("/", "-") for k in extra_keys)
-            base = run_name_for(cfg.run_name, cfg.variant, cfg.disc.kind, cfg.optim.name, cfg.train.seed)
-            group = f"{cfg.name}/{cfg.variant or f'{label(cfg.disc.kind)}-{label(cfg.optim.name)}'}_{tail}"
+            base = run_name_for(cfg.run_name, cfg.variant, cfg.disc, cfg.optim.name, cfg.train.seed)
+            group = f"{cfg.name}/{cfg.variant or f'{disc_label(cfg.disc)}-{label(cfg.optim.name)}'}_{tail}"
             extra = [f"run_name='{base}_{tail}'"] if cfg.run_name is None else []
             extra += [f"wandb.group='{group}'"] if cfg.wandb.group is None else []
             named.append(job + extra)

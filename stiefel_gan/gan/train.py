@@ -114,10 +114,11 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
                 fake = generator(generator.sample_z(n, state.z_generator, device))
             logits = discriminator(torch.cat((real, fake)))
             d_real, d_fake = logits[:n], logits[n:]
-            loss_d = discriminator_loss(settings.loss, d_real, d_fake) + gan.penalty()
+            loss_d = discriminator_loss(settings.loss, d_real, d_fake) + gan.penalty(real, fake, state.z_generator)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
+            gan.after_discriminator_step()
 
         discriminator.requires_grad_(False)  # G's update needs gradients through D, not of D
         loss_g = generator_loss(settings.loss, discriminator(generator(generator.sample_z(n, state.z_generator, device))))

@@ -10,8 +10,8 @@ from .layers import (FACTORIZATIONS, STIEFEL_TWINS, FactorCost, StiefelConv1d, S
 from .optim import OPTIMIZERS, load_optimizer_state, make_optimizer, parameter_groups
 from .retractions import (DEFAULT_RETRACTION, RETRACTIONS, CayleyStiefel, QRStiefel, manifold_drift,
                           stiefel_manifold)
-from .spectra import (CurveFit, FixedCurve, LearnableCurve, LearnableGrid, Spectrum, build_spectrum, curve_values,
-                      fit_curve)
+from .spectra import (CurveFit, FixedCurve, FrobeniusNormalized, LearnableCurve, LearnableGrid, Spectrum,
+                      build_spectrum, curve_values, fit_curve)
 from .stiefelize import stiefel_twin, stiefelize
 
 __all__ = [
@@ -21,7 +21,7 @@ __all__ = [
     "stiefel_layers", "stiefel_summary", "factor_costs", "FactorCost", "optimizer_step_flops", "haar_",
     "make_optimizer", "parameter_groups", "load_optimizer_state",
     "QRStiefel", "CayleyStiefel", "stiefel_manifold", "manifold_drift",
-    "Spectrum", "FixedCurve", "LearnableCurve", "LearnableGrid", "build_spectrum", "curve_values",
-    "CurveFit", "fit_curve",
+    "Spectrum", "FixedCurve", "FrobeniusNormalized", "LearnableCurve", "LearnableGrid", "build_spectrum",
+    "curve_values", "CurveFit", "fit_curve",
     "stiefelize", "stiefel_twin",
 ]

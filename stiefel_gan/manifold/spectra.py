@@ -314,6 +314,47 @@ class LearnableGrid(Spectrum):
         return f"k={self.k}, sort={self.sort}, max_value={self.max_value}"
 
 
+class FrobeniusNormalized(Spectrum):
+    r"""Another spectrum rescaled to a given Frobenius norm: :math:`\lambda \cdot c / \lVert\lambda\rVert_2`.
+
+    A layer's Frobenius norm is the 2-norm of its singular values, :math:`\lVert W \rVert_F =
+    \lVert \lambda \rVert_2`, so every layer built from this spectrum has :math:`\lVert W \rVert_F = c`
+    exactly, whatever the shape of the inner spectrum: a shape study can compare curves at equal
+    energy (e.g. ``c`` = the average Frobenius norm of trained SN layers) as well as at equal
+    :math:`\sigma_{\max}`. The largest value is then :math:`c\, \lambda_0 / \lVert\lambda\rVert_2`, not
+    the inner spectrum's.
+
+    Parameters
+    ----------
+    inner : Spectrum
+        Unbound; bound together with this one. Its parameters stay trainable (the ``spectrum`` group).
+    target : float
+        :math:`c > 0`.
+    """
+
+    def __init__(self, inner: Spectrum, target: float):
+        super().__init__()
+        if not isinstance(inner, Spectrum) or isinstance(inner, FrobeniusNormalized):
+            raise ValueError(f"inner={inner!r} is not allowed: use a FixedCurve, LearnableCurve or LearnableGrid")
+        if (isinstance(target, bool) or not isinstance(target, (int, float))
+                or not (math.isfinite(target) and target > 0)):
+            raise ValueError(f"target={target!r} is not allowed: the Frobenius norm must be a finite number > 0")
+        self.inner = inner
+        self.target = float(target)
+
+    def _bind(self, k: int) -> None:
+        self.inner._bind(k)  # build() has already deep-copied self, inner included
+        super()._bind(k)
+
+    def forward(self) -> Tensor:
+        self._require_bound()
+        lam = self.inner()
+        return lam * (self.target / torch.linalg.vector_norm(lam))
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, target={self.target:.4g}"
+
+
 def build_spectrum(kind: str, **kwargs) -> Spectrum:
     """Build an unbound spectrum by name: ``"fixed"``, ``"curve"`` or ``"grid"`` (config-friendly).
 
