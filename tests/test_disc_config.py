@@ -55,7 +55,7 @@ def test_run_names_tags_and_groups():
     svd = compose_config(["disc=stiefel_svd", "optim=rsgd", "train.seed=2"])
     assert disc_label(svd.disc) == "stiefel_fixed_svd" and default_run_name(svd) == "stiefel_fixed_svd-rsgd-s2"
     assert {"stiefel", "stiefel_fixed_svd", "rsgd"} <= set(run_tags(svd)) and "baseline" not in run_tags(svd)
-    assert wandb_group(svd) == "default"
+    assert wandb_group(svd).startswith("default/stiefel_fixed_svd-rsgd-")  # plus a digest of the non-seed config
     sn = compose_config(["experiment=baselines", "variant=sn", "train.seed=1"])
     assert default_run_name(sn) == "sn-s1" and wandb_group(sn) == "baselines/sn" and "baseline" in run_tags(sn)
     tuned = compose_config(["experiment=tuning", "variant=tune_sn_lr_d1e-3", "wandb.group=mine"])

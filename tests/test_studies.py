@@ -104,7 +104,7 @@ def test_the_wandb_sweep_lists_the_same_grid(study):
 def test_variant_presets_set_the_variant_and_no_budget():
     presets = sorted((CONFIG_DIR / "variant").glob("*.yaml"))
     assert set(REQUIRED_VARIANTS) <= {path.stem for path in presets}
-    in_studies = {v for study in STUDIES for v in sweeper_params(study)["variant"].split(",")}
+    in_studies = {v for study in (*STUDIES, "smoke") for v in sweeper_params(study)["variant"].split(",")}
     assert {path.stem for path in presets} <= in_studies  # so each one is composed and checked above
     for path in presets:
         text = path.read_text()

@@ -111,4 +111,4 @@ def test_smoke_study_runs_locally_with_a_wandb_group_per_variant(tmp_path, monke
         assert any("quality/digits_fd" in row for row in record.history)
     assert main(["report", str(study)]) == 0
     report = (study / "report.md").read_text()
-    assert "stiefel_fixed" in report and "sn" in report
+    assert "smoke_stiefel" in report and "smoke_sn" in report
