@@ -80,3 +80,115 @@ def test_stiefel_sgd_follows_geoopts_riemannian_sgd_for_100_float64_steps(option
     run_steps(reference, reference_factors, reference_plain, 100)
     for a, b in zip([*factors, *plain], [*reference_factors, *reference_plain]):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_entry_second_moment_is_torch_adams_step_projected_and_retracted():
+    """Reference: torch's Adam on a shadow copy gives Adam's step Delta; projected Adam is qf(X + Pi_X(Delta))."""
+    factors, plain = make_params()
+    factor = factors[0]
+    shadow = nn.Parameter(factor.detach().clone())
+    reference_adam = torch.optim.Adam([shadow], lr=2e-2, betas=(0.8, 0.99))
+    ours = StiefelAdam([factor], lr=2e-2, betas=(0.8, 0.99), second_moment="entry")
+    x = factor.detach().clone()
+    for step in range(30):
+        ours.zero_grad()
+        loss_of([factor], plain, step).backward()
+        shadow.grad = factor.grad.clone()
+        before = shadow.detach().clone()
+        reference_adam.step()
+        delta = shadow.detach() - before  # -lr m_hat / (sqrt(v_hat) + eps), per entry
+        x = QRStiefel().retr(x, QRStiefel().proju(x, delta))
+        ours.step()
+        torch.testing.assert_close(factor.detach(), x, rtol=0, atol=1e-10)
+    assert ours.state[factor]["exp_avg_sq"].shape == factor.shape  # one second moment per entry
+
+
+def test_entry_steps_move_every_entry_by_about_lr_and_matrix_steps_the_whole_factor():
+    """The point of the per-entry variant (Note [one second moment per matrix]): a first step moves a
+    factor by ~lr per entry (~lr sqrt(n p) in norm) instead of ~lr in Frobenius norm."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.linalg.qr(torch.randn(64, 16, generator=generator, dtype=torch.float64))[0]
+    grad = torch.randn(64, 16, generator=generator, dtype=torch.float64)
+    moved = {}
+    for mode in ("matrix", "entry"):
+        factor = ManifoldParameter(start.clone(), manifold=QRStiefel())
+        factor.grad = grad.clone()
+        StiefelAdam([factor], lr=1e-3, second_moment=mode).step()
+        moved[mode] = (factor.detach() - start).norm().item()
+    assert moved["matrix"] == pytest.approx(1e-3, rel=0.05)
+    assert 0.3 * 1e-3 * 32 < moved["entry"] < 1e-3 * 32  # sqrt(64 * 16) = 32 entries' worth, less the normal part
+
+
+@pytest.mark.parametrize("retraction", [QRStiefel, CayleyStiefel])
+def test_entry_drift_stays_below_1e5_after_10000_float32_steps(retraction):
+    torch.manual_seed(0)
+    layer = StiefelLinear(48, 16, spectrum=LearnableCurve(), retraction="qr" if retraction is QRStiefel else "cayley")
+    optimizer = make_optimizer(layer, "radam", lr=1e-2, second_moment="entry")
+    x, target = torch.randn(32, 48), torch.randn(32, 16)
+    for _ in range(10_000):
+        optimizer.zero_grad()
+        nn.functional.mse_loss(layer(x), target).backward()
+        optimizer.step()
+    assert layer.parametrization.drift() < 1e-5
+
+
+@pytest.mark.parametrize("second_moment", ["matrix", "entry"])
+def test_state_dict_round_trip_continues_bit_for_bit(second_moment):
+    factors, plain = make_params(dtype=torch.float32)
+    straight_factors, straight_plain = copy.deepcopy((factors, plain))
+    straight = StiefelAdam(groups(straight_factors, straight_plain), lr=2e-2, second_moment=second_moment)
+    run_steps(straight, straight_factors, straight_plain, 8)
+    first = StiefelAdam(groups(factors, plain), lr=2e-2, second_moment=second_moment)
+    run_steps(first, factors, plain, 5)
+    saved = copy.deepcopy(first.state_dict())
+    resumed_factors, resumed_plain = copy.deepcopy((factors, plain))
+    resumed = StiefelAdam(groups(resumed_factors, resumed_plain), lr=1.0, second_moment=second_moment)
+    load_optimizer_state(resumed, saved)
+    run_steps(resumed, resumed_factors, resumed_plain, 3, start=5)
+    for a, b in zip([*straight_factors, *straight_plain], [*resumed_factors, *resumed_plain]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("ours_class,geoopt_class,options", [
+    (StiefelAdam, geoopt.optim.RiemannianAdam, {"lr": 2e-2, "amsgrad": True}),
+    (StiefelSGD, geoopt.optim.RiemannianSGD, {"lr": 2e-3, "momentum": 0.9})])
+def test_state_dicts_are_interchangeable_with_geoopts(ours_class, geoopt_class, options):
+    """A checkpoint of geoopt's optimizer continues under ours, and ours under geoopt's, both on geoopt's trajectory."""
+    factors, plain = make_params()
+    reference = geoopt_class(groups(factors, plain), **options)
+    run_steps(reference, factors, plain, 4)
+    geoopt_saved = copy.deepcopy(reference.state_dict())
+    at_4 = copy.deepcopy((factors, plain))
+    run_steps(reference, factors, plain, 8, start=4)  # the reference trajectory, steps 4..11
+
+    continued = copy.deepcopy(at_4)
+    ours = ours_class(groups(*continued), **options)
+    load_optimizer_state(ours, geoopt_saved)
+    run_steps(ours, *continued, 4, start=4)
+    ours_saved = copy.deepcopy(ours.state_dict())
+    back = copy.deepcopy(continued)
+    geoopt_again = geoopt_class(groups(*back), **options)
+    load_optimizer_state(geoopt_again, ours_saved)
+    run_steps(geoopt_again, *back, 4, start=8)
+    for a, b in zip([*back[0], *back[1]], [*factors, *plain]):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+def test_a_per_entry_state_does_not_load_into_the_matrix_optimizer():
+    factors, plain = make_params()
+    entry = StiefelAdam(groups(factors, plain), second_moment="entry")
+    run_steps(entry, factors, plain, 1)
+    with pytest.raises(ValueError, match=r"second_moment='entry' cannot continue with second_moment='matrix'"):
+        StiefelAdam(groups(factors, plain)).load_state_dict(entry.state_dict())
+
+
+@pytest.mark.parametrize("make,named", [
+    (lambda: StiefelAdam(make_params()[0], second_moment="diagonal"), "second_moment='diagonal'"),
+    (lambda: StiefelAdam([ManifoldParameter(torch.eye(3), manifold=geoopt.Sphere())]), "Sphere"),
+    (lambda: make_optimizer(nn.Linear(2, 2), "radam", second_moment="full"), "second_moment='full'"),
+    (lambda: StiefelSGD(make_params()[0], lr=0.1, nesterov=True), "nesterov=True"),
+], ids=["second_moment", "manifold", "make_optimizer", "nesterov"])
+def test_bad_input_is_a_one_line_value_error(make, named):
+    with pytest.raises(ValueError) as error:
+        make()
+    assert named in str(error.value) and "\n" not in str(error.value)
