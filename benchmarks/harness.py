@@ -30,13 +30,18 @@ import torch  # noqa: E402
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, reps: int | None, warmup: int | None,
                          device: bool = True) -> None:
-    """``--threads``, ``--reps``, ``--warmup``, ``--json`` (and ``--device`` where the script has one)."""
+    """``--threads``, ``--reps``, ``--json``, and ``--warmup`` / ``--device`` where the script has them
+    (``warmup=None`` / ``device=False``: it has not). ``step_time.py`` passes ``reps=None`` and fills the
+    defaults in itself (they depend on ``--quick``)."""
     if device:
         parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--reps", type=int, default=reps, help=f"timed rounds (default {reps})")
-    parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed rounds first (default {warmup})")
+    if warmup is not None or device:
+        parser.add_argument("--warmup", type=int, default=warmup, help=f"untimed rounds first (default {warmup})")
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument("--clock", choices=CLOCKS, default="wall",
+                        help="wall time, or this process's CPU time (for a loaded machine; default wall)")
 
 
 def check_common_arguments(args: argparse.Namespace) -> None:
@@ -44,7 +49,7 @@ def check_common_arguments(args: argparse.Namespace) -> None:
     for name in ("threads", "reps"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ValueError(f"--{name} {getattr(args, name)} is not allowed: use an integer >= 1")
-    if args.warmup is not None and args.warmup < 0:
+    if getattr(args, "warmup", None) is not None and args.warmup < 0:
         raise ValueError(f"--warmup {args.warmup} is not allowed: use an integer >= 0")
     if hasattr(args, "device"):
         try:
@@ -56,6 +61,7 @@ def check_common_arguments(args: argparse.Namespace) -> None:
         if device.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"--device {args.device!r} is not allowed here: no CUDA device is available")
         args.device = device
+    Clock(getattr(args, "device", torch.device("cpu")), args.clock)  # a bad combination fails here, in one line
 
 
 def environment(device: torch.device | None = None) -> dict:
@@ -87,17 +93,34 @@ def summarize(seconds: list[float]) -> dict:
             "min_ms": ms[0], "max_ms": ms[-1], "n": len(ms)}
 
 
-class Clock:
-    """Wall-clock reads that wait for the device first (CUDA kernels run asynchronously)."""
+#: ``--clock``: ``wall`` (``time.perf_counter``) or ``cpu`` (this process's CPU time, ``time.process_time``).
+CLOCKS = ("wall", "cpu")
 
-    def __init__(self, device: torch.device):
+
+class Clock:
+    """Time reads that wait for the device first (CUDA kernels run asynchronously).
+
+    Note [CPU time on a shared machine]
+        On a machine whose cores are oversubscribed by other jobs, the wall time of a step is mostly
+        time spent waiting for a core (and, with several threads, OpenMP workers waiting for each
+        other). The process's CPU time is not: with ``--threads 1`` it is the work done, nearly
+        independent of the load. ``--clock cpu`` reports that instead (CPU only: a CUDA kernel's time
+        is not the host's CPU time).
+    """
+
+    def __init__(self, device: torch.device, kind: str = "wall"):
+        if kind not in CLOCKS:
+            raise ValueError(f"--clock {kind!r} is not allowed: use one of {', '.join(CLOCKS)}")
+        if kind == "cpu" and device.type == "cuda":
+            raise ValueError("--clock cpu is not allowed with a CUDA device: use --clock wall")
         self.cuda = device.type == "cuda"
         self.device = device
+        self.read = time.process_time if kind == "cpu" else time.perf_counter
 
     def now(self) -> float:
         if self.cuda:
             torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+        return self.read()
 
 
 @contextmanager

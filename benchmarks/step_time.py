@@ -689,15 +689,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:
         print(json.dumps(memory_probe(*args.memory_probe, args)))
         return 0
-    clock = Clock(args.device)
+    clock = Clock(args.device, args.clock)
     report = {"environment": environment(args.device),
-              "settings": {"reps": args.reps, "warmup": args.warmup, "models": args.models,
+              "settings": {"clock": args.clock, "reps": args.reps, "warmup": args.warmup, "models": args.models,
                            "variants": args.variants, "overrides": args.overrides, "memory": args.memory,
                            "spectral": args.spectral, "iteration": args.iteration},
               "models": {}}
     env = report["environment"]
     print(f"torch {env['torch']}, geoopt {env['geoopt']}, {env['device']} ({env['device_name']}), "
-          f"{env['threads']} threads, {args.reps} reps after {args.warmup} warm-up rounds, "
+          f"{env['threads']} threads, {args.clock} clock, {args.reps} reps after {args.warmup} warm-up rounds, "
           f"load average {env['load_average_start'][0]:.2f}")
     for model in args.models:
         result = report["models"][model] = run_model(model, args, clock)
