@@ -55,8 +55,9 @@ class DiscConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizers of G and D. ``radam`` is geoopt's RiemannianAdam: Adam on Euclidean parameters, so the
-    SN baselines and Miyato's presets A-F run exactly Adam with it."""
+    """Optimizers of G and D. ``radam`` is :class:`~stiefel_gan.manifold.StiefelAdam` (geoopt's
+    RiemannianAdam iterates, fused; ``geoopt_radam`` is geoopt's own class): Adam on Euclidean
+    parameters, so the SN baselines and Miyato's presets A-F run exactly Adam with it."""
 
     name: str = "radam"  # radam | rsgd | adam | geoopt_radam | geoopt_rsgd (D's; G always uses Adam, same betas)
     preset: Optional[str] = None
