@@ -303,6 +303,9 @@ def build_bench(cfg, variant: str, device: torch.device, real: Tensor, fake: Ten
         opt_g, opt_d = gan.optimizers(cfg.optim)
     elif device.type != "cpu":
         raise ValueError(f"variant {variant} is built on the CPU only: run it with --device cpu")
+    if cfg.train.compile:  # as the runner does (train.compile=true as a trailing override)
+        gan.generator.compile()
+        gan.discriminator.compile()
     return Bench(gan, opt_g, opt_d, real, fake, cfg.loss.name, cfg.optim.n_dis,
                  torch.Generator().manual_seed(cfg.train.seed), device, Precision.build(cfg.train.precision, device))
 
