@@ -12,34 +12,32 @@ the diagnostics alone; W&B is disabled.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
 import tempfile
-import time
 
-import torch
+from harness import Clock, add_common_arguments, check_common_arguments, environment, write_json
+
+import torch  # noqa: E402
 
 from stiefel_gan.cli import compose_config
 from stiefel_gan.runner import run
 
 
-def timed_run(overrides: list[str]) -> float:
+def timed_run(overrides: list[str], clock: Clock) -> float:
     with tempfile.TemporaryDirectory() as out:
         cfg = compose_config([*overrides, f"out_dir={out}"])
-        start = time.perf_counter()
+        start = clock.now()
         run(cfg)
-        return time.perf_counter() - start
+        return clock.now() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--disc", default="stiefel_curve")
-    parser.add_argument("--json", help="write the numbers here")
+    add_common_arguments(parser, reps=3, warmup=None, device=False)
     args = parser.parse_args()
+    check_common_arguments(args)
     torch.set_num_threads(args.threads)
     common = ["experiment=compare", f"disc={args.disc}", f"train.steps={args.steps}", "train.progress=false",
               "wandb.mode=disabled", "metrics.every=0", "metrics.geometry_score=false",
@@ -47,14 +45,14 @@ def main() -> None:
     default_every = compose_config(common).metrics.diagnostics_every
     variants = {"with_diagnostics": common, "without": [*common, "metrics.diagnostics_every=0"]}
     times = {name: [] for name in variants}
-    timed_run([*common, "train.steps=5"])  # warm-up: imports, the digits classifier cache, allocator
+    clock = Clock(torch.device("cpu"), args.clock)
+    timed_run([*common, "train.steps=5"], clock)  # warm-up: imports, the digits classifier cache, allocator
     for _ in range(args.reps):
         for name, overrides in variants.items():
-            times[name].append(timed_run(overrides))
+            times[name].append(timed_run(overrides, clock))
     medians = {name: statistics.median(values) for name, values in times.items()}
     result = {
-        "torch": torch.__version__, "device": "cpu", "threads": args.threads, "platform": platform.platform(),
-        "date": time.strftime("%Y-%m-%d"), "steps": args.steps, "disc": args.disc,
+        "environment": environment(), "steps": args.steps, "disc": args.disc,
         "diagnostics_every": default_every, "seconds": times, "median_s": medians,
         "overhead": medians["with_diagnostics"] / medians["without"] - 1,
     }
@@ -62,9 +60,7 @@ def main() -> None:
     for name, median in medians.items():
         print(f"  {name:18s} median {median:7.2f} s  (all: {', '.join(f'{t:.2f}' for t in times[name])})")
     print(f"  diagnostics every {default_every} steps add {100 * result['overhead']:.1f}% wall time")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+    write_json(args.json, result)
 
 
 if __name__ == "__main__":

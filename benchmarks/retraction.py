@@ -21,17 +21,12 @@ result (for the QR retraction: the same map, so only rounding).
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import os
 import statistics
 import sys
 import time
-import warnings
-from pathlib import Path
 
-# geoopt compiles helpers with torch.jit.script, which torch deprecates with a FutureWarning per helper
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+from harness import Clock, add_common_arguments, check_common_arguments, environment, round_robin, summarize, write_json
 
 import geoopt  # noqa: E402
 import torch  # noqa: E402
@@ -59,22 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=parse_sizes, default=parse_sizes(DEFAULT_SIZES),
                         help=f"comma-separated NxP (default {DEFAULT_SIZES})")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--reps", type=int, default=20, help="timed rounds (default 20)")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first (default 2)")
+    add_common_arguments(parser, reps=20, warmup=2, device=False)
     parser.add_argument("--step", type=float, default=1e-3, help="Frobenius norm of the tangent step (default 1e-3)")
     parser.add_argument("--canonical-limit", type=float, default=10.0,
                         help="run geoopt's canonical retraction on a size only if predicted under this many seconds")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     return parser
 
 
 def check_args(args: argparse.Namespace) -> None:
-    for name in ("threads", "reps"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} {getattr(args, name)} is not allowed: use an integer >= 1")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup {args.warmup} is not allowed: use an integer >= 0")
+    check_common_arguments(args)
     if not args.step > 0:
         raise ValueError(f"--step {args.step} is not allowed: use a number > 0")
 
@@ -100,27 +88,6 @@ def timed(call, reps: int, warmup: int) -> list[float]:
     return out
 
 
-def round_robin(calls: dict, reps: int, warmup: int) -> dict[str, list[float]]:
-    for call in calls.values():
-        for _ in range(warmup):
-            call()
-    times = {name: [] for name in calls}
-    names = list(calls)
-    for rep in range(reps):
-        shift = rep % len(names)
-        for name in names[shift:] + names[:shift]:
-            start = time.perf_counter()
-            calls[name]()
-            times[name].append(time.perf_counter() - start)
-    return times
-
-
-def summarize(seconds: list[float]) -> dict:
-    ms = sorted(1e3 * s for s in seconds)
-    q = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else [ms[0]] * 3
-    return {"median_ms": statistics.median(ms), "q1_ms": q[0], "q3_ms": q[2], "min_ms": ms[0], "n": len(ms)}
-
-
 def canonical_prediction(n: int, p: int, step: float) -> float:
     """Seconds for geoopt's canonical retraction at ``n x p``, extrapolated as n^3 from ``n/4`` rows."""
     rows = max(p, n // 4)
@@ -140,7 +107,7 @@ def bench_size(n: int, p: int, args: argparse.Namespace) -> dict:
         "cayley retr_transp": lambda: cayley.retr_transp(x, xi, v),
         "geoopt EuclideanStiefel retr (Householder QR)": lambda: householder.retr(x, xi),
     }
-    rows = {name: {**summarize(values)} for name, values in round_robin(calls, args.reps, args.warmup).items()}
+    rows = {name: {**summarize(values)} for name, values in round_robin(calls, args.reps, args.warmup, Clock(torch.device("cpu"), args.clock)).items()}
     reference = householder.retr(x, xi)
     outputs = {"qr retr": qr.retr(x, xi), "cayley retr": cayley.retr(x, xi),
                "geoopt EuclideanStiefel retr (Householder QR)": reference}
@@ -188,19 +155,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"retraction.py: {error}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    environment = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                   "torch": torch.__version__, "geoopt": geoopt.__version__, "threads": torch.get_num_threads(),
-                   "load_average_start": list(os.getloadavg())}
-    print(f"torch {environment['torch']}, geoopt {environment['geoopt']}, {environment['threads']} threads, "
-          f"step norm {args.step:g}, {args.reps} reps, load average {environment['load_average_start'][0]:.2f}")
+    env = environment()
+    print(f"torch {env['torch']}, geoopt {env['geoopt']}, {env['threads']} threads, "
+          f"step norm {args.step:g}, {args.reps} reps, load average {env['load_average_start'][0]:.2f}")
     results = {f"{n}x{p}": bench_size(n, p, args) for n, p in args.sizes}
-    environment["load_average_end"] = list(os.getloadavg())
+    env["load_average_end"] = list(os.getloadavg())
     print(format_table(results))
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"environment": environment, "step": args.step, "reps": args.reps,
-                                         "results": results}, indent=2))
-        print(f"\nwrote {args.json}")
+    write_json(args.json, {"environment": env, "step": args.step, "reps": args.reps, "results": results})
     return 0
 
 

@@ -6,17 +6,27 @@
     python benchmarks/step_time.py --variants sn,stiefel_fixed/qr optim=rsgd   # Hydra overrides last
 
 What is timed (each model, each variant)
-    ``d_update``: exactly the D part of the training loop (``stiefel_gan.gan.train.train``): one forward
-    of ``torch.cat((real, fake))``, the loss plus ``GAN.penalty(...)``, ``zero_grad``, backward and
-    ``opt_d.step()`` (power iteration, retraction...). ``real`` and ``fake`` are fixed batches: loading
-    data and sampling G are no cost of D's parameterization (they are in ``iteration``). The two halves
-    are also reported apart: ``forward_backward`` and ``optimizer_step``.
-    ``iteration``: one full generator update of the loop: ``n_dis`` D updates, each on a fresh no-grad
-    sample of G, then G's update through D (the loop's logging, sampling, metrics and checkpoint hooks
-    excluded).
+    ``d_update``: the training loop's own D update, :func:`stiefel_gan.gan.train.discriminator_step`
+    (forward of ``torch.cat((real, fake))``, loss plus ``GAN.penalty(...)``, weight clipping after the step, ``zero_grad``, backward,
+    ``opt_d.step()``: power iteration, retraction...), on fixed ``real`` and ``fake`` batches: loading
+    data and sampling G are no cost of D's parameterization (they are in ``iteration``). The optimizer
+    step is also reported apart (``optimizer_step``, timed by the optimizer's step hooks) and
+    ``forward_backward`` is the rest.
+    ``iteration``: one generator update as the loop does it, with the loop's functions: ``n_dis`` times
+    :func:`~stiefel_gan.gan.train.sample_fake` and ``discriminator_step``, then
+    :func:`~stiefel_gan.gan.train.generator_step` (logging, metrics and checkpoints excluded).
 
 Every model is built the way a run builds it: ``stiefel_gan.cli.compose_config`` (Hydra, the real
-``configs/``), ``check_config``, ``data_shape``, ``build_gan``, ``GAN.optimizers``.
+``configs/``), ``check_config``, ``data_shape``, ``build_gan``, ``GAN.optimizers``, and steps in the
+config's ``train.precision`` (``--precision`` sets it). The peers (``PEERS``) start from the same D
+with ``disc=none`` and constrain its layers with another library's machinery (see ``PEERS``).
+
+FLOP floor (``floor`` in the table)
+    A Stiefel step needs at least the Riemannian gradient's ``X^T G``, the retraction's Gram matrix and
+    its triangular solve: ``2 + 2 + 1 = 5 n p^2`` FLOPs per ``n x p`` factor (the fused ``matrix`` step
+    does ``9 n p^2``, ``entry`` ``7 n p^2``, geoopt's ``11 n p^2``). ``floor`` is the ratio to SN a D
+    update would have if its only extra cost were those FLOPs at the speed of D's own forward and
+    backward (``torch.utils.flop_counter`` counts those): ``1 + floor FLOPs / forward-backward FLOPs``.
 
 Method
     All variants of a model live in one process and are timed round-robin: each repetition runs every
@@ -49,34 +59,32 @@ Spectral diagnostics (``--no-spectral`` skips them)
 from __future__ import annotations
 
 import argparse
-import datetime
 import gc
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
 import sys
-import time
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-# geoopt compiles helpers with torch.jit.script, which torch deprecates with a FutureWarning per helper
-warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.jit")
+from harness import (Clock, add_common_arguments, check_common_arguments, environment, gc_paused,  # noqa: E402
+                     summarize, write_json)
 
 import geoopt  # noqa: E402
+import geotorch  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
+from torch.nn.utils import parametrizations  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 from stiefel_gan.cli import compose_config  # noqa: E402
 from stiefel_gan.data import data_shape  # noqa: E402
 from stiefel_gan.gan.builder import GAN, build_gan  # noqa: E402
-from stiefel_gan.gan.losses import discriminator_loss, generator_loss  # noqa: E402
-from stiefel_gan.manifold import DEFAULT_RETRACTION  # noqa: E402
+from stiefel_gan.gan.train import PRECISIONS, Precision, discriminator_step, generator_step, sample_fake  # noqa: E402
+from stiefel_gan.manifold import FixedCurve, make_optimizer, stiefel_layers, stiefelize  # noqa: E402
 from stiefel_gan.runner import check_config  # noqa: E402
 from stiefel_gan.spectral import conv_operator_norm, conv_singular_values  # noqa: E402
 
@@ -89,7 +97,10 @@ MODELS = {
     "digits": ["experiment=compare"],
 }
 
-#: Hydra overrides that select each D parameterization (the Stiefel kinds once per retraction).
+#: Hydra overrides that select each D parameterization: the Stiefel kinds once per retraction, with the
+#: fused RiemannianAdam (``matrix``, the default), its per-entry variant (``+entry``), fused RSGD with
+#: momentum (``+rsgd``) and geoopt's own RiemannianAdam on the same manifolds (``+geoopt``).
+SPECTRA = ("fixed", "curve", "grid")
 VARIANTS = {
     "none": ["disc=none"],
     "sn": ["disc=sn"],
@@ -99,9 +110,84 @@ VARIANTS = {
     "wn": ["disc=wn"],
     "gp": ["disc=gp"],
     **{f"stiefel_{spectrum}/{retraction}": [f"disc=stiefel_{spectrum}", f"disc.retraction={retraction}"]
-       for spectrum in ("fixed", "curve", "grid") for retraction in ("qr", "cayley")},
+       for spectrum in SPECTRA for retraction in ("qr", "cayley")},
     "stiefel_svd": ["disc=stiefel_svd"],
+    **{f"stiefel_{spectrum}/{retraction}+entry": [f"disc=stiefel_{spectrum}", f"disc.retraction={retraction}",
+                                                  "optim.second_moment=entry"]
+       for spectrum in SPECTRA for retraction in ("qr", "cayley")},
+    "stiefel_svd+entry": ["disc=stiefel_svd", "optim.second_moment=entry"],
+    "stiefel_fixed/qr+rsgd": ["disc=stiefel_fixed", "optim.name=rsgd", "optim.momentum=0.9"],
+    "stiefel_fixed/qr+geoopt": ["disc=stiefel_fixed", "optim.name=geoopt_radam"],
 }
+
+
+class _ReshapedKernel(nn.Module):
+    """A Conv2d / Linear whose weight is held as the reshaped ``c_out x (c_in kh kw)`` matrix, so that a
+    matrix constraint (geotorch, torch's ``orthogonal``) acts on Miyato's reshaped kernel, as the
+    Stiefel layers do (both libraries would otherwise constrain each ``kh x kw`` slice of a conv kernel)."""
+
+    def __init__(self, layer: nn.Module):
+        super().__init__()
+        self.layer = layer
+        self.shape = tuple(layer.weight.shape)
+        matrix = layer.weight.detach().reshape(self.shape[0], -1)
+        del layer.weight
+        self.matrix = nn.Parameter(matrix.clone())
+
+    def forward(self, input: Tensor) -> Tensor:
+        weight = self.matrix.reshape(self.shape)
+        if isinstance(self.layer, nn.Conv2d):
+            return self.layer._conv_forward(input, weight, self.layer.bias)
+        return nn.functional.linear(input, weight, self.layer.bias)
+
+
+def _replace_layers(model: nn.Module, wrap: Callable[[nn.Module], nn.Module]) -> None:
+    for name, child in list(model.named_children()):
+        if type(child) in (nn.Conv2d, nn.Linear):
+            setattr(model, name, wrap(child))
+        else:
+            _replace_layers(child, wrap)
+
+
+def _orthogonal(library: str) -> Callable[[nn.Module], nn.Module]:
+    def wrap(layer: nn.Module) -> nn.Module:
+        reshaped = _ReshapedKernel(layer)
+        if library == "geotorch":
+            geotorch.orthogonal(reshaped, "matrix")  # its default trivialization ("expm")
+        else:
+            parametrizations.orthogonal(reshaped, "matrix")  # torch's default (matrix_exp, use_trivialization)
+        return reshaped
+    return wrap
+
+
+def _geoopt_manifold(manifold: geoopt.Manifold) -> Callable[[GAN, object], torch.optim.Optimizer]:
+    """The project's Stiefel D (fixed curve) with its factors put on ``manifold``, stepped by geoopt's RiemannianAdam."""
+    def build(gan: GAN, cfg) -> torch.optim.Optimizer:
+        stiefelize(gan.discriminator, FixedCurve(tau=cfg.disc.tau, eps=cfg.disc.eps, sigma=cfg.disc.sigma))
+        for _, layer in stiefel_layers(gan.discriminator):
+            for factor in layer.parametrization.stiefel_factors():
+                factor.manifold = manifold
+        return make_optimizer(gan.discriminator, "geoopt_radam", lr=cfg.optim.lr_d,
+                              betas=(cfg.optim.beta1, cfg.optim.beta2))
+    return build
+
+
+def _adam_after(transform: Callable[[nn.Module], None]) -> Callable[[GAN, object], torch.optim.Optimizer]:
+    def build(gan: GAN, cfg) -> torch.optim.Optimizer:
+        transform(gan.discriminator)
+        return torch.optim.Adam(gan.discriminator.parameters(), lr=cfg.optim.lr_d, betas=(cfg.optim.beta1, cfg.optim.beta2))
+    return build
+
+
+#: Other libraries' ways to constrain the same D (built with ``disc=none``): name -> (D, cfg) -> D's optimizer.
+PEERS = {
+    "peer:geoopt_stiefel": _geoopt_manifold(geoopt.Stiefel()),  # geoopt's stock (canonical) Stiefel()
+    "peer:geoopt_euclidean_stiefel": _geoopt_manifold(geoopt.EuclideanStiefel()),  # Householder QR retraction
+    "peer:geotorch_orthogonal": _adam_after(lambda d: _replace_layers(d, _orthogonal("geotorch"))),
+    "peer:torch_orthogonal": _adam_after(lambda d: _replace_layers(d, _orthogonal("torch"))),
+    "peer:torch_sn": _adam_after(lambda d: _replace_layers(d, parametrizations.spectral_norm)),
+}
+ALL_VARIANTS = (*VARIANTS, *PEERS)
 
 #: Power iterations of the timed ``conv_operator_norm`` diagnostic.
 POWER_ITERATIONS = 50
@@ -123,21 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("overrides", nargs="*", help="Hydra overrides applied to every variant (optim=rsgd ...)")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--reps", type=int, default=None, help="timed rounds (default 15; 3 with --quick)")
-    parser.add_argument("--warmup", type=int, default=None, help="untimed rounds first (default 3; 1 with --quick)")
+    add_common_arguments(parser, reps=None, warmup=None)
     parser.add_argument("--models", type=lambda s: _comma_list(s, MODELS, "models"), default=list(MODELS),
                         help=f"comma-separated, any of {','.join(MODELS)} (default all)")
-    parser.add_argument("--variants", type=lambda s: _comma_list(s, VARIANTS, "variants"), default=list(VARIANTS),
-                        help=f"comma-separated, any of {','.join(VARIANTS)} (default all)")
-    parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run")
+    parser.add_argument("--variants", type=lambda s: _comma_list(s, ALL_VARIANTS, "variants"),
+                        default=list(ALL_VARIANTS), help=f"comma-separated, any of {','.join(ALL_VARIANTS)} (default all)")
+    parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size (default: the config's, 64)")
+    parser.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
+                        help="train.precision (default: the config's, fp32)")
+    parser.add_argument("--quick", action="store_true", help="few repetitions: a smoke run (reps 3, warm-up 1)")
     parser.add_argument("--no-memory", dest="memory", action="store_false", help="skip the peak-memory probes")
     parser.add_argument("--no-spectral", dest="spectral", action="store_false",
                         help="skip timing the spectral diagnostics")
     parser.add_argument("--no-iteration", dest="iteration", action="store_false",
                         help="time the D update only, not the full G+D iteration")
-    parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     parser.add_argument("--memory-probe", nargs=2, metavar=("MODEL", "VARIANT"), help=argparse.SUPPRESS)
     return parser
 
@@ -148,31 +233,25 @@ def check_args(args: argparse.Namespace) -> None:
         args.reps = QUICK_REPS if args.quick else 15
     if args.warmup is None:
         args.warmup = QUICK_WARMUP if args.quick else 3
-    if args.reps < 1:
-        raise ValueError(f"--reps {args.reps} is not allowed: use an integer >= 1")
-    if args.warmup < 0:
-        raise ValueError(f"--warmup {args.warmup} is not allowed: use an integer >= 0")
-    if args.threads < 1:
-        raise ValueError(f"--threads {args.threads} is not allowed: use an integer >= 1")
-    try:
-        device = torch.device(args.device)
-    except RuntimeError:
-        raise ValueError(f"--device {args.device!r} is not allowed: use cpu, cuda or cuda:N") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"--device {args.device!r} is not allowed: use cpu, cuda or cuda:N")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device!r} is not allowed here: no CUDA device is available")
-    args.device = device
+    check_common_arguments(args)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size {args.batch_size} is not allowed: use an integer >= 1")
+    if args.precision == "fp16" and args.device.type != "cuda":
+        raise ValueError("--precision fp16 is not allowed on cpu: use bf16 or fp32")
+    # the options that change the config travel as Hydra overrides (also into the memory subprocesses)
+    args.overrides = [*args.overrides, *([f"train.batch_size={args.batch_size}"] if args.batch_size else []),
+                      *([f"train.precision={args.precision}"] if args.precision else [])]
+    args.batch_size = args.precision = None
 
 
 # --------------------------------------------------------------------------------------------------
-# Building and stepping one variant, exactly as a training run does
+# Building and stepping one variant with the training loop's own functions
 # --------------------------------------------------------------------------------------------------
 
 
 @dataclass
 class Bench:
-    """One GAN of one variant, with fixed input batches, stepped as ``stiefel_gan.gan.train.train`` does."""
+    """One GAN of one variant, with fixed input batches, stepped by ``stiefel_gan.gan.train``'s functions."""
 
     gan: GAN
     opt_g: torch.optim.Optimizer
@@ -183,44 +262,27 @@ class Bench:
     n_dis: int
     z_generator: torch.Generator
     device: torch.device
+    precision: Precision
 
     @property
     def batch_size(self) -> int:
         return self.real.shape[0]
 
-    def d_forward_backward(self, fake: Tensor) -> None:
-        n = self.batch_size
-        logits = self.gan.discriminator(torch.cat((self.real, fake)))
-        loss_d = discriminator_loss(self.loss, logits[:n], logits[n:]) + self.gan.penalty(self.real, fake, self.z_generator)
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-
     def d_update(self, fake: Tensor | None = None) -> None:
-        self.d_forward_backward(self.fake if fake is None else fake)
-        self.opt_d.step()
-        self.gan.after_discriminator_step()
-
-    def sample(self) -> Tensor:
-        generator = self.gan.generator
-        return generator(generator.sample_z(self.batch_size, self.z_generator, self.device))
+        discriminator_step(self.gan, self.opt_d, self.real, self.fake if fake is None else fake, self.loss,
+                           self.precision, self.z_generator)
 
     def iteration(self) -> None:
-        """One generator update of the training loop: ``n_dis`` D updates, then G's."""
-        discriminator = self.gan.discriminator
+        """One generator update, as ``stiefel_gan.gan.train.train`` does it (its data loading aside)."""
         for _ in range(self.n_dis):
-            with torch.no_grad():
-                fake = self.sample()
-            self.d_update(fake)
-        discriminator.requires_grad_(False)
-        loss_g = generator_loss(self.loss, discriminator(self.sample()))
-        self.opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        self.opt_g.step()
-        discriminator.requires_grad_(True)
+            self.d_update(sample_fake(self.gan, self.batch_size, self.z_generator, self.device, self.precision))
+        z = self.gan.generator.sample_z(self.batch_size, self.z_generator, self.device)
+        generator_step(self.gan, self.opt_g, z, self.loss, self.precision)
 
 
 def compose(model: str, variant: str, overrides: list[str]):
-    cfg = compose_config([*MODELS[model], *VARIANTS[variant], *overrides])
+    """The config of a variant (a peer starts from ``disc=none``)."""
+    cfg = compose_config([*MODELS[model], *VARIANTS.get(variant, ["disc=none"]), *overrides])
     check_config(cfg)
     return cfg
 
@@ -233,12 +295,22 @@ def input_batches(cfg, device: torch.device) -> tuple[Tensor, Tensor]:
     return real.to(device), fake.to(device)
 
 
-def build_bench(cfg, device: torch.device, real: Tensor, fake: Tensor) -> Bench:
+def build_bench(cfg, variant: str, device: torch.device, real: Tensor, fake: Tensor) -> Bench:
     torch.manual_seed(cfg.train.seed)  # same initial weights for every variant, as in a run
-    gan = build_gan(cfg, data_shape(cfg.data.name, cfg.data.image_size)).to(device)
-    opt_g, opt_d = gan.optimizers(cfg.optim)
+    gan = build_gan(cfg, data_shape(cfg.data.name, cfg.data.image_size))
+    if variant in PEERS:
+        opt_g, _ = gan.optimizers(cfg.optim)
+        opt_d = PEERS[variant](gan, cfg)
+    gan = gan.to(device)
+    if variant not in PEERS:
+        opt_g, opt_d = gan.optimizers(cfg.optim)
+    elif device.type != "cpu":
+        raise ValueError(f"variant {variant} is built on the CPU only: run it with --device cpu")
+    if cfg.train.compile:  # as the runner does (train.compile=true as a trailing override)
+        gan.generator.compile()
+        gan.discriminator.compile()
     return Bench(gan, opt_g, opt_d, real, fake, cfg.loss.name, cfg.optim.n_dis,
-                 torch.Generator().manual_seed(cfg.train.seed), device)
+                 torch.Generator().manual_seed(cfg.train.seed), device, Precision.build(cfg.train.precision, device))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -246,37 +318,19 @@ def build_bench(cfg, device: torch.device, real: Tensor, fake: Tensor) -> Bench:
 # --------------------------------------------------------------------------------------------------
 
 
-def summarize(seconds: list[float]) -> dict:
-    """Median, quartiles, min, max in milliseconds."""
-    ms = sorted(1e3 * s for s in seconds)
-    quartiles = statistics.quantiles(ms, n=4, method="inclusive") if len(ms) > 1 else [ms[0]] * 3
-    return {"median_ms": statistics.median(ms), "q1_ms": quartiles[0], "q3_ms": quartiles[2],
-            "min_ms": ms[0], "max_ms": ms[-1], "n": len(ms)}
+class StepTimer:
+    """Times ``optimizer.step()`` from inside the D update, through the optimizer's step hooks."""
 
+    def __init__(self, optimizer: torch.optim.Optimizer, clock: Clock):
+        self.clock, self.start, self.seconds = clock, 0.0, 0.0
+        optimizer.register_step_pre_hook(self._before)
+        optimizer.register_step_post_hook(self._after)
 
-class Clock:
-    """Wall-clock reads that wait for the device first (CUDA kernels run asynchronously)."""
+    def _before(self, optimizer, args, kwargs) -> None:
+        self.start = self.clock.now()
 
-    def __init__(self, device: torch.device):
-        self.cuda = device.type == "cuda"
-        self.device = device
-
-    def now(self) -> float:
-        if self.cuda:
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
-
-
-@contextmanager
-def gc_paused():
-    enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
+    def _after(self, optimizer, args, kwargs) -> None:
+        self.seconds = self.clock.now() - self.start
 
 
 def time_variants(benches: dict[str, Bench], reps: int, warmup: int, clock: Clock,
@@ -290,19 +344,18 @@ def time_variants(benches: dict[str, Bench], reps: int, warmup: int, clock: Cloc
             bench.d_update()
             if with_iteration:
                 bench.iteration()
+    timers = {name: StepTimer(bench.opt_d, clock) for name, bench in benches.items()}
     with gc_paused():
         for rep in range(reps):
             shift = rep % len(names)  # a different variant goes first in each round
             for name in names[shift:] + names[:shift]:
                 bench, record = benches[name], times[name]
                 start = clock.now()
-                bench.d_forward_backward(bench.fake)
-                middle = clock.now()
-                bench.opt_d.step()
-                end = clock.now()
-                record["forward_backward"].append(middle - start)
-                record["optimizer_step"].append(end - middle)
-                record["d_update"].append(end - start)
+                bench.d_update()
+                total = clock.now() - start
+                record["d_update"].append(total)
+                record["optimizer_step"].append(timers[name].seconds)
+                record["forward_backward"].append(total - timers[name].seconds)
                 if with_iteration:
                     start = clock.now()
                     bench.iteration()
@@ -386,7 +439,7 @@ def memory_probe(model: str, variant: str, args: argparse.Namespace) -> dict:
     real, fake = input_batches(cfg, device)
     # a first, unmeasured build and update pages in the library code and one-time caches (oneDNN,
     # LAPACK): they are no cost of the variant (Note [resetting the high-water mark])
-    bench = build_bench(cfg, device, real, fake)
+    bench = build_bench(cfg, variant, device, real, fake)
     bench.d_update()
     del bench
     gc.collect()
@@ -396,7 +449,7 @@ def memory_probe(model: str, variant: str, args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     else:
         baseline, method = reset_rss_high_water()
-    bench = build_bench(cfg, device, real, fake)
+    bench = build_bench(cfg, variant, device, real, fake)
     for _ in range(2):
         bench.d_update()
     if device.type == "cuda":
@@ -489,25 +542,6 @@ def time_spectral(model: str, args: argparse.Namespace, clock: Clock) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def environment(args: argparse.Namespace) -> dict:
-    device = args.device
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                            if line.startswith("model name")), platform.processor()) \
-            if Path("/proc/cpuinfo").exists() else platform.processor()
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "torch": torch.__version__, "geoopt": geoopt.__version__, "python": platform.python_version(),
-            "device": str(device), "device_name": device_name, "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(), "git_commit": commit, "load_average_start": list(os.getloadavg())}
-
-
 def model_description(cfg) -> str:
     shape = "x".join(map(str, data_shape(cfg.data.name, cfg.data.image_size)))
     widths = f"G width {cfg.model.g_width or 'paper'}, D width {cfg.model.d_width or 'paper'}"
@@ -521,9 +555,15 @@ def _ratio(result: dict, reference: str, piece: str) -> str:
 
 
 def format_table(model: str, result: dict) -> str:
-    lines = [f"\n== {model}: {result['description']}"]
-    header = (f"{'variant':22s} {'D update ms':>11s} {'[q1, q3]':>17s} {'fwd+bwd':>8s} {'opt step':>8s} "
-              f"{'x none':>6s} {'x sn':>5s} {'G+D iter':>9s} {'x sn':>5s} {'peak MB':>8s} {'x sn':>5s}")
+    flops = result["flops"]
+    floor = flops["floor_ratio_to_sn"]
+    lines = [f"\n== {model}: {result['description']}",
+             f"D forward+backward {flops['forward_backward_flops'] / 1e9:.2f} GFLOP; Stiefel step floor "
+             f"{flops['floor_step_flops'] / 1e9:.3f} GFLOP (fused matrix {flops['step_flops']['matrix'] / 1e9:.3f}, "
+             f"entry {flops['step_flops']['entry'] / 1e9:.3f}, geoopt {flops['step_flops']['geoopt'] / 1e9:.3f}): "
+             f"floor = {floor:.3f}x SN; 'x floor' = (x sn) / floor"]
+    header = (f"{'variant':30s} {'D update ms':>11s} {'[q1, q3]':>17s} {'fwd+bwd':>8s} {'opt step':>8s} "
+              f"{'x none':>6s} {'x sn':>5s} {'x floor':>7s} {'G+D iter':>9s} {'x sn':>5s} {'peak MB':>8s} {'x sn':>5s}")
     lines += [header, "-" * len(header)]
     for name, v in result["variants"].items():
         d = v["d_update"]
@@ -533,9 +573,10 @@ def format_table(model: str, result: dict) -> str:
         memory_ratio = f"{memory['peak_bytes'] / sn_memory['peak_bytes']:.2f}" if memory and sn_memory else "-"
         spread = f"[{d['q1_ms']:.1f}, {d['q3_ms']:.1f}]"
         lines.append(
-            f"{name:22s} {d['median_ms']:11.1f} {spread:>17s} "
+            f"{name:30s} {d['median_ms']:11.1f} {spread:>17s} "
             f"{v['forward_backward']['median_ms']:8.1f} {v['optimizer_step']['median_ms']:8.1f} "
             f"{_ratio(v, 'none', 'd_update'):>6s} {_ratio(v, 'sn', 'd_update'):>5s} "
+            f"{(format(v['ratio_to_sn']['d_update']['of_medians'] / floor, '7.2f') if 'ratio_to_sn' in v else '-'):>7s} "
             f"{(format(iteration['median_ms'], '9.1f') if iteration else '-'):>9s} {_ratio(v, 'sn', 'iteration'):>5s} "
             f"{(format(memory['peak_bytes'] / 2**20, '8.1f') if memory else '-'):>8s} {memory_ratio:>5s}")
     spectral = result.get("spectral")
@@ -554,25 +595,56 @@ def format_table(model: str, result: dict) -> str:
     return "\n".join(lines)
 
 
-#: The issue's targets on the standard CNN: (variants, measured quantity, bound on the ratio to SN).
+#: FLOPs per n x p factor and step, in units of n p^2 (module docstring, "FLOP floor"): a GEMM of
+#: n x p by p x p is 2 n p^2, the triangular solve n p^2.
+FLOOR_NP2 = 5
+STEP_NP2 = {"matrix": 9, "entry": 7, "geoopt": 11}
+
+
+def flop_floor(model: str, args: argparse.Namespace) -> dict:
+    """D's forward+backward FLOPs (``none``, counted by torch) and the floor of a Stiefel step's FLOPs."""
+    cfg = compose(model, "stiefel_fixed/qr", args.overrides)
+    real, fake = input_batches(cfg, torch.device("cpu"))
+    torch.manual_seed(cfg.train.seed)
+    gan = build_gan(compose(model, "none", args.overrides), data_shape(cfg.data.name, cfg.data.image_size))
+    with FlopCounterMode(display=False) as counter:
+        gan.discriminator(torch.cat((real, fake))).sum().backward()
+    stiefel = build_gan(cfg, data_shape(cfg.data.name, cfg.data.image_size))
+    np2 = sum(factor.shape[-2] * factor.shape[-1] ** 2 for _, layer in stiefel_layers(stiefel.discriminator)
+              for factor in layer.parametrization.stiefel_factors())
+    forward_backward = counter.get_total_flops()
+    return {"forward_backward_flops": forward_backward, "sum_n_p2": np2, "floor_step_flops": FLOOR_NP2 * np2,
+            "step_flops": {name: units * np2 for name, units in STEP_NP2.items()},
+            "floor_ratio_to_sn": 1 + FLOOR_NP2 * np2 / forward_backward}
+
+
+STIEFEL_MATRIX = [f"stiefel_{s}/{r}" for s in SPECTRA for r in ("qr", "cayley")]
+STIEFEL_ENTRY = [f"{name}+entry" for name in STIEFEL_MATRIX]
+#: The issue's targets: (models, device types, variants, measured quantity, bound on the ratio to SN).
 TARGETS = (
-    ([f"stiefel_{spectrum}/{DEFAULT_RETRACTION}" for spectrum in ("fixed", "curve", "grid")], "d_update", 1.00),
-    (["stiefel_svd"], "d_update", 1.30),
-    ([f"stiefel_{spectrum}/{DEFAULT_RETRACTION}" for spectrum in ("fixed", "curve", "grid")] + ["stiefel_svd"],
-     "memory", 1.20),
+    (("standard",), ("cpu",), STIEFEL_MATRIX, "d_update", 1.08),
+    (("standard",), ("cpu",), STIEFEL_ENTRY, "d_update", 1.04),
+    (("standard",), ("cpu",), ["stiefel_svd", "stiefel_svd+entry"], "d_update", 1.15),
+    (("resnet",), ("cpu",), [*STIEFEL_MATRIX, *STIEFEL_ENTRY, "stiefel_svd", "stiefel_svd+entry"], "d_update", 1.02),
+    (("standard", "resnet"), ("cpu", "cuda"), [*STIEFEL_MATRIX, *STIEFEL_ENTRY, "stiefel_svd", "stiefel_svd+entry"],
+     "memory", 1.05),
+    (("standard", "resnet"), ("cuda",), [*STIEFEL_MATRIX, *STIEFEL_ENTRY, "stiefel_svd", "stiefel_svd+entry"],
+     "d_update", 1.05),
 )
 
 
-def target_report(result: dict) -> list[dict]:
+def target_report(model: str, device: torch.device, result: dict) -> list[dict]:
     """Each target whose variants were measured: the ratio to SN and whether it is within the bound."""
     variants = result["variants"]
     rows = []
-    for names, quantity, bound in TARGETS:
+    for models, devices, names, quantity, bound in TARGETS:
+        if model not in models or device.type not in devices or "sn" not in variants:
+            continue
         for name in names:
-            if name not in variants or "sn" not in variants:
+            if name not in variants:
                 continue
             if quantity == "memory":
-                if "memory" not in variants[name]:
+                if "memory" not in variants[name] or "memory" not in variants["sn"]:
                     continue
                 ratio = variants[name]["memory"]["peak_bytes"] / variants["sn"]["memory"]["peak_bytes"]
             else:
@@ -586,7 +658,7 @@ def format_targets(rows: list[dict]) -> str:
     lines = ["\ntargets (ratio to SN, reported, not asserted):"]
     for row in rows:
         what = "peak memory" if row["quantity"] == "memory" else "D update"
-        lines.append(f"  {row['variant']:20s} {what:12s} {row['ratio_to_sn']:5.2f}x  (target <= {row['bound']:.2f}x: "
+        lines.append(f"  {row['variant']:26s} {what:12s} {row['ratio_to_sn']:5.2f}x  (target <= {row['bound']:.2f}x: "
                      f"{'met' if row['met'] else 'NOT met'})")
     return "\n".join(lines)
 
@@ -595,7 +667,7 @@ def run_model(model: str, args: argparse.Namespace, clock: Clock) -> dict:
     configs = {variant: compose(model, variant, args.overrides) for variant in args.variants}
     first = next(iter(configs.values()))
     real, fake = input_batches(first, args.device)
-    benches = {variant: build_bench(cfg, args.device, real, fake) for variant, cfg in configs.items()}
+    benches = {variant: build_bench(cfg, variant, args.device, real, fake) for variant, cfg in configs.items()}
     times = time_variants(benches, args.reps, args.warmup, clock, args.iteration)
     variants = {name: {piece: summarize(values) for piece, values in pieces.items()} for name, pieces in times.items()}
     for reference in ("none", "sn"):
@@ -606,7 +678,7 @@ def run_model(model: str, args: argparse.Namespace, clock: Clock) -> dict:
     if args.memory:
         for name in variants:
             variants[name]["memory"] = measure_memory(model, name, args)
-    result = {"description": model_description(first), "variants": variants}
+    result = {"description": model_description(first), "variants": variants, "flops": flop_floor(model, args)}
     if args.spectral:
         result["spectral"] = time_spectral(model, args, clock)
     return result
@@ -623,28 +695,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory_probe:
         print(json.dumps(memory_probe(*args.memory_probe, args)))
         return 0
-    clock = Clock(args.device)
-    report = {"environment": environment(args),
-              "settings": {"reps": args.reps, "warmup": args.warmup, "models": args.models,
+    clock = Clock(args.device, args.clock)
+    report = {"environment": environment(args.device),
+              "settings": {"clock": args.clock, "reps": args.reps, "warmup": args.warmup, "models": args.models,
                            "variants": args.variants, "overrides": args.overrides, "memory": args.memory,
                            "spectral": args.spectral, "iteration": args.iteration},
               "models": {}}
     env = report["environment"]
     print(f"torch {env['torch']}, geoopt {env['geoopt']}, {env['device']} ({env['device_name']}), "
-          f"{env['threads']} threads, {args.reps} reps after {args.warmup} warm-up rounds, "
+          f"{env['threads']} threads, {args.clock} clock, {args.reps} reps after {args.warmup} warm-up rounds, "
           f"load average {env['load_average_start'][0]:.2f}")
     for model in args.models:
         result = report["models"][model] = run_model(model, args, clock)
         print(format_table(model, result), flush=True)
-        if model == "standard":
-            result["targets"] = target_report(result)
-            if result["targets"]:
-                print(format_targets(result["targets"]), flush=True)
+        result["targets"] = target_report(model, args.device, result)
+        if result["targets"]:
+            print(format_targets(result["targets"]), flush=True)
     report["environment"]["load_average_end"] = list(os.getloadavg())
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
-        print(f"\nwrote {args.json}")
+    write_json(args.json, report)
     return 0
 
 

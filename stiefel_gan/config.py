@@ -56,7 +56,6 @@ class SpectrumNormalization(StrEnum):
     frobenius = "frobenius"  # lambda rescaled to ||lambda||_2 = ||W||_F = disc.normalize_target
 
 
-SECOND_MOMENTS = ("matrix", "entry")
 
 
 @dataclass
@@ -105,17 +104,18 @@ class DiscConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimizers of G and D. ``radam`` is geoopt's RiemannianAdam: Adam on Euclidean parameters, so the
-    SN baselines and Miyato's presets A-F run exactly Adam with it."""
+    """Optimizers of G and D. ``radam`` is :class:`~stiefel_gan.manifold.StiefelAdam` (geoopt's
+    RiemannianAdam iterates, fused; ``geoopt_radam`` is geoopt's own class): Adam on Euclidean
+    parameters, so the SN baselines and Miyato's presets A-F run exactly Adam with it."""
 
-    name: str = "radam"  # radam | rsgd | adam (D's optimizer; G always uses Adam with the same betas)
+    name: str = "radam"  # radam | rsgd | adam | geoopt_radam | geoopt_rsgd (D's; G always uses Adam, same betas)
     preset: Optional[str] = None
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
     momentum: float = 0.0  # rsgd
-    second_moment: str = "matrix"  # radam on Stiefel factors: matrix (geoopt: one per matrix) | entry (per-entry)
+    second_moment: str = "matrix"  # radam: matrix (geoopt's, one per Stiefel matrix) | entry (projected Adam)
     lr_stiefel: Optional[float] = None  # D's Stiefel factors (default lr_d)
     lr_spectrum: Optional[float] = None  # D's spectrum parameters (default lr_d)
     n_dis: int = 1
@@ -138,6 +138,8 @@ class TrainConfig:
     checkpoint_every: int = 250
     n_grid_samples: int = 64
     progress: bool = True
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only): autocast of G and D's forward passes
+    compile: bool = False  # torch.compile G and D
 
 
 @dataclass

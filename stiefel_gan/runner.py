@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import signal
 import sys
@@ -27,14 +28,14 @@ from omegaconf import OmegaConf
 from torchvision.utils import save_image
 
 from ._modules import eval_mode
-from .config import SECOND_MOMENTS, Config, DiscConfig, disc_label, flatten
+from .config import Config, DiscConfig, disc_label, flatten
 from .data import MIXTURES, build_dataset, data_shape, infinite_batches, missing_dataset
 from .gan.builder import build_gan
 from .gan.losses import LOSS_KINDS
 from .diagnostics import DiscriminatorDiagnostics
 from .evaluation import SampleQuality
-from .gan.train import LoopSettings, Periodic, TrainingState, train
-from .manifold import OPTIMIZERS, load_optimizer_state
+from .gan.train import PRECISIONS, LoopSettings, Periodic, Precision, TrainingState, train
+from .manifold import OPTIMIZERS, SECOND_MOMENTS, load_optimizer_state
 from .report import scatter_png
 from .rundir import RunDir, candidates, claim_owner, claim_run_dir, label, new_owner, run_name_for
 from .tracking import METRIC_GOALS, OBJECTIVES, WANDB_MODES, Tracker, read_metrics
@@ -61,7 +62,9 @@ def check_config(cfg: Config) -> None:
             _fail(f"{key}={value} is not allowed: use an integer >= 1")
     # disc.kind, disc.spectrum, disc.factorization, ... are Enums: OmegaConf has already refused a bad name
     choices = {"optim.name": (cfg.optim.name, OPTIMIZERS),
-               "optim.second_moment": (cfg.optim.second_moment, SECOND_MOMENTS), "loss.name": (cfg.loss.name, LOSS_KINDS), "wandb.mode": (cfg.wandb.mode, WANDB_MODES)}
+               "optim.second_moment": (cfg.optim.second_moment, SECOND_MOMENTS),
+               "loss.name": (cfg.loss.name, LOSS_KINDS), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
+               "train.precision": (cfg.train.precision, tuple(PRECISIONS))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             _fail(f"{key}={value!r} is not allowed: use one of {', '.join(allowed)}")
@@ -77,9 +80,14 @@ def check_config(cfg: Config) -> None:
     if cfg.disc.kind == "stiefel" and cfg.optim.name == "adam":
         _fail(f"optim=adam is not allowed with disc.kind={cfg.disc.kind}: Adam leaves the Stiefel manifold; "
               "use optim=radam (Adam off-manifold) or optim=rsgd")
-    if cfg.optim.second_moment == "entry" and cfg.optim.name != "radam":
-        _fail(f"optim.second_moment=entry is not allowed with optim.name={cfg.optim.name}: the per-entry second "
-              "moment is a variant of Riemannian Adam; use optim=radam")
+    if cfg.optim.second_moment != "matrix" and cfg.optim.name != "radam":
+        _fail(f"optim.second_moment={cfg.optim.second_moment!r} is not allowed with optim.name={cfg.optim.name}: "
+              "only radam has a per-entry variant (use optim.name=radam, or optim.second_moment=matrix)")
+    if cfg.train.compile:
+        unavailable = compile_unavailable()
+        if unavailable:
+            _fail(f"train.compile=true is not allowed here: torch.compile is unavailable ({unavailable}); "
+                  "use train.compile=false")
     _check_disc(cfg.disc)
     missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download)
     if missing:
@@ -123,6 +131,29 @@ def _check_disc(disc: DiscConfig) -> None:
             _fail(f"disc.max_value={disc.max_value} is not allowed with disc.spectrum={disc.spectrum} and "
                   f"disc.sigma={disc.sigma}: a curve's largest value is sigma (sigma wins, max_value rescales "
                   f"a grid only); set disc.sigma={disc.max_value}, or disc.max_value=null")
+
+
+def compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot run in this process (None when it can)."""
+    from torch._dynamo import is_dynamo_supported
+
+    try:
+        supported = is_dynamo_supported()
+    except RuntimeError as error:  # e.g. a Python version this torch's dynamo does not support
+        return str(error).splitlines()[0]
+    if not supported:
+        return f"torch {torch.__version__} has no dynamo on this platform"
+    # inductor, torch.compile's default backend, builds C++ kernels for CPU code
+    if not any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        return "no C++ compiler on PATH for inductor's CPU kernels"
+    return None
+
+
+def check_device_options(cfg: Config, device: torch.device) -> None:
+    """Checks of ``train.*`` that depend on the device; one-line ValueErrors like :func:`check_config`."""
+    if cfg.train.precision == "fp16" and device.type != "cuda":
+        _fail(f"train.precision=fp16 is not allowed on {device.type}: fp16 needs a CUDA device (loss scaling); "
+              "use train.precision=bf16 or fp32")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -277,6 +308,7 @@ def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> 
     """
     check_config(cfg)
     device = resolve_device(cfg.train.device)
+    check_device_options(cfg, device)
     if cfg.train.threads is not None:
         torch.set_num_threads(cfg.train.threads)
     base = Path(base) if base is not None else run_base(cfg)
@@ -294,16 +326,21 @@ def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> 
     torch.manual_seed(cfg.train.seed)  # model initialization (and SN's initial u) follow the seed
     gan = build_gan(cfg, shape).to(device)
     opt_g, opt_d = gan.optimizers(cfg.optim)
+    if cfg.train.compile:  # in place: the state dict keys stay those of the eager modules
+        gan.generator.compile()
+        gan.discriminator.compile()
     z_generator = torch.Generator().manual_seed(cfg.train.seed)
     fixed_z = gan.generator.sample_z(cfg.train.n_grid_samples,
                                      torch.Generator().manual_seed(cfg.train.seed + FIXED_Z_SEED_OFFSET), "cpu")
-    state = TrainingState(gan, opt_g, opt_d, z_generator, fixed_z)
+    state = TrainingState(gan, opt_g, opt_d, z_generator, fixed_z, precision=Precision.build(cfg.train.precision, device))
     if checkpoint is not None:
         try:
             gan.generator.load_state_dict(checkpoint["generator"])
             gan.discriminator.load_state_dict(checkpoint["discriminator"])
             opt_g.load_state_dict(checkpoint["opt_g"])
             load_optimizer_state(opt_d, checkpoint["opt_d"])
+            for name, scaler in state.precision.scalers.items():
+                scaler.load_state_dict(checkpoint["grad_scalers"][name])
         except (KeyError, RuntimeError, ValueError) as error:
             _fail(f"checkpoint in {run_dir} does not fit this config ({type(error).__name__}): start a new run")
         z_generator.set_state(checkpoint["z_generator"])

@@ -74,7 +74,9 @@ class GAN(nn.Module):
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=optim.lr_g, betas=betas)
         group_lr = {name: lr for name, lr in (("stiefel", optim.lr_stiefel), ("spectrum", optim.lr_spectrum))
                     if lr is not None}
-        extra = {"momentum": optim.momentum} if optim.name == "rsgd" else {"betas": betas}
+        extra = {"momentum": optim.momentum} if optim.name in ("rsgd", "geoopt_rsgd") else {"betas": betas}
+        if optim.name == "radam":
+            extra["second_moment"] = optim.second_moment
         opt_d = make_optimizer(self.discriminator, optim.name, lr=optim.lr_d, group_lr=group_lr, **extra)
         return opt_g, opt_d
 

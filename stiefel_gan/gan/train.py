@@ -10,7 +10,8 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -26,6 +27,52 @@ CHECKPOINT_NAME = "last.pt"
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+#: ``train.precision`` -> the autocast dtype of G's and D's forward passes (fp32: no autocast).
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Precision:
+    """The precision G and D run in: ``fp32``, or autocast to ``bf16`` / ``fp16``.
+
+    Note [mixed precision]
+        Under autocast the convolutions and dense layers run in the low precision. Parameters,
+        gradients and optimizer states stay float32, the Stiefel layers build their weight
+        ``diag(lambda) X`` with autocast off (Note [weight in the parameters' precision] in
+        ``StiefelMatrix.forward``) and the losses are computed
+        in float32 from the logits: the manifold algebra (projections, retractions) is float32, so
+        ``X^T X = I`` and the spectrum ``lambda`` hold to float32 accuracy whatever the precision.
+        fp16's narrow range needs loss scaling (CUDA only): one ``GradScaler`` per optimizer, saved
+        in the checkpoint so that a resumed run continues with the same scale.
+    """
+
+    name: str = "fp32"
+    device_type: str = "cpu"
+    scalers: dict[str, torch.amp.GradScaler] = field(default_factory=dict)  # "d", "g" (fp16 only)
+
+    @classmethod
+    def build(cls, name: str, device: torch.device) -> "Precision":
+        scalers = {"d": torch.amp.GradScaler(device.type), "g": torch.amp.GradScaler(device.type)} \
+            if name == "fp16" else {}
+        return cls(name, device.type, scalers)
+
+    def autocast(self) -> AbstractContextManager:
+        if PRECISIONS[self.name] is None:
+            return torch.autocast(self.device_type, enabled=False)
+        return torch.autocast(self.device_type, dtype=PRECISIONS[self.name])
+
+    def backward_and_step(self, loss: Tensor, optimizer: torch.optim.Optimizer, which: str) -> None:
+        """``loss.backward(); optimizer.step()``, through the loss scaler ``which`` under fp16."""
+        scaler = self.scalers.get(which)
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # unscales the gradients; skips the step if any is inf or NaN
+        scaler.update()
 
 
 @dataclass
@@ -56,12 +103,58 @@ class TrainingState:
     z_generator: torch.Generator  # draws every latent of the run (CPU: same stream on any device)
     fixed_z: Tensor  # latents of the sample grids
     step: int = 0  # generator updates done
+    precision: Precision = field(default_factory=Precision)
 
     def state_dict(self) -> dict:
         return {"step": self.step, "generator": self.gan.generator.state_dict(),
                 "discriminator": self.gan.discriminator.state_dict(), "opt_g": self.opt_g.state_dict(),
                 "opt_d": self.opt_d.state_dict(), "z_generator": self.z_generator.get_state(),
-                "fixed_z": self.fixed_z.cpu()}
+                "fixed_z": self.fixed_z.cpu(),
+                "grad_scalers": {k: v.state_dict() for k, v in self.precision.scalers.items()}}
+
+
+def sample_fake(gan: GAN, n: int, z_generator: torch.Generator, device: torch.device,
+                precision: Precision) -> Tensor:
+    """``n`` samples of G for D's update (no gradient)."""
+    generator = gan.generator
+    with torch.no_grad(), precision.autocast():
+        return generator(generator.sample_z(n, z_generator, device))
+
+
+def discriminator_step(gan: GAN, opt_d: torch.optim.Optimizer, real: Tensor, fake: Tensor, loss: str,
+                       precision: Precision, z_generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """One D update, then ``gan.after_discriminator_step()`` (weight clipping); returns the detached
+    ``(loss_d, d_real, d_fake)``. ``z_generator`` draws the gradient penalty's interpolation weights.
+
+    One real batch and one fake batch go through D concatenated, in a single forward: D has no batch
+    statistics, so this equals two forwards, and each layer's weight (an SN power iteration, a Stiefel
+    product ``diag(lambda) X``) is computed once per update instead of twice.
+    """
+    n = real.shape[0]
+    with precision.autocast():
+        logits = gan.discriminator(torch.cat((real, fake.to(real.dtype))))
+    logits = logits.float()  # Note [mixed precision]: the loss in float32
+    d_real, d_fake = logits[:n], logits[n:]
+    loss_d = discriminator_loss(loss, d_real, d_fake) + gan.penalty(real, fake, z_generator)
+    opt_d.zero_grad(set_to_none=True)
+    precision.backward_and_step(loss_d, opt_d, "d")
+    gan.after_discriminator_step()
+    return loss_d.detach(), d_real.detach(), d_fake.detach()
+
+
+def generator_step(gan: GAN, opt_g: torch.optim.Optimizer, z: Tensor, loss: str, precision: Precision) -> Tensor:
+    """One G update through D (D's parameters get no gradient); returns the detached ``loss_g``."""
+    discriminator = gan.discriminator
+    discriminator.requires_grad_(False)  # G's update needs gradients through D, not of D
+    try:
+        with precision.autocast():
+            logits = discriminator(gan.generator(z))
+        loss_g = generator_loss(loss, logits.float())
+        opt_g.zero_grad(set_to_none=True)
+        precision.backward_and_step(loss_g, opt_g, "g")
+    finally:
+        discriminator.requires_grad_(True)
+    return loss_g.detach()
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
@@ -85,11 +178,8 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
           log: Callable[[int, dict], None], periodic: list[Periodic] = (),
           progress: bool = True, last_good: int | None = None,
           should_stop: Callable[[], bool] | None = None) -> TrainingState:
-    """Run from ``state.step`` to ``settings.steps`` generator updates.
-
-    Each D update sees one real batch and one fake batch concatenated into a single forward: D has no
-    batch statistics, so this equals two forwards, and each layer's weight (an SN power iteration, a
-    Stiefel product ``diag(lambda) X``) is computed once per update instead of twice.
+    """Run from ``state.step`` to ``settings.steps`` generator updates (:func:`discriminator_step`
+    ``n_dis`` times, each on a fresh real and fake batch, then :func:`generator_step`).
 
     After each update: losses and ``gan.diagnostics()`` are logged every ``log_every`` steps, the
     ``periodic`` actions run (samples, evaluation, spectral diagnostics), then the checkpoint is written,
@@ -100,8 +190,8 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
     With ``progress``, a terminal gets a progress bar and anything else (a file, a Slurm log) one line
     per ``log_every`` steps, since a bar's carriage returns would fill a log with partial lines.
     """
-    gan, opt_g, opt_d = state.gan, state.opt_g, state.opt_d
-    generator, discriminator = gan.generator, gan.discriminator
+    gan, opt_g, opt_d, precision = state.gan, state.opt_g, state.opt_d, state.precision
+    generator = gan.generator
     n = settings.batch_size
     progress_lines = progress and not sys.stderr.isatty()
     bar = tqdm(total=settings.steps, initial=state.step, disable=not progress or progress_lines, desc="train", unit="step",
@@ -110,28 +200,16 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
     while state.step < settings.steps:
         for _ in range(settings.n_dis):
             real = next(batches)
-            with torch.no_grad():
-                fake = generator(generator.sample_z(n, state.z_generator, device))
-            logits = discriminator(torch.cat((real, fake)))
-            d_real, d_fake = logits[:n], logits[n:]
-            loss_d = discriminator_loss(settings.loss, d_real, d_fake) + gan.penalty(real, fake, state.z_generator)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            gan.after_discriminator_step()
-
-        discriminator.requires_grad_(False)  # G's update needs gradients through D, not of D
-        loss_g = generator_loss(settings.loss, discriminator(generator(generator.sample_z(n, state.z_generator, device))))
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        discriminator.requires_grad_(True)
+            fake = sample_fake(gan, n, state.z_generator, device, precision)
+            loss_d, d_real, d_fake = discriminator_step(gan, opt_d, real, fake, settings.loss, precision, state.z_generator)
+        z = generator.sample_z(n, state.z_generator, device)
+        loss_g = generator_step(gan, opt_g, z, settings.loss, precision)
 
         state.step += 1
         window_steps += 1
         bar.update(1)
-        _check_finite("loss_d", loss_d.detach(), state.step, checkpoint_path, last_good)
-        _check_finite("loss_g", loss_g.detach(), state.step, checkpoint_path, last_good)
+        _check_finite("loss_d", loss_d, state.step, checkpoint_path, last_good)
+        _check_finite("loss_g", loss_g, state.step, checkpoint_path, last_good)
         finished = state.step == settings.steps
 
         if state.step % settings.log_every == 0 or finished:

@@ -3,6 +3,7 @@
 >>> from stiefel_gan.manifold import StiefelLinear, LearnableCurve, make_optimizer
 """
 
+from .fused import SECOND_MOMENTS, StiefelAdam, StiefelSGD
 from .layers import (FACTORIZATIONS, STIEFEL_TWINS, FactorCost, StiefelConv1d, StiefelConv2d, StiefelConv3d,
                      StiefelConvTranspose1d, StiefelConvTranspose2d, StiefelConvTranspose3d, StiefelLayer,
                      StiefelLinear, StiefelMatrix, factor_costs, haar_, optimizer_step_flops, stiefel_layers,
@@ -19,7 +20,7 @@ __all__ = [
     "StiefelLayer", "StiefelLinear", "StiefelConv1d", "StiefelConv2d", "StiefelConv3d",
     "StiefelConvTranspose1d", "StiefelConvTranspose2d", "StiefelConvTranspose3d", "StiefelMatrix",
     "stiefel_layers", "stiefel_summary", "factor_costs", "FactorCost", "optimizer_step_flops", "haar_",
-    "make_optimizer", "parameter_groups", "load_optimizer_state",
+    "make_optimizer", "parameter_groups", "load_optimizer_state", "StiefelAdam", "StiefelSGD", "SECOND_MOMENTS",
     "QRStiefel", "CayleyStiefel", "stiefel_manifold", "manifold_drift",
     "Spectrum", "FixedCurve", "FrobeniusNormalized", "LearnableCurve", "LearnableGrid", "build_spectrum",
     "curve_values", "CurveFit", "fit_curve",

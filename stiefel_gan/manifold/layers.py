@@ -246,11 +246,15 @@ class StiefelMatrix(nn.Module):
             self.factor.copy_(polar.transpose(-1, -2) if self.transposed else polar)
 
     def forward(self) -> Tensor:
-        lam = self.spectrum()
-        if self.factorization == "svd":
-            return (self.left * lam) @ self.right.transpose(-1, -2)
-        scaled = self.factor * lam  # Q diag(lambda), (groups x) max(rows, cols) x k
-        return scaled.transpose(-1, -2) if self.transposed else scaled
+        # Note [weight in the parameters' precision]: under autocast (bf16 / fp16 training) the layer's
+        # conv / linear runs in the low precision, but W = diag(lambda) X is formed in the factors' own
+        # dtype, so its singular values are lambda to that dtype's accuracy; the conv casts W itself
+        with torch.autocast(self.stiefel_factors()[0].device.type, enabled=False):
+            lam = self.spectrum()
+            if self.factorization == "svd":
+                return (self.left * lam) @ self.right.transpose(-1, -2)
+            scaled = self.factor * lam  # Q diag(lambda), (groups x) max(rows, cols) x k
+            return scaled.transpose(-1, -2) if self.transposed else scaled
 
     def drift(self) -> Tensor:
         r""":math:`\max |Q^T Q - I|` over this module's Stiefel factors and groups (0 on the manifold)."""

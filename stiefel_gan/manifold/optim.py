@@ -8,9 +8,12 @@ import geoopt
 import torch
 from torch import nn
 
+from .fused import StiefelAdam, StiefelSGD
 from .spectra import Spectrum
 
-OPTIMIZERS = ("radam", "rsgd", "adam")
+#: ``radam`` / ``rsgd``: the fused optimizers of :mod:`stiefel_gan.manifold.fused`; ``geoopt_radam`` /
+#: ``geoopt_rsgd``: geoopt's own classes (same iterates, kept for comparison); ``adam``: torch's Adam.
+OPTIMIZERS = ("radam", "rsgd", "adam", "geoopt_radam", "geoopt_rsgd")
 GROUPS = ("stiefel", "spectrum", "other")
 
 
@@ -43,21 +46,25 @@ def make_optimizer(model_or_params, name: str = "radam", lr: float = 2e-4,
     Parameters
     ----------
     model_or_params : nn.Module or iterable of parameters
-    name : {"radam", "rsgd", "adam"}
-        ``radam``: :class:`geoopt.optim.RiemannianAdam`; ``rsgd``: :class:`geoopt.optim.RiemannianSGD`;
-        both act as plain Adam / SGD on Euclidean parameters. ``adam``: :class:`torch.optim.Adam`, for
-        models without Stiefel factors (the SN baselines).
+    name : {"radam", "rsgd", "adam", "geoopt_radam", "geoopt_rsgd"}
+        ``radam``: :class:`~stiefel_gan.manifold.StiefelAdam`; ``rsgd``:
+        :class:`~stiefel_gan.manifold.StiefelSGD` (fused, the same iterates as geoopt's
+        :class:`~geoopt.optim.RiemannianAdam` / :class:`~geoopt.optim.RiemannianSGD`, which
+        ``geoopt_radam`` / ``geoopt_rsgd`` build); all act as plain Adam / SGD on Euclidean parameters.
+        ``adam``: :class:`torch.optim.Adam`, for models without Stiefel factors (the SN baselines).
     lr : float
         Learning rate of every group unless ``group_lr`` overrides it.
     group_lr : mapping, optional
         Per-group learning rates, keys among ``"stiefel"``, ``"spectrum"``, ``"other"``.
     **kwargs
-        Passed to the optimizer (``betas``, ``momentum``, ``weight_decay``, ``stabilize``...).
+        Passed to the optimizer (``betas``, ``momentum``, ``weight_decay``, ``stabilize``,
+        ``second_moment="matrix" | "entry"`` for ``radam``...).
 
     Note [one second moment per matrix]
         geoopt's RiemannianAdam keeps a single second-moment scalar per manifold matrix (the
         squared Riemannian gradient norm), not one per entry: adaptivity only across matrices
-        (Becigneul & Ganea 2019). This is why ``rsgd`` is offered beside it.
+        (Becigneul & Ganea 2019). This is why ``rsgd`` is offered beside it, and ``radam`` with
+        ``second_moment="entry"`` (projected Adam, one second moment per entry).
 
     Each group carries a ``"name"`` key, so logs can report per-group learning rates.
     """
@@ -73,15 +80,16 @@ def make_optimizer(model_or_params, name: str = "radam", lr: float = 2e-4,
                          "the manifold; use 'radam' or 'rsgd'")
     param_groups = [{"params": params, "name": group, "lr": group_lr.get(group, lr)}
                     for group, params in groups.items() if params]
-    if name == "radam":
-        return geoopt.optim.RiemannianAdam(param_groups, lr=lr, **kwargs)
-    if name == "rsgd":
-        return geoopt.optim.RiemannianSGD(param_groups, lr=lr, **kwargs)
-    return torch.optim.Adam(param_groups, lr=lr, **kwargs)
+    classes = {"radam": StiefelAdam, "rsgd": StiefelSGD, "adam": torch.optim.Adam,
+               "geoopt_radam": geoopt.optim.RiemannianAdam, "geoopt_rsgd": geoopt.optim.RiemannianSGD}
+    return classes[name](param_groups, lr=lr, **kwargs)
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
     """``optimizer.load_state_dict(state_dict)``, keeping geoopt's integer step counters.
+
+    The fused optimizers convert on their own (:meth:`StiefelAdam.load_state_dict`, which also reads
+    geoopt's state dicts); this restores the integers for geoopt's classes.
 
     Note [integer steps]
         torch's ``Optimizer.load_state_dict`` turns every ``"step"`` entry into a float32 tensor.

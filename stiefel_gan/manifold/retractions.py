@@ -97,18 +97,32 @@ def q_factor(z: Tensor) -> Tensor:
         steps and points far off the manifold fall back to Householder. The Gram
         matrix is computed from ``Z`` itself, not assumed to be :math:`I + \xi^T \xi`, so a drifted
         ``X`` is pulled back onto the manifold and drift does not accumulate. The test reads one
-        boolean from the device: a host synchronization per factor and step on CUDA.
+        boolean from the device: a host synchronization per call on CUDA (the fused optimizers of
+        :mod:`stiefel_gan.manifold.fused` read it once per step for all factors).
 
     Parameters
     ----------
     z : Tensor
         ``... x n x p`` with ``n >= p``, of full column rank.
     """
-    p = z.shape[-1]
     gram = z.transpose(-1, -2) @ z
-    distance = torch.linalg.matrix_norm(gram - torch.eye(p, dtype=z.dtype, device=z.device))
-    if not bool(torch.all(distance <= CHOLESKY_QR_MAX_GRAM_DISTANCE)):  # NaN fails too
+    if not bool(torch.all(gram_distance(gram) <= CHOLESKY_QR_MAX_GRAM_DISTANCE)):  # NaN fails too
         return _householder_q_factor(z)
+    return cholesky_q_factor(z, gram)
+
+
+def gram_distance(gram: Tensor) -> Tensor:
+    r""":math:`\lVert Z^T Z - I\rVert_F` per matrix, from the Gram matrix (the test of Note [Cholesky QR])."""
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    return torch.linalg.matrix_norm(gram - eye)
+
+
+def cholesky_q_factor(z: Tensor, gram: Tensor) -> Tensor:
+    r""":math:`\mathrm{qf}(Z) = Z R^{-1}` with :math:`R^T R = Z^T Z` (Note [Cholesky QR] in :func:`q_factor`).
+
+    Valid only where :func:`gram_distance` is at most ``CHOLESKY_QR_MAX_GRAM_DISTANCE``; the caller tests
+    it (:func:`q_factor` per call, the fused optimizers once per step for all factors).
+    """
     # every eigenvalue of the Gram matrix is >= 1/2 here, so its Cholesky factor exists: no error check
     # (which would also synchronize a CUDA device once more)
     upper = torch.linalg.cholesky_ex(gram, upper=True).L
@@ -151,7 +165,9 @@ class CayleyStiefel(_ProjectionStiefel):
         k_t = k.transpose(-1, -2)
         # M = 4 N^{-1} with N = 4I + K^T - K + xi^T xi - K^T K (module docstring, "cayley")
         n_matrix = 4 * eye + k_t - k + u.transpose(-1, -2) @ u - k_t @ k
-        m = torch.linalg.solve(n_matrix, 4 * eye)
+        # the right-hand side has the batch shape of N: a bare p x p one would be read as a batch of
+        # vectors whenever the batch size equals p (linalg.solve's broadcasting rule)
+        m = torch.linalg.solve(n_matrix, (4 * eye).expand_as(n_matrix))
         y = _plus_product(u @ m, x, (2 * eye - k) @ m - eye)  # X ((2I - K) M - I) + xi M
         # Note [drift correction]: the Cayley map keeps X^T X exactly only in exact arithmetic; in
         # float32 the rounding accumulates (max |X^T X - I| reached 1.7e-5 after 10k Adam steps on a
