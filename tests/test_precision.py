@@ -59,9 +59,13 @@ def test_compiled_training_gives_the_eager_losses(tmp_path):
     compiled = run(compose_config([*common, "run_name=compiled", "train.compile=true"]))
     rows = {name: [r for r in read_metrics(d) if "loss/d" in r] for name, d in (("eager", eager), ("compiled", compiled))}
     assert [r["step"] for r in rows["compiled"]] == [1, 2, 3, 4, 5]
+    # Note [compiled vs eager]: inductor fuses G's forward and backward into other kernels (another
+    # float32 summation order), so the losses agree to float32 rounding carried through five updates of
+    # a 2-D GAN, not bit for bit: measured up to 3.3e-4 absolute (2.3e-3 relative) on G's loss of
+    # about 0.14, 2.4e-7 on D's.
     for a, b in zip(rows["eager"], rows["compiled"]):
         assert a["loss/d"] == pytest.approx(b["loss/d"], abs=1e-4)
-        assert a["loss/g"] == pytest.approx(b["loss/g"], abs=1e-4)
+        assert a["loss/g"] == pytest.approx(b["loss/g"], rel=5e-3)
 
 
 BAD = [
