@@ -1,0 +1,58 @@
+"""The 2-D mixture study: its Hydra axes and W&B sweep agree, its budget composes for every variant, and
+its SN baseline learns (real Hydra composition, a real training run, the run's own metrics read back)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stiefel_gan.cli import compose_config
+from stiefel_gan.runner import run
+from stiefel_gan.tracking import read_metrics
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+#: The study's variants as explicit overrides (what configs/variant/<name>.yaml sets).
+VARIANTS = {
+    "sn": ["disc=sn"],
+    "none": ["disc=none"],
+    "diag_tau0p5": ["disc=stiefel_fixed", "disc.tau=0.5"],
+    "svd_tau0p5": ["disc=stiefel_fixed", "disc.tau=0.5", "disc.factorization=svd"],
+    "curve": ["disc=stiefel_curve", "disc.tau=0.5"],
+    "grid": ["disc=stiefel_grid", "disc.tau=0.5", "disc.max_value=1"],
+}
+
+
+def _sweeper_axes() -> dict[str, list[str]]:
+    study = yaml.safe_load((CONFIGS / "experiment" / "mixtures.yaml").read_text())
+    return {key: [v.strip() for v in str(values).split(",")] for key, values in study["hydra"]["sweeper"]["params"].items()}
+
+
+def test_hydra_axes_and_wandb_sweep_agree():
+    sweep = yaml.safe_load((CONFIGS / "sweeps" / "mixtures.yaml").read_text())
+    axes = _sweeper_axes()
+    assert axes == {"data": ["ring8", "grid25"], "variant": list(VARIANTS), "train.seed": ["0", "1", "2"]}
+    assert {key: [str(v) for v in spec["values"]] for key, spec in sweep["parameters"].items()} == axes
+    assert sweep["method"] == "grid"
+    assert sweep["command"] == ["stiefel-gan", "train", "experiment=mixtures", "${args_no_hyphens}"]
+    assert sweep["metric"]["name"].startswith("quality/")
+
+
+@pytest.fixture(scope="module")
+def budget():
+    return compose_config(["experiment=mixtures"])
+
+
+def test_every_variant_runs_at_the_study_budget_on_both_mixtures(budget):
+    assert budget.data.name == "ring8" and budget.model.arch == "mlp"
+    assert budget.optim.lr_stiefel is not None, "the Stiefel factors get the study's tuned learning rate"
+    for data, variant in [("grid25", name) for name in VARIANTS]:
+        cfg = compose_config(["experiment=mixtures", f"data={data}", *VARIANTS[variant]])
+        assert cfg.data.name == data
+        # a variant changes D's parameterization only: model, optimizer, loss and budget are the study's
+        assert (cfg.model, cfg.optim, cfg.loss, cfg.train) == (budget.model, budget.optim, budget.loss, budget.train)
+
+
+def test_ring8_experiment_is_the_study_budget_on_ring8(budget):
+    ring8 = compose_config(["experiment=ring8"])
+    assert ring8.data.name == "ring8"
+    assert (ring8.model, ring8.optim, ring8.loss, ring8.train) == (budget.model, budget.optim, budget.loss, budget.train)
