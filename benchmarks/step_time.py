@@ -7,7 +7,7 @@
 
 What is timed (each model, each variant)
     ``d_update``: exactly the D part of the training loop (``stiefel_gan.gan.train.train``): one forward
-    of ``torch.cat((real, fake))``, the loss plus ``GAN.penalty()``, ``zero_grad``, backward and
+    of ``torch.cat((real, fake))``, the loss plus ``GAN.penalty(...)``, ``zero_grad``, backward and
     ``opt_d.step()`` (power iteration, retraction...). ``real`` and ``fake`` are fixed batches: loading
     data and sampling G are no cost of D's parameterization (they are in ``iteration``). The two halves
     are also reported apart: ``forward_backward`` and ``optimizer_step``.
@@ -95,6 +95,9 @@ VARIANTS = {
     "sn": ["disc=sn"],
     "fair_sn": ["disc=fair_sn"],
     "ortho_reg": ["disc=ortho_reg"],
+    "wc": ["disc=wc"],
+    "wn": ["disc=wn"],
+    "gp": ["disc=gp"],
     **{f"stiefel_{spectrum}/{retraction}": [f"disc=stiefel_{spectrum}", f"disc.retraction={retraction}"]
        for spectrum in ("fixed", "curve", "grid") for retraction in ("qr", "cayley")},
     "stiefel_svd": ["disc=stiefel_svd"],
@@ -188,13 +191,14 @@ class Bench:
     def d_forward_backward(self, fake: Tensor) -> None:
         n = self.batch_size
         logits = self.gan.discriminator(torch.cat((self.real, fake)))
-        loss_d = discriminator_loss(self.loss, logits[:n], logits[n:]) + self.gan.penalty()
+        loss_d = discriminator_loss(self.loss, logits[:n], logits[n:]) + self.gan.penalty(self.real, fake, self.z_generator)
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
 
     def d_update(self, fake: Tensor | None = None) -> None:
         self.d_forward_backward(self.fake if fake is None else fake)
         self.opt_d.step()
+        self.gan.after_discriminator_step()
 
     def sample(self) -> Tensor:
         generator = self.gan.generator

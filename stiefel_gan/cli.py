@@ -1,13 +1,13 @@
-"""``stiefel-gan``: train one config, sweep many, run the main comparison, write reports.
+"""``stiefel-gan``: train a run or a study, run the main comparison, write reports, W&B sweeps and dashboards.
 
-    stiefel-gan train [overrides...]            one run (Hydra overrides: disc=stiefel_curve train.steps=500)
-    stiefel-gan train -m [overrides...]         a sweep over comma-separated values (disc=sn,stiefel_fixed)
-    stiefel-gan sweep [overrides...]            the same as train -m
-    stiefel-gan compare [overrides...]          the main job: SN vs the three Stiefel spectra on digits
-    stiefel-gan report RUN_OR_SWEEP_DIR...      report.md and plots from finished runs
+    stiefel-gan train [hydra args...]          the Hydra app (stiefel_gan.app): one run, or -m for a study
+    stiefel-gan compare [overrides...]         the main job: SN vs the three Stiefel spectra on digits
+    stiefel-gan report RUN_OR_SWEEP_DIR...     report.md and plots from finished runs
+    stiefel-gan sweep STUDY [--local]          the study as a W&B sweep (configs/sweeps/STUDY.yaml)
+    stiefel-gan dashboard --entity E --project P --study S [--dry-run FILE]   a W&B workspace
 
-Every config is composed (and checked) before any run starts: a bad override stops everything with
-one line on stderr and exit status 2.
+Bad input stops with one line on stderr and exit status 2, before anything is written. A failure
+during a run keeps its traceback (exit status 1); a run stopped by SIGTERM / SIGINT exits 128 + signal.
 """
 
 from __future__ import annotations
@@ -18,141 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from . import __version__
+from .app import UsageError, compose_config, one_line, run_train
 
-from .config import Config, register_configs
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-class UsageError(ValueError):
-    """A bad command line or config: reported as one line, exit status 2."""
-
-
-def _one_line(error: BaseException) -> str:
-    """Hydra and OmegaConf spread some messages over several lines (a list of available options):
-    keep them, on one line."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    text = " ".join(lines).replace("\t", " ")
-    if "Available options" in text:
-        head, _, options = text.partition("Available options")
-        scope, _, names = options.partition(":")
-        text = f"{head.strip()}; available options{scope}: {', '.join(names.split())}"
-    return text
-
-
-def compose_config(overrides: list[str]) -> Config:
-    """Compose ``configs/config.yaml`` with Hydra overrides into a typed :class:`Config`."""
-    register_configs()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            composed = compose("config", overrides=list(overrides))
-        return OmegaConf.to_object(composed)
-    except (HydraException, OmegaConfBaseException) as error:
-        raise UsageError(_one_line(error)) from None
-    finally:
-        GlobalHydra.instance().clear()
-
-
-def resume_config(overrides: list[str]) -> Config:
-    """``resume=<run dir>``: the run's own saved config, plus ``key=value`` overrides (train.steps=...)."""
-    from .runner import load_run_config
-
-    resume = next(o.split("=", 1)[1] for o in overrides if o.startswith("resume="))
-    saved = load_run_config(Path(resume))
-    others = [o for o in overrides if not o.startswith("resume=")]
-    groups = {"data", "model", "disc", "optim", "loss", "experiment"}
-    bad = [o for o in others if "=" not in o or o.split("=", 1)[0].lstrip("+~") in groups]
-    if bad:
-        raise UsageError(f"{bad[0]!r} is not allowed with resume=: the run keeps its own config groups; "
-                         "pass key=value overrides such as train.steps=2000")
-    base = OmegaConf.structured(saved)
-    try:
-        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(others), {"resume": resume})
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as error:
-        raise UsageError(_one_line(error)) from None
-
-
-def expand_sweep(overrides: list[str]) -> tuple[list[list[str]], set[str]]:
-    """The Cartesian product of every sweep override (``a=1,2``, ``range(...)``, ``choice(...)``),
-    parsed by Hydra's own override grammar; plain overrides are kept in every job.
-    Returns the jobs and the swept keys."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except HydraException as error:
-        raise UsageError(_one_line(error)) from None
-    axes, swept = [], set()
-    for override in parsed:
-        if override.is_sweep_override():
-            key = override.get_key_element()
-            swept.add(key)
-            axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
-        else:
-            axes.append([override.input_line])
-    return [list(job) for job in itertools.product(*axes)], swept
-
-
-def plan_runs(overrides: list[str], multirun: bool) -> list[Config]:
-    """Compose and check every job's config; nothing runs until all of them are valid."""
-    from .runner import check_config, default_run_name
-
-    if any(o.startswith("resume=") for o in overrides):
-        if multirun:
-            raise UsageError("resume= is not allowed with -m: resume one run directory at a time")
-        configs = [resume_config(overrides)]
-    elif not multirun:
-        configs = [compose_config(overrides)]
-    else:
-        jobs, swept = expand_sweep(overrides)
-        # the default name already says disc, optim and seed; other swept values are appended
-        named_elsewhere = {"disc", "optim", "train.seed"}
-        configs = []
-        for job in jobs:
-            cfg = compose_config(job)
-            if cfg.run_name is None:
-                tail = [item.replace("/", "-") for item in job
-                        if item.split("=", 1)[0] in swept - named_elsewhere]
-                cfg.run_name = "_".join([default_run_name(cfg), *tail])
-            configs.append(cfg)
-    for cfg in configs:
-        check_config(cfg)
-    return configs
-
-
-def launch(configs: list[Config], launcher: str, slurm: dict) -> list[Path]:
-    """Run the jobs: one after the other in this process, or through submitit (Slurm when available,
-    else local subprocesses)."""
-    from .runner import prepare, execute
-
-    if launcher == "local":
-        prepared = [prepare(cfg) for cfg in configs]  # every job is checked before the first one trains
-        return [execute(p) for p in prepared]
-    import submitit
-
-    from .runner import run
-
-    folder = Path(configs[0].out_dir) / configs[0].name / "submitit"
-    executor = submitit.AutoExecutor(folder=str(folder))
-    executor.update_parameters(**{k: v for k, v in slurm.items() if v is not None})
-    jobs = [executor.submit(run, cfg) for cfg in configs]
-    print(f"submitted {len(jobs)} job(s) to {executor.cluster}; logs in {folder}", file=sys.stderr)
-    return [job.result() for job in jobs]
-
-
-def _train(args) -> int:
-    configs = plan_runs(args.overrides, args.multirun)
-    slurm = {"timeout_min": args.timeout_min, "slurm_partition": args.partition, "gpus_per_node": args.gpus,
-             "slurm_array_parallelism": args.max_parallel}
-    for run_dir in launch(configs, args.launcher, slurm):
-        print(run_dir)
-    return 0
+__all__ = ["UsageError", "compose_config", "main"]
 
 
 def _compare(args) -> int:
@@ -167,62 +36,103 @@ def _compare(args) -> int:
         cfg = compose_config(["experiment=compare", *args.overrides, f"disc={variant}", f"train.seed={seed}"])
         cfg.name, cfg.run_name = f"{base.name}/{stamp}", f"{variant}-s{seed}"
         configs.append(cfg)
-    prepared = [prepare(cfg) for cfg in configs]
+    try:
+        prepared = [prepare(cfg) for cfg in configs]  # every run is checked before the first one trains
+    except ValueError as error:
+        raise UsageError(one_line(error)) from None
     run_dirs = []
     for p in prepared:
-        print(f"[compare] {p.run_dir.name}", file=sys.stderr)
+        print(f"[compare] {p.base.name}", file=sys.stderr)
         run_dirs.append(execute(p))
-    report = write_comparison(run_dirs, out)
-    print(report)
+    print(write_comparison(run_dirs, out))
     return 0
 
 
 def _report(args) -> int:
-    from .report import write_comparison, find_run_dirs
+    from .report import find_run_dirs, write_comparison
 
-    for target in args.dirs:
-        run_dirs = find_run_dirs(Path(target))
-        print(write_comparison(run_dirs, Path(target)))
+    try:
+        targets = {Path(target): find_run_dirs(Path(target)) for target in args.dirs}
+    except ValueError as error:
+        raise UsageError(one_line(error)) from None
+    for target, run_dirs in targets.items():
+        print(write_comparison(run_dirs, target))
+    return 0
+
+
+def _sweep(args) -> int:
+    from .wandb_sweeps import create_sweep, run_local_sweep
+
+    if args.local:
+        return run_local_sweep(args.study, extra=args.overrides)
+    if args.overrides:
+        raise UsageError(f"{args.overrides[0]!r} is not allowed without --local: the sweep runs "
+                         f"configs/sweeps/{args.study}.yaml as it is")
+    try:
+        _, agent_line = create_sweep(args.study, project=args.project, entity=args.entity)
+    except UsageError:
+        raise
+    except ValueError as error:  # no server
+        raise UsageError(one_line(error)) from None
+    print(agent_line)
+    return 0
+
+
+def _dashboard(args) -> int:
+    from .dashboard import save_workspace, write_spec
+
+    if args.dry_run is not None:
+        print(write_spec(args.entity, args.project, args.study, Path(args.dry_run)))
+        return 0
+    print(save_workspace(args.entity, args.project, args.study))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stiefel-gan", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"stiefel-gan {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("train", "train one config (or a sweep with -m)"),
-                            ("sweep", "train every combination of comma-separated overrides")):
-        p = sub.add_parser(name, help=help_text)
-        if name == "train":
-            p.add_argument("-m", "--multirun", action="store_true", help="sweep over comma-separated values")
-        p.add_argument("--launcher", choices=("local", "submitit"), default="local",
-                       help="local: one after the other here; submitit: Slurm when available, else local processes")
-        p.add_argument("--partition", help="Slurm partition (submitit)")
-        p.add_argument("--timeout-min", type=int, default=None, help="per-job time limit in minutes (submitit)")
-        p.add_argument("--gpus", type=int, default=None, help="GPUs per job (submitit)")
-        p.add_argument("--max-parallel", type=int, default=None, help="jobs running at once (submitit array)")
-        p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. disc=stiefel_curve train.steps=500")
+    sub.add_parser("train", help="the Hydra app: one run, or a study with -m (stiefel-gan train --help)",
+                   add_help=False)
     p = sub.add_parser("compare", help="the main job: SN baseline vs the three Stiefel spectra on digits")
     p.add_argument("overrides", nargs="*", help="Hydra overrides on top of experiment=compare")
     p = sub.add_parser("report", help="write report.md and plots for run or sweep directories")
     p.add_argument("dirs", nargs="+", help="run directories or directories holding runs")
+    p = sub.add_parser("sweep", help="a study as a W&B sweep (configs/sweeps/STUDY.yaml): create it, or run it "
+                                     "here with --local")
+    p.add_argument("study", help="the name of a configs/sweeps/*.yaml file")
+    p.add_argument("--local", action="store_true",
+                   help="expand the sweep with W&B's own engine (the sweeps package) and run every job here, "
+                        "with no server")
+    p.add_argument("--project", default=None, help="W&B project (default: the config's wandb.project)")
+    p.add_argument("--entity", default=None, help="W&B entity (default: your default entity)")
+    p.add_argument("overrides", nargs="*", help="--local: Hydra overrides added to every job (train.steps=...)")
+    p = sub.add_parser("dashboard", help="a W&B workspace comparing a study's variants with the SN baseline")
+    p.add_argument("--entity", required=True)
+    p.add_argument("--project", required=True)
+    p.add_argument("--study", required=True, help="the study's experiment name (its runs' job_type)")
+    p.add_argument("--dry-run", metavar="FILE", default=None,
+                   help="write the workspace's JSON spec to FILE instead of saving it (no network)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "sweep":
-        args.multirun = True
-    handlers = {"train": _train, "sweep": _train, "compare": _compare, "report": _report}
-    from .gan.train import TrainingDiverged
-
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "train":  # Hydra parses its own command line
+        return run_train(argv[1:])
+    parser = build_parser()
+    # overrides may follow an option (sweep smoke --local train.steps=2): argparse leaves them unknown
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        if not hasattr(args, "overrides") or any(item.startswith("-") for item in unknown):
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        args.overrides += unknown
+    handlers = {"compare": _compare, "report": _report, "sweep": _sweep, "dashboard": _dashboard}
     try:
         return handlers[args.command](args)
-    except ValueError as error:  # UsageError, config checks, DatasetUnavailableError, bad checkpoints
-        print(f"stiefel-gan: error: {_one_line(error)}", file=sys.stderr)
+    except UsageError as error:  # raised before anything runs or is written; anything else is a bug
+        print(f"stiefel-gan: error: {one_line(error)}", file=sys.stderr)
         return 2
-    except TrainingDiverged as error:
-        print(f"stiefel-gan: training diverged: {error}", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":

@@ -8,12 +8,55 @@ before anything is built or written.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
 
-DISC_KINDS = ("none", "sn", "fair_sn", "ortho_reg", "stiefel_fixed", "stiefel_curve", "stiefel_grid", "stiefel_svd")
-STIEFEL_SPECTRA = {"stiefel_fixed": "fixed", "stiefel_curve": "curve", "stiefel_grid": "grid"}
+
+# Note [typed choices]
+# ~~~~~~~~~~~~~~~~~~~~
+# A choice is a StrEnum whose member names are its values, so OmegaConf itself rejects a misspelled
+# value ("Invalid value 'stiefl', expected one of [...]") when the config is composed, and a member
+# compares equal to its string (``cfg.disc.kind == "sn"``) and prints as it.
+
+
+class DiscKind(StrEnum):
+    """How D's layers are constrained: one axis per concept (the Stiefel spectrum and factorization
+    are their own keys, ``disc.spectrum`` and ``disc.factorization``)."""
+
+    none = "none"  # no constraint
+    sn = "sn"  # Miyato's spectral normalization (reshaped-kernel power iteration)
+    fair_sn = "fair_sn"  # SN by the convolution operator's norm
+    ortho_reg = "ortho_reg"  # Brock's orthonormal regularization (a loss term)
+    wc = "wc"  # weight clipping (WGAN)
+    wn = "wn"  # weight normalization (Salimans & Kingma)
+    gp = "gp"  # gradient penalty (WGAN-GP two-sided, or R1)
+    stiefel = "stiefel"  # W = diag(lambda) X, X on a Stiefel manifold
+
+
+class SpectrumKind(StrEnum):
+    fixed = "fixed"  # a fixed curve
+    curve = "curve"  # a learnable curve
+    grid = "grid"  # k free values
+
+
+class Factorization(StrEnum):
+    diag = "diag"  # diag(lambda) X: the singular vectors on one side are the coordinate axes
+    svd = "svd"  # U diag(lambda) V^T: both sides free
+
+
+class GradientPenalty(StrEnum):
+    two_sided = "two_sided"  # WGAN-GP: (||grad D(x_hat)|| - 1)^2 on interpolates of real and fake
+    r1 = "r1"  # Mescheder et al.'s R1: ||grad D(x)||^2 / 2 on real samples
+
+
+class SpectrumNormalization(StrEnum):
+    none = "none"
+    frobenius = "frobenius"  # lambda rescaled to ||lambda||_2 = ||W||_F = disc.normalize_target
+
+
+SECOND_MOMENTS = ("matrix", "entry")
 
 
 @dataclass
@@ -38,19 +81,26 @@ class ModelConfig:
 class DiscConfig:
     """How D's layers are parameterized (every Linear / Conv2d of D, the final dense layer included)."""
 
-    kind: str = "sn"
+    kind: DiscKind = DiscKind.sn
     n_power_iterations: int = 1  # sn, fair_sn
     ortho_beta: float = 1e-4  # ortho_reg: beta * ||G - I||_F^2
-    # Stiefel kinds: the spectrum curve and how it is trained
-    spectrum: str = "fixed"  # fixed | curve | grid (stiefel_svd takes any; the stiefel_<x> kinds set it)
+    clip_value: float = 0.01  # wc: every D parameter clipped to [-c, c] after each D step (WGAN's c)
+    penalty: GradientPenalty = GradientPenalty.two_sided  # gp: which gradient penalty
+    penalty_weight: float = 10.0  # gp: its weight (WGAN-GP's lambda = 10; R1's gamma)
+    # kind=stiefel: the spectrum (each key always honoured) and how it is trained
+    spectrum: SpectrumKind = SpectrumKind.fixed
     tau: float = 1.0
     eps: float = 0.1
-    sigma: float = 1.0
+    sigma: float = 1.0  # the largest singular value of a curve (1: SN's per-layer Lipschitz bound)
     learn: List[str] = field(default_factory=lambda: ["tau", "eps"])  # curve: which ones are trained
     sort: bool = False  # grid: sort descending in the forward pass
-    max_value: Optional[float] = None  # grid: rescale so that the largest value is exactly this
+    # grid: rescale so that the largest value is exactly this (1: Lipschitz-matched with SN); null
+    # learns the top value. A curve's largest value is sigma: max_value must be null or equal to it.
+    max_value: Optional[float] = 1.0
+    normalize: SpectrumNormalization = SpectrumNormalization.none  # frobenius: equal energy across shapes
+    normalize_target: Optional[float] = None  # frobenius: every layer's ||W||_F (needs max_value=null)
     retraction: str = "qr"  # qr | cayley
-    factorization: str = "diag"  # diag | svd (stiefel_svd sets svd)
+    factorization: Factorization = Factorization.diag
 
 
 @dataclass
@@ -65,6 +115,7 @@ class OptimConfig:
     beta1: float = 0.5
     beta2: float = 0.999
     momentum: float = 0.0  # rsgd
+    second_moment: str = "matrix"  # radam on Stiefel factors: matrix (geoopt: one per matrix) | entry (per-entry)
     lr_stiefel: Optional[float] = None  # D's Stiefel factors (default lr_d)
     lr_spectrum: Optional[float] = None  # D's spectrum parameters (default lr_d)
     n_dis: int = 1
@@ -99,7 +150,7 @@ class MetricsConfig:
     inception_weights: Optional[str] = None  # a local Inception file, for machines without network
     geometry_score: bool = True  # Geometry Score at the end of the run (Khrulkov & Oseledets 2018)
     gs_landmarks: int = 64  # L_0
-    gs_gamma: Optional[float] = None  # default 1/128 * N / 5000
+    gs_gamma: Optional[float] = None  # default per dataset: 1/8 on the 2-D mixtures, 1/128 * N / 5000 on images
     gs_i_max: int = 100
     gs_n: int = 1000  # landmark draws
     diagnostics_every: int = 100  # D's spectral and gradient diagnostics (0: never)
@@ -110,9 +161,10 @@ class MetricsConfig:
 class WandbConfig:
     project: str = "stiefel_gan"
     entity: Optional[str] = None
-    group: Optional[str] = None  # default: the experiment name
+    group: Optional[str] = None  # default: <experiment name>/<variant> (seeds of a variant share it)
     tags: List[str] = field(default_factory=list)
     mode: str = "auto"  # auto | online | offline | disabled
+    log_checkpoints: bool = False  # each checkpoint also as a W&B artifact (type "checkpoint")
 
 
 @dataclass
@@ -126,9 +178,10 @@ class CompareConfig:
 @dataclass
 class Config:
     name: str = "default"  # experiment name: runs/<name>/<run_name>, default W&B group
-    run_name: Optional[str] = None  # default: <disc>-<optim>-s<seed>
+    run_name: Optional[str] = None  # default: <variant>-s<seed>, else <disc>-<optim>-s<seed>
+    variant: Optional[str] = None  # the study variant this run belongs to (set by configs/variant/*; W&B group)
     out_dir: str = "runs"
-    resume: Optional[str] = None
+    resume: Optional[str] = None  # a run directory, or auto: continue this command's own unfinished run
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     disc: DiscConfig = field(default_factory=DiscConfig)
@@ -138,6 +191,18 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+
+
+def disc_label(disc) -> str:
+    """A short name of D's parameterization: the kind, and for ``stiefel`` its spectrum, factorization and
+    normalization (``stiefel_grid``, ``stiefel_fixed_svd``, ``stiefel_fixed_frobenius``).
+    ``disc`` is a :class:`DiscConfig` or anything with its attributes (a run's saved config as a DictConfig)."""
+    if disc.kind != "stiefel":
+        return str(disc.kind)
+    parts = [f"stiefel_{disc.spectrum}"]
+    parts += [str(disc.factorization)] if disc.factorization != "diag" else []
+    parts += [str(disc.normalize)] if disc.normalize != "none" else []
+    return "_".join(parts)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

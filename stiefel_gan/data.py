@@ -199,6 +199,25 @@ def _open_torchvision(dataset_class, title: str, root, download: bool, **kwargs)
         raise DatasetUnavailableError(message) from error
 
 
+def missing_dataset(name: str, root="data", download: bool = False) -> str | None:
+    """A one-line reason why dataset ``name`` cannot be loaded from ``root``, or ``None``; reads no file.
+
+    Only the folder is looked for (torchvision's md5 check runs at load time): a study that names a
+    dataset nobody put on disk fails before its first run, not in the middle of it. Embedded data
+    (digits, mixtures) and ``download=True`` need nothing on disk.
+    """
+    from torchvision.datasets import CIFAR10, STL10
+
+    dataset_class, title = {"cifar10": (CIFAR10, "CIFAR-10"), "stl10": (STL10, "STL-10")}.get(name, (None, None))
+    if dataset_class is None or download:
+        return None
+    folder = os.path.join(os.path.abspath(os.path.expanduser(os.fspath(root))), dataset_class.base_folder)
+    if os.path.isdir(folder):
+        return None
+    return (f"{title} (data={name}) is not on disk: {folder} does not exist; put the dataset there, set "
+            "data.root to where it is, or data.download=true to fetch it")
+
+
 def load_digits(image_size: int = 16) -> TensorDataset:
     r"""scikit-learn's bundled 8x8 handwritten digits (1797 images, no download), upscaled.
 

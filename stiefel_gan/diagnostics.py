@@ -1,16 +1,20 @@
 r"""Spectral and gradient diagnostics of a discriminator, measured on one real and one fake batch.
 
 :class:`DiscriminatorDiagnostics` is built once per run and called at log steps. It reads, for every
-weighted layer of ``D`` (``nn.Linear`` / ``nn.Conv2d``, plain or with a spectral-normalization
-parametrization, and the Stiefel twins), the *effective* weight ``W`` (what the forward multiplies by:
-the normalized weight of an SN layer, ``diag(lambda) X`` of a Stiefel layer), and reports:
+weighted layer of ``D`` (:func:`~stiefel_gan.effective_weights.weighted_layers`: plain, parametrized
+by SN, fair SN or weight normalization, or Stiefel), the *effective* weight ``W`` (what the forward
+multiplies by: the normalized weight of an SN layer, ``diag(lambda) X`` of a Stiefel layer), and reports:
 
 Spectra (Miyato et al. 2018, Fig. 3)
     ``s``: the singular values of the reshaped ``W`` (``c_out x (c_in kh kw)`` for a conv), descending;
     the series ``spectrum/normalized`` plots ``s_i / s_0`` against ``t_i = i / (k - 1)``, interpolated
     linearly onto a common grid of :data:`SPECTRUM_GRID_POINTS` points of ``[0, 1]`` so that layers with
-    different ``k`` share one x axis. Stiefel layers add ``lambda`` in the spectrum's own order (an
-    unsorted grid stays unsorted) as ``spectrum/lambda``, the drift :math:`\max|X^T X - I|`
+    different ``k`` share one x axis, and ``spectrum/normalized_squared`` plots :math:`(s_i / s_0)^2`, the
+    view of Miyato et al.'s Fig. 3 (in it a curve is concave for ``tau < 0.5``, not ``tau < 1``). Layers
+    with ``k >= 3`` get the spectrum curve fitted to ``s`` (:func:`~stiefel_gan.manifold.fit_curve`):
+    ``fit_tau/<layer>``, ``fit_eps/<layer>`` and ``fit_rmse/<layer>``, the RMS residual of the normalized
+    values (a trained spectrum need not be a curve). Stiefel layers add ``lambda`` in the spectrum's own
+    order (an unsorted grid stays unsorted) as ``spectrum/lambda``, the drift :math:`\max|X^T X - I|`
     (``drift/<layer>``) and, for a learnable curve, ``tau``, ``eps``, ``sigma``. The raw values go to
     :attr:`Diagnostics.spectra`.
 
@@ -21,7 +25,10 @@ Norms of each layer
     Convs also get ``fft_norm/<layer>``, the largest singular value of the circular, stride-1 convolution
     by the (dilated) kernel at that input size (Sedghi et al. 2019,
     :func:`~stiefel_gan.spectral.conv_singular_values`; left out when the kernel does not fit in the input),
-    and ``norm_ratio/<layer> = operator_norm / reshape_norm``: how far SN's reshaped norm is from the
+    and that operator's whole spectrum, ``min(c_out, c_in) H W`` values normalized by their largest and
+    placed on the common grid like the reshaped one (series ``spectrum/fft_normalized``): the Stiefel layers
+    pin the reshaped spectrum, not the operator's, and this shows what the operator's looks like. And
+    ``norm_ratio/<layer> = operator_norm / reshape_norm``: how far SN's reshaped norm is from the
     Lipschitz constant it is meant to control.
 
 Lipschitz bounds of ``x -> D(x)`` (Euclidean norms)
@@ -82,11 +89,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import parametrize
 
 from ._modules import eval_mode
+from .effective_weights import effective_weight, parameterization, trained_factors, weight_producer, weighted_layers
 from .gan.losses import LOSS_KINDS, discriminator_loss
-from .manifold import LearnableCurve, StiefelConv2d, StiefelLayer, StiefelLinear
+from .manifold import LearnableCurve, StiefelLayer, fit_curve
 from .manifold.spectra import CURVE_PARAMETERS
 from .spectral import (
     conv_operator_norm,
@@ -116,7 +123,8 @@ class Diagnostics:
     spectra : dict
         JSON-able raw values: ``{"layers": {layer: {...}}}``, each layer with its ``weight_shape``,
         ``parameterization`` (``plain``, ``parametrized`` or ``stiefel``), ``reshaped`` singular values,
-        ``operator_norm``, and where they apply ``input_size``, ``fft_norm``, ``lambda``, ``drift``.
+        ``operator_norm``, and where they apply ``fit`` (``tau``, ``eps``, ``rmse``), ``input_size``,
+        ``fft_norm``, ``fft_count`` and ``fft_normalized`` (on the common grid), ``lambda``, ``drift``.
     """
 
     scalars: dict[str, float]
@@ -124,51 +132,19 @@ class Diagnostics:
     spectra: dict
 
 
-def _is_conv(layer: nn.Module) -> bool:
-    return isinstance(layer, (nn.Conv2d, StiefelConv2d))
-
-
-def weighted_layers(model: nn.Module) -> dict[str, nn.Module]:
-    """Every layer of ``model`` with a weight matrix: Linear / Conv2d (parametrized or not) and Stiefel layers."""
-    # a parametrized nn.Linear / nn.Conv2d is an instance of a generated subclass, so isinstance finds it
-    return {name: module for name, module in model.named_modules()
-            if isinstance(module, (nn.Linear, nn.Conv2d, StiefelLinear, StiefelConv2d))}
-
-
-def _check_conv_geometry(name: str, layer: nn.Module) -> None:
+def _check_conv_geometry(name: str, layer: nn.Module, weight_shape: tuple[int, ...]) -> None:
     # conv_operator_norm's operator is conv2d with zero padding, explicit padding amounts and one group
-    if layer.padding_mode != "zeros" or isinstance(layer.padding, str) or layer.groups != 1:
+    if len(weight_shape) != 4 or getattr(layer, "transposed", False):
         raise ValueError(
-            f"layer {name!r} (padding_mode={layer.padding_mode!r}, padding={layer.padding!r}, "
-            f"groups={layer.groups}) is not allowed: diagnostics need padding_mode='zeros', integer padding "
-            "and groups=1"
+            f"layer {name!r} ({type(layer).__name__}, weight of shape {weight_shape}) is not allowed: diagnostics "
+            "measure the operators of 2-D, non-transposed convolutions (weight c_out x c_in x kh x kw)"
         )
-
-
-def _parameterization(layer: nn.Module) -> str:
-    if isinstance(layer, StiefelLayer):
-        return "stiefel"
-    return "parametrized" if parametrize.is_parametrized(layer, "weight") else "plain"
-
-
-def _weight_producer(layer: nn.Module) -> nn.Module | None:
-    """The submodule whose output is the layer's effective weight (Note [gradient of the effective weight])."""
-    if isinstance(layer, StiefelLayer):
-        return layer.parametrization
-    if parametrize.is_parametrized(layer, "weight"):
-        return layer.parametrizations.weight
-    return None  # plain layer: the effective weight is the parameter
-
-
-def _factor_parameters(layer: nn.Module) -> dict[str, list[Tensor]]:
-    """The trained tensors behind a layer's weight, by factor name (``weight``, ``X``, ``lambda``)."""
-    if isinstance(layer, StiefelLayer):
-        factors = {"X": layer.parametrization.stiefel_factors(), "lambda": list(layer.spectrum.parameters())}
-    elif parametrize.is_parametrized(layer, "weight"):
-        factors = {"weight": [layer.parametrizations.weight.original]}
-    else:
-        factors = {"weight": [layer.weight]}
-    return {factor: [p for p in tensors if p.requires_grad] for factor, tensors in factors.items()}
+    padding_mode, padding, groups = (getattr(layer, key, None) for key in ("padding_mode", "padding", "groups"))
+    if padding_mode != "zeros" or isinstance(padding, str) or groups != 1:
+        raise ValueError(
+            f"layer {name!r} (padding_mode={padding_mode!r}, padding={padding!r}, groups={groups}) is not "
+            "allowed: diagnostics need padding_mode='zeros', integer padding and groups=1"
+        )
 
 
 def _dilated_kernel(weight: Tensor, dilation: tuple[int, int]) -> Tensor:
@@ -247,10 +223,12 @@ class DiscriminatorDiagnostics:
         layers = weighted_layers(discriminator)
         if not layers:
             raise ValueError(f"discriminator {type(discriminator).__name__} is not allowed: it has no "
-                             "nn.Linear / nn.Conv2d / Stiefel layer to diagnose")
-        convs = {name: layer for name, layer in layers.items() if _is_conv(layer)}
+                             "nn.Linear / nn.Conv2d / Stiefel layer (no weight matrix or kernel) to diagnose")
+        with torch.no_grad():
+            shapes = {name: tuple(effective_weight(layer).shape) for name, layer in layers.items()}
+        convs = {name: layer for name, layer in layers.items() if len(shapes[name]) > 2}
         for name, layer in convs.items():
-            _check_conv_geometry(name, layer)
+            _check_conv_geometry(name, layer, shapes[name])
         self.discriminator = discriminator
         self.input_shape = tuple(int(n) for n in input_shape)
         self.loss = loss
@@ -279,15 +257,21 @@ class DiscriminatorDiagnostics:
 
     @torch.no_grad()
     def _measure_spectra(self, result: Diagnostics) -> None:
-        scalars, normalized, lambdas = result.scalars, {}, {}
+        scalars, normalized, squared, operator_spectra, lambdas = result.scalars, {}, {}, {}, {}
         upper_bound = 1.0
         for name, layer in self.layers.items():
             weight = layer.weight.detach()
             reshaped = reshape_singular_values(weight)  # descending
             top = reshaped[0].clamp_min(torch.finfo(reshaped.dtype).tiny)  # a zero weight gives zeros, not NaN
             normalized[name] = _on_grid(reshaped / top, self.grid)
-            record = {"weight_shape": list(weight.shape), "parameterization": _parameterization(layer),
+            squared[name] = _on_grid((reshaped / top) ** 2, self.grid)
+            record = {"weight_shape": list(weight.shape), "parameterization": parameterization(layer),
                       "reshaped": reshaped.tolist()}
+            if reshaped.numel() >= 3 and reshaped[0] > 0:
+                fit = fit_curve(reshaped.double().cpu().numpy())
+                record["fit"] = {"tau": fit.tau, "eps": fit.eps, "rmse": fit.rmse}
+                for key, value in record["fit"].items():
+                    scalars[f"fit_{key}/{name}"] = value
             operator_norm = reshaped[0]  # a dense layer's operator is its matrix
             if name in self.input_sizes:
                 size = self.input_sizes[name]
@@ -297,7 +281,11 @@ class DiscriminatorDiagnostics:
                 record["input_size"] = list(size)
                 kernel = _dilated_kernel(weight, layer.dilation)
                 if kernel.shape[-2] <= size[0] and kernel.shape[-1] <= size[1]:
-                    record["fft_norm"] = scalars[f"fft_norm/{name}"] = float(conv_singular_values(kernel, size)[0])
+                    operator_spectrum = conv_singular_values(kernel, size)  # descending
+                    record["fft_norm"] = scalars[f"fft_norm/{name}"] = float(operator_spectrum[0])
+                    record["fft_count"] = operator_spectrum.numel()
+                    fft_top = operator_spectrum[0].clamp_min(torch.finfo(operator_spectrum.dtype).tiny)
+                    record["fft_normalized"] = operator_spectra[name] = _on_grid(operator_spectrum / fft_top, self.grid)
             scalars[f"reshape_norm/{name}"] = float(reshaped[0])
             record["operator_norm"] = scalars[f"operator_norm/{name}"] = float(operator_norm)
             upper_bound *= float(operator_norm)
@@ -313,6 +301,9 @@ class DiscriminatorDiagnostics:
         scalars["lipschitz/upper_bound"] = upper_bound
         grid = self.grid.tolist()
         result.series["spectrum/normalized"] = (grid, normalized)
+        result.series["spectrum/normalized_squared"] = (grid, squared)
+        if operator_spectra:
+            result.series["spectrum/fft_normalized"] = (grid, operator_spectra)
         if lambdas:
             result.series["spectrum/lambda"] = (grid, lambdas)
 
@@ -329,7 +320,7 @@ class DiscriminatorDiagnostics:
         effective_weights: dict[str, list[Tensor]] = {}
         handles = []
         for name, layer in self.layers.items():
-            producer = _weight_producer(layer)
+            producer = weight_producer(layer)
             if producer is not None:
                 effective_weights[name] = []
                 handles.append(producer.register_forward_hook(self._capture(effective_weights[name])))
@@ -350,7 +341,7 @@ class DiscriminatorDiagnostics:
         # (key, tensors, combine): the norm reported is that of combine(gradients of the tensors)
         groups: list[tuple[str, list[Tensor], Callable]] = []
         for name, layer in self.layers.items():
-            for factor, tensors in _factor_parameters(layer).items():
+            for factor, tensors in trained_factors(layer).items():
                 if tensors:
                     groups.append((f"grad_norm/{name}/{factor}", tensors,
                                    _riemannian(tensors) if factor == "X" else _as_is))

@@ -7,9 +7,13 @@
 - cifar10 / stl10: IS / FID / KID through torch-fidelity with the configured protocol, the protocol's
   sample counts logged next to the numbers (:mod:`stiefel_gan.metrics.fidelity`);
 - any dataset, at the end of a run: the Geometry Score of real vs generated samples
-  (:mod:`stiefel_gan.metrics.geometry`), with the mean relative-living-time curves plotted.
+  (:mod:`stiefel_gan.metrics.geometry`), with the mean relative-living-time curves plotted and the
+  filtration's ``gamma`` logged next to the score (``quality/geometry_gamma``).
 
 Generated samples come from their own seeded latents, so evaluating never moves the training RNG.
+Real reference samples (FID / KID, Geometry Score) are a random subset of the dataset drawn with
+the fixed seed :data:`REAL_SUBSET_SEED`: every run of every variant is compared with the same
+real images, and they are not the dataset's first images (which may be ordered, e.g. by class).
 """
 
 from __future__ import annotations
@@ -25,15 +29,39 @@ from .config import Config
 from .data import MIXTURES, UInt8ImageDataset, mixture_centers, mixture_std, uint8_to_unit_range
 from .metrics import (PROTOCOLS, DigitsEvaluator, compute_fidelity, geometry_score, mode_metrics, plot_rlt,
                       relative_living_times)
+from .metrics.geometry import GAMMA_PER_5000_POINTS
+from .rundir import RunDir
 
 EVAL_SEED_OFFSET = 2_000_029  # latents of the evaluation samples, apart from training's and the grids'
+#: Seed of the random subset of real samples every evaluation compares with.
+REAL_SUBSET_SEED = 0
+#: The Geometry Score's ``gamma`` for 2-D point clouds, the value Khrulkov & Oseledets use on their
+#: 2-D examples: the image default (``1/128 * N / 5000``, their MNIST setting) stops the filtration
+#: so early that a filled 2-D mode still shows many short-lived holes.
+MIXTURE_GS_GAMMA = 1.0 / 8
 
 
-def _all_data(dataset: Dataset, limit: int) -> torch.Tensor:
-    """The first ``limit`` samples of the dataset as one float tensor ([-1, 1] images or 2-D points)."""
-    if isinstance(dataset, UInt8ImageDataset):
-        return uint8_to_unit_range(dataset.images[:limit])
-    return dataset.tensors[0][:limit]
+def geometry_gamma(dataset_name: str, n_points: int, configured: float | None = None) -> float:
+    """The Geometry Score's ``gamma``: ``configured`` if given, else per dataset.
+
+    ``1/8`` (:data:`MIXTURE_GS_GAMMA`) for the 2-D mixtures, the reference implementation's default
+    ``(1/128) N / 5000`` for images (``N = n_points``).
+    """
+    if configured is not None:
+        return float(configured)
+    if dataset_name in MIXTURES:
+        return MIXTURE_GS_GAMMA
+    return GAMMA_PER_5000_POINTS * n_points / 5000
+
+
+def real_subset(dataset: Dataset, size: int, seed: int = REAL_SUBSET_SEED) -> torch.Tensor:
+    """``min(size, len(dataset))`` samples drawn without replacement with a fixed seed, as one float tensor
+    ([-1, 1] images or 2-D points)."""
+    stored = dataset.images if isinstance(dataset, UInt8ImageDataset) else dataset.tensors[0]
+    chosen = torch.randperm(len(stored), generator=torch.Generator().manual_seed(seed))[:size]
+    chosen = chosen.sort().values  # reads a memory-mapped or ordered store front to back
+    samples = stored[chosen]
+    return uint8_to_unit_range(samples) if isinstance(dataset, UInt8ImageDataset) else samples
 
 
 class SampleQuality:
@@ -64,7 +92,7 @@ class SampleQuality:
         m = self.cfg.metrics
         n = m.n_samples
         if self.name in ("cifar10", "stl10"):
-            n = max(n, PROTOCOLS[m.protocol].n_fake)
+            n = max(n, PROTOCOLS[m.protocol].n_generated)
         fake = self.samples(generator, n)
         scores: dict[str, float] = {}
         if self._digits is not None:
@@ -74,23 +102,25 @@ class SampleQuality:
             scores.update(mode_metrics(fake.numpy(), mixture_centers(self.name).numpy(), mixture_std(self.name)))
         else:
             protocol = PROTOCOLS[m.protocol]
-            real = _all_data(self.dataset, protocol.n_real)
+            real = real_subset(self.dataset, protocol.n_real)
             scores.update({k: v for k, v in compute_fidelity(fake, real, protocol, weights_path=m.inception_weights,
                                                              device=self.device).items()
                            if isinstance(v, (int, float))})
         if final and m.geometry_score:
-            scores["geometry_score"] = self.geometry(fake[: m.n_samples])
+            scores["geometry_score"], scores["geometry_gamma"] = self.geometry(fake[: m.n_samples])
         return {f"quality/{key}": float(value) for key, value in scores.items()}
 
-    def geometry(self, fake: torch.Tensor) -> float:
-        """Geometry Score of real vs generated samples (flattened); the RLT curves go to a PNG."""
+    def geometry(self, fake: torch.Tensor) -> tuple[float, float]:
+        """Geometry Score of real vs generated samples (flattened) and the ``gamma`` it used
+        (:func:`geometry_gamma`); the RLT curves go to a PNG."""
         m = self.cfg.metrics
-        options = {"L_0": m.gs_landmarks, "gamma": m.gs_gamma, "i_max": m.gs_i_max, "n": m.gs_n,
+        gamma = geometry_gamma(self.name, len(fake), m.gs_gamma)
+        options = {"L_0": m.gs_landmarks, "gamma": gamma, "i_max": m.gs_i_max, "n": m.gs_n,
                    "seed": self.cfg.train.seed}
         if self._real_rlt is None:
-            real = _all_data(self.dataset, m.n_samples)
+            real = real_subset(self.dataset, len(fake))
             self._real_rlt = relative_living_times(real.reshape(len(real), -1).numpy().astype(np.float64), **options)
         fake_rlt = relative_living_times(fake.reshape(len(fake), -1).numpy().astype(np.float64), **options)
         if self.run_dir is not None:
-            plot_rlt({"real": self._real_rlt, "generated": fake_rlt}, self.run_dir / "geometry_rlt.png")
-        return geometry_score(self._real_rlt, fake_rlt)
+            plot_rlt({"real": self._real_rlt, "generated": fake_rlt}, RunDir(self.run_dir).geometry_plot)
+        return geometry_score(self._real_rlt, fake_rlt), gamma

@@ -24,9 +24,17 @@ W&B modes (:data:`WANDB_MODES`): ``"online"``, ``"offline"`` (records only on di
 3. else ``"offline"``.
 
 Offline runs print one line naming the directory to upload with ``wandb sync``. wandb 0.31 writes an
-offline run only as the binary transaction log ``run-<id>.wandb``; :func:`read_offline_run` decodes it
-(LevelDB-log framing of ``wandb_internal_pb2.Record`` protobufs) so offline runs can be inspected and
-tested without the server.
+offline run only as the binary transaction log ``run-<id>.wandb``; wandb itself reads it back:
+``wandb leet inspect --json <run dir>/wandb/offline-run-*`` prints one JSON record per line (the tests
+read runs back that way).
+
+What W&B shows (Note [W&B panels]): every logged row carries ``train/step``, the generator step,
+declared as the x-axis of every metric (``define_metric("*", step_metric="train/step")``); each
+quality metric in :data:`METRIC_GOALS` keeps its best (``min`` or ``max``) and last value in the run
+summary. Line plots (per-layer spectra) are kept in memory and sent once, when the run ends, as one
+table per key holding every diagnostics step (columns ``step, line, x, y``) and a line plot of the
+last step: ``wandb.plot.line_series`` at every diagnostics step would store a table artifact each
+time, a thousand of them in a 100k-step run.
 
 Resuming (``resume_step=k``): both JSONL files are first cut back to the rows with ``step <= k``
 (rewritten atomically), so an interrupted and resumed run ends with the same rows as an uninterrupted
@@ -38,7 +46,6 @@ and wandb drops re-logged steps that are not larger than the last one it has.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import numbers
@@ -47,17 +54,17 @@ import socket
 import sys
 import tempfile
 import urllib.request
-import zlib
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
 import torch
 import wandb
-from wandb.proto import wandb_internal_pb2
 from wandb.sdk import wandb_setup
 from wandb.sdk.lib import wbauth
+
+from .rundir import METRICS_FILE, SERIES_FILE
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
 
@@ -68,8 +75,22 @@ _WANDB_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "
 #: Seconds a TCP connect to the W&B host may take before "auto" mode settles on offline.
 REACHABILITY_TIMEOUT_S = 2.0
 
-METRICS_FILE = "metrics.jsonl"
-SERIES_FILE = "series.jsonl"
+#: The x-axis of every W&B panel: the generator step, logged with every row.
+STEP_METRIC = "train/step"
+
+#: Direction of each quality metric (stiefel_gan.evaluation): the run summary keeps its best value.
+METRIC_GOALS = {
+    "quality/digits_fd": "minimize", "quality/classes_covered": "maximize", "quality/class_kl": "minimize",
+    "quality/modes_covered": "maximize", "quality/high_quality_fraction": "maximize", "quality/mode_kl": "minimize",
+    "quality/inception_score_mean": "maximize", "quality/frechet_inception_distance": "minimize",
+    "quality/kernel_inception_distance_mean": "minimize", "quality/geometry_score": "minimize",
+}
+
+#: Each dataset's headline quality metric: what a sweep optimizes and a study compares.
+OBJECTIVES = {"digits": ("quality/digits_fd", "minimize"), "ring8": ("quality/mode_kl", "minimize"),
+              "grid25": ("quality/mode_kl", "minimize"),
+              "cifar10": ("quality/frechet_inception_distance", "minimize"),
+              "stl10": ("quality/frechet_inception_distance", "minimize")}
 
 #: How non-finite floats are spelled in the JSONL files (JSON itself has no NaN or infinity).
 _NONFINITE_TO_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
@@ -262,6 +283,14 @@ def _resolve_mode(mode: str) -> tuple[str, str]:
     return "online", "credentials found and host reachable"
 
 
+def require_online(what: str) -> None:
+    """Raise a one-line ValueError naming ``what`` unless W&B can be reached with credentials
+    (the ``auto`` mode's test: ``WANDB_MODE``, then credentials and a TCP connection)."""
+    mode, reason = _resolve_mode("auto")
+    if mode != "online":
+        raise ValueError(f"{what} needs the W&B server, which is not usable here ({reason})")
+
+
 # ---------------------------------------------------------------------------------------- Tracker
 
 
@@ -275,7 +304,7 @@ class Tracker:
         wandb's ``wandb/`` folder.
     config : dict
         The run's configuration (nested dicts allowed), stored as the W&B config.
-    project, entity, group, tags, name
+    project, entity, group, job_type, tags, name
         W&B run attributes.
     mode : str
         One of :data:`WANDB_MODES`; see the module docstring for how ``"auto"`` resolves.
@@ -284,6 +313,8 @@ class Tracker:
     resume_step : int or None
         Resume after this step: JSONL rows with a larger step are dropped first. ``None`` starts the
         JSONL files afresh (rows of an earlier attempt that never checkpointed are discarded).
+    metric_goals : dict or None
+        ``{metric: "minimize" | "maximize"}``: W&B's summary keeps the best and the last value.
 
     Attributes
     ----------
@@ -297,21 +328,26 @@ class Tracker:
     """
 
     def __init__(self, run_dir: Path, config: dict, *, project: str, entity: str | None,
-                 group: str | None, tags: list[str], name: str, mode: str = "auto",
-                 run_id: str | None = None, resume_step: int | None = None):
+                 group: str | None, tags: list[str], name: str, job_type: str | None = None,
+                 mode: str = "auto", run_id: str | None = None, resume_step: int | None = None,
+                 metric_goals: Mapping[str, str] | None = None):
         if mode not in WANDB_MODES:
             raise ValueError(f"mode={mode!r} is not allowed: use one of {', '.join(WANDB_MODES)}")
         if not isinstance(config, Mapping):
             raise ValueError(f"config of type {type(config).__name__} is not allowed: use a dict")
         _check_name("project", project)
         _check_name("name", name)
-        for what, value in (("entity", entity), ("group", group), ("run_id", run_id)):
+        for what, value in (("entity", entity), ("group", group), ("job_type", job_type), ("run_id", run_id)):
             if value is not None:
                 _check_name(what, value)
         if not isinstance(tags, (list, tuple)) or not all(isinstance(t, str) and t for t in tags):
             raise ValueError(f"tags={tags!r} is not allowed: use a list of non-empty strings")
         if resume_step is not None:
             _check_step(resume_step)
+        metric_goals = dict(metric_goals or {})
+        for key, goal in metric_goals.items():
+            if goal not in ("minimize", "maximize"):
+                raise ValueError(f"metric_goals[{key!r}]={goal!r} is not allowed: use minimize or maximize")
 
         self.mode, reason = _resolve_mode(mode)
         self.run_dir = Path(run_dir)
@@ -332,11 +368,13 @@ class Tracker:
 
         self._run = None
         self.run_id = None
+        self._lines: dict[str, list[tuple[int, str, float, float]]] = {}  # key -> (step, line, x, y) rows
+        self._last_lines: dict[str, tuple[str, list[float], dict[str, list[float]]]] = {}
         if self.mode != "disabled":
             try:
                 self._run = wandb.init(
                     dir=str(self.run_dir), project=project, entity=entity, group=group,
-                    tags=list(tags), name=name, config=dict(config), mode=self.mode, id=run_id,
+                    job_type=job_type, tags=list(tags), name=name, config=dict(config), mode=self.mode, id=run_id,
                     resume="allow" if run_id is not None else None,
                     # wandb's own banner and run summary would print ~40 lines per run; the one-line
                     # offline hint below says what a user needs
@@ -346,6 +384,11 @@ class Tracker:
                 self._series.close()
                 raise
             self.run_id = self._run.id
+            self._run.define_metric(STEP_METRIC)
+            self._run.define_metric("*", step_metric=STEP_METRIC)
+            for key, goal in metric_goals.items():
+                self._run.define_metric(key, step_metric=STEP_METRIC,
+                                        summary=f"{'min' if goal == 'minimize' else 'max'},last")
             if self.mode == "offline":
                 sync_dir = self._run.settings.sync_dir
                 print(f"W&B offline ({reason}): records in {sync_dir}; "
@@ -380,7 +423,7 @@ class Tracker:
 
         _write_line(self._metrics, {"step": int(step), **{k: _encode_float(v) for k, v in values.items()}})
         if self._run is not None:
-            self._run.log(values, step=int(step))
+            self._run.log({STEP_METRIC: int(step), **values}, step=int(step))
         self._last_step = int(step)
 
     def log_images(self, step: int, images: dict[str, Path | np.ndarray | torch.Tensor]) -> None:
@@ -403,15 +446,16 @@ class Tracker:
             else:
                 checked[key] = _image_as_uint8(key, image)
         if self._run is not None:
-            self._run.log({key: wandb.Image(image) for key, image in checked.items()}, step=int(step))
+            self._run.log({STEP_METRIC: int(step), **{key: wandb.Image(image) for key, image in checked.items()}},
+                          step=int(step))
         self._last_step = int(step)
 
     def log_series(self, step: int, key: str, xs: Sequence[float],
                    series: dict[str, Sequence[float]], title: str) -> None:
         """One line plot with a line ``series[name]`` against ``xs`` per name, logged under ``key``.
 
-        W&B gets ``wandb.plot.line_series`` (a table plus a chart); ``series.jsonl`` gets
-        ``{"step", "key", "xs", "series"}``. For spectra: ``xs`` is the normalized singular-value
+        ``series.jsonl`` gets ``{"step", "key", "xs", "series"}`` at once; W&B gets every step's lines
+        when the run ends (Note [W&B panels]). For spectra: ``xs`` is the normalized singular-value
         index ``i / (k - 1)`` and there is one line per layer.
         """
         self._check_open_and_step(step)
@@ -436,10 +480,31 @@ class Tracker:
             "series": {name: [_encode_float(y) for y in ys] for name, ys in lines.items()},
         })
         if self._run is not None:
+            rows = self._lines.setdefault(key, [])
+            rows.extend((int(step), name, x, y) for name, ys in lines.items() for x, y in zip(x_values, ys))
+            self._last_lines[key] = (title, x_values, lines)
+        self._last_step = int(step)
+
+    def log_checkpoint(self, step: int, path: Path) -> None:
+        """Upload the checkpoint file as a W&B artifact ``checkpoint-<run id>`` (type ``checkpoint``,
+        aliases ``latest`` and ``step-<step>``); nothing when W&B is disabled."""
+        self._check_open_and_step(step)
+        if not Path(path).is_file():
+            raise ValueError(f"checkpoint {str(path)!r} is not an existing file")
+        if self._run is None:
+            return
+        artifact = wandb.Artifact(f"checkpoint-{self.run_id}", type="checkpoint", metadata={"step": int(step)})
+        artifact.add_file(str(path))
+        self._run.log_artifact(artifact, aliases=["latest", f"step-{int(step)}"])
+
+    def _send_lines(self) -> None:
+        """Every line plot's rows as one table per key, and a line plot of its last step."""
+        for key, rows in self._lines.items():
+            title, x_values, lines = self._last_lines[key]
+            table = wandb.Table(columns=["step", "line", "x", "y"], data=[list(row) for row in rows])
             chart = wandb.plot.line_series(xs=x_values, ys=list(lines.values()), keys=list(lines),
                                            title=title, xname="x")
-            self._run.log({key: chart}, step=int(step))
-        self._last_step = int(step)
+            self._run.log({f"{key}/all_steps": table, key: chart}, commit=False)
 
     # -- end
 
@@ -450,6 +515,7 @@ class Tracker:
         self._series.close()
         if self._run is not None:
             try:
+                self._send_lines()
                 self._run.finish(exit_code=exit_code)
             finally:
                 # run.finish() only *informs* wandb's service process, which writes out and closes
@@ -472,164 +538,3 @@ class Tracker:
     def __exit__(self, exc_type, exc, traceback) -> None:
         # a run left by an exception is marked failed in W&B
         self._close(exit_code=0 if exc_type is None else 1)
-
-
-# ------------------------------------------------------------------------------ offline run reader
-
-#: wandb's transaction-log header: the magic ":W&B", the 16-bit little-endian 0xBEE1, version 0.
-_WANDB_LOG_HEADER = b":W&B" + (0xBEE1).to_bytes(2, "little") + bytes([0])
-#: LevelDB log framing: 32 KiB blocks of chunks, each chunk headed by
-#: CRC-32 (4 bytes, LE) | length (2 bytes, LE) | type (1 byte). wandb checksums type + payload with
-#: the plain IEEE CRC-32 (zlib's), unmasked, where LevelDB itself uses a masked CRC-32C.
-_BLOCK_SIZE = 32 * 1024
-_CHUNK_HEADER_SIZE = 7
-_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
-
-
-def _log_records(path: Path) -> Iterator[bytes]:
-    """Yield the payloads of the records of a wandb transaction log (``run-<id>.wandb``).
-
-    A record too long for the rest of a block is split into FIRST, MIDDLE..., LAST chunks; a block
-    tail shorter than a chunk header is zero padding. Block boundaries count from the start of the
-    file, header included. A chunk cut off by the end of the file (a crash while writing) ends the
-    log; a checksum mismatch is corruption and raises.
-    """
-    data = path.read_bytes()
-    if not data.startswith(_WANDB_LOG_HEADER):
-        raise ValueError(f"{path} is not a wandb transaction log (header {data[:7]!r})")
-    position = len(_WANDB_LOG_HEADER)
-    pending: bytearray | None = None
-    while position + _CHUNK_HEADER_SIZE <= len(data):
-        left_in_block = _BLOCK_SIZE - position % _BLOCK_SIZE
-        if left_in_block < _CHUNK_HEADER_SIZE:
-            position += left_in_block
-            continue
-        checksum = int.from_bytes(data[position:position + 4], "little")
-        length = int.from_bytes(data[position + 4:position + 6], "little")
-        chunk_type = data[position + 6]
-        start = position + _CHUNK_HEADER_SIZE
-        if start + length > len(data):
-            return  # torn tail
-        payload = data[start:start + length]
-        if zlib.crc32(data[position + 6:start + length]) != checksum:
-            raise ValueError(f"{path}: checksum mismatch in the chunk at byte {position}")
-        chunk_position, position = position, start + length
-        if chunk_type == _FULL:
-            yield payload
-        elif chunk_type == _FIRST:
-            pending = bytearray(payload)
-        elif chunk_type in (_MIDDLE, _LAST) and pending is not None:
-            pending += payload
-            if chunk_type == _LAST:
-                yield bytes(pending)
-                pending = None
-        else:
-            raise ValueError(f"{path}: chunk of type {chunk_type} at byte {chunk_position} "
-                             "is out of order")
-
-
-@dataclasses.dataclass
-class OfflineRun:
-    """A W&B run as decoded from its transaction log.
-
-    ``history`` holds one dict per committed step, with wandb's ``_step``, ``_runtime`` and
-    ``_timestamp``; media and charts appear as the JSON wandb stores for them (nested keys become
-    nested dicts). ``config`` and ``summary`` omit wandb's internal ``_wandb`` entry.
-    """
-
-    run_id: str
-    name: str
-    group: str
-    tags: list[str]
-    project: str
-    config: dict
-    history: list[dict]
-    summary: dict
-
-
-def _item_path(item) -> list[str]:
-    return list(item.nested_key) if item.nested_key else [item.key]
-
-
-def _set_path(target: dict, path: list[str], value: Any) -> None:
-    for part in path[:-1]:
-        child = target.get(part)
-        if not isinstance(child, dict):
-            child = target[part] = {}
-        target = child
-    target[path[-1]] = value
-
-
-def _remove_path(target: dict, path: list[str]) -> None:
-    for part in path[:-1]:
-        target = target.get(part)
-        if not isinstance(target, dict):
-            return
-    target.pop(path[-1], None)
-
-
-def _config_value(value_json: str) -> Any:
-    """A config value; the ``{"value": v}`` / ``{"value": v, "desc": d}`` wrapping of wandb's
-    ``config.yaml`` era is removed (0.31 records store ``v`` itself)."""
-    value = json.loads(value_json)
-    if isinstance(value, dict) and "value" in value and set(value) <= {"value", "desc"}:
-        return value["value"]
-    return value
-
-
-def _find_run_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    if not path.is_dir():
-        raise ValueError(f"path={str(path)!r} is neither a run-<id>.wandb file nor a directory")
-    # resolve(): wandb's latest-run symlink would otherwise list the same file twice
-    found = {p.resolve() for p in path.rglob("run-*.wandb")}
-    if not found:
-        raise ValueError(f"path={str(path)!r} holds no run-*.wandb file")
-    return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
-
-
-def read_offline_run(run_dir_or_wandb_file: Path) -> OfflineRun:
-    """Decode a run's ``run-<id>.wandb`` transaction log.
-
-    Parameters
-    ----------
-    run_dir_or_wandb_file : Path
-        The file, or a directory searched recursively for ``run-*.wandb`` (the newest is taken when
-        there are several, e.g. a run and its resumed continuation).
-    """
-    path = _find_run_file(Path(run_dir_or_wandb_file))
-    run_record = None
-    config: dict = {}
-    summary: dict = {}
-    history: list[dict] = []
-    for payload in _log_records(path):
-        record = wandb_internal_pb2.Record()
-        record.ParseFromString(payload)
-        kind = record.WhichOneof("record_type")
-        if kind == "run" and run_record is None:
-            run_record = record.run
-            for item in record.run.config.update:
-                _set_path(config, _item_path(item), _config_value(item.value_json))
-        elif kind == "config":
-            for item in record.config.update:
-                _set_path(config, _item_path(item), _config_value(item.value_json))
-            for item in record.config.remove:
-                _remove_path(config, _item_path(item))
-        elif kind == "summary":
-            for item in record.summary.update:
-                _set_path(summary, _item_path(item), json.loads(item.value_json))
-            for item in record.summary.remove:
-                _remove_path(summary, _item_path(item))
-        elif kind == "history":
-            row: dict = {}
-            for item in record.history.item:
-                _set_path(row, _item_path(item), json.loads(item.value_json))
-            history.append(row)
-    if run_record is None:
-        raise ValueError(f"{path} holds no run record")
-    config.pop("_wandb", None)
-    summary.pop("_wandb", None)
-    return OfflineRun(run_id=run_record.run_id, name=run_record.display_name,
-                      group=run_record.run_group, tags=list(run_record.tags),
-                      project=run_record.project, config=config, history=history, summary=summary)

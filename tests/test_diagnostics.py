@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from stiefel_gan.config import DISC_KINDS, DiscConfig
+from stiefel_gan.config import DiscConfig
 from stiefel_gan.diagnostics import SPECTRUM_GRID_POINTS, DiscriminatorDiagnostics
 from stiefel_gan.gan.builder import parameterize_discriminator
 from stiefel_gan.gan.losses import discriminator_loss
@@ -77,13 +77,19 @@ def conv_dense_top(conv, input_size):
 
 def circular_dense_top(conv, input_size):
     """Top singular value of the stride-1 *circular* convolution by the layer's (dilated) kernel."""
+    return float(circular_dense_spectrum(conv, input_size)[0])
+
+
+def circular_dense_spectrum(conv, input_size):
+    """Nonzero singular values (descending) of the stride-1 *circular* convolution by the (dilated) kernel."""
     kh = conv.dilation[0] * (conv.kernel_size[0] - 1) + 1
     kw = conv.dilation[1] * (conv.kernel_size[1] - 1) + 1
 
     def forward(x):  # wrap around by kh - 1 rows and kw - 1 columns: the output keeps the input size
         return F.conv2d(F.pad(x, (0, kw - 1, 0, kh - 1), mode="circular"), conv.weight, dilation=conv.dilation)
 
-    return torch.linalg.svdvals(dense_operator(forward, (conv.in_channels, *input_size), conv.weight.dtype))[0].item()
+    values = torch.linalg.svdvals(dense_operator(forward, (conv.in_channels, *input_size), conv.weight.dtype))
+    return values[:min(conv.in_channels, conv.out_channels) * input_size[0] * input_size[1]].detach().numpy()
 
 
 def orthonormal(rows, cols, generator, dtype):
@@ -132,6 +138,13 @@ def test_known_spectra_are_recovered_raw_normalized_and_as_lambda(dtype, seed):
     np.testing.assert_allclose(normalized["0"], np.interp(GRID, t, curve / sigma), atol=1e-5)
     np.testing.assert_allclose(normalized["2"], np.interp(GRID, np.linspace(0, 1, 4), s.numpy() / 2.0), atol=1e-5)
     assert normalized["0"][0] == pytest.approx(1.0) and normalized["0"][-1] == pytest.approx(eps, abs=1e-6)
+    _, squared = result.series["spectrum/normalized_squared"]  # Miyato's Fig. 3 view
+    np.testing.assert_allclose(squared["0"], np.interp(GRID, t, (curve / sigma) ** 2), atol=1e-5)
+    np.testing.assert_allclose(squared["2"], np.interp(GRID, np.linspace(0, 1, 4), (s.numpy() / 2.0) ** 2), atol=1e-5)
+    # the fitted curve of the Stiefel layer is its own; k = 1 (the last layer) has no fit
+    assert layers["0"]["fit"]["tau"] == pytest.approx(tau, rel=1e-3) and result.scalars["fit_eps/0"] == pytest.approx(
+        eps, abs=1e-4)
+    assert "fit" not in layers["4"] and "fit_tau/4" not in result.scalars
     _, lambdas = result.series["spectrum/lambda"]
     assert set(lambdas) == {"0"}  # only Stiefel layers have a lambda
     np.testing.assert_allclose(lambdas["0"], np.interp(GRID, t, curve), atol=1e-5)
@@ -204,6 +217,12 @@ def test_conv_norms_match_explicit_operator_matrices(stiefel, seed):
         # 1.10434 and 1.10420) slows it, hence the one-sided tolerance
         assert operator * (1 - 1e-3) <= scalars[f"operator_norm/{name}"] <= operator * (1 + 1e-12)
         assert scalars[f"fft_norm/{name}"] == pytest.approx(circular_dense_top(plain, size), rel=1e-10)
+        circular = circular_dense_spectrum(plain, size)  # the whole operator spectrum, on the common grid
+        record = result.spectra["layers"][name]
+        assert record["fft_count"] == len(circular)
+        expected = np.interp(GRID, np.linspace(0, 1, len(circular)), circular / circular[0])
+        np.testing.assert_allclose(record["fft_normalized"], expected, atol=1e-10)
+        assert result.series["spectrum/fft_normalized"][1][name] == record["fft_normalized"]
         assert scalars[f"reshape_norm/{name}"] == pytest.approx(reshaped, rel=1e-10)
         assert scalars[f"norm_ratio/{name}"] == pytest.approx(operator / reshaped, rel=1e-3)
         assert result.spectra["layers"][name]["input_size"] == list(size)
@@ -315,8 +334,9 @@ def reference_gradients(model, real, fake, loss):
             spectrum_grads = [p.grad for p in layer.spectrum.parameters()]
             if spectrum_grads:
                 norms[f"grad_norm/{name}/lambda"] = math.sqrt(sum(torch.sum(g ** 2).item() for g in spectrum_grads))
-        elif hasattr(layer, "parametrizations"):
-            norms[f"grad_norm/{name}/weight"] = torch.linalg.vector_norm(layer.parametrizations.weight.original.grad).item()
+        elif hasattr(layer, "parametrizations"):  # SN's original; weight normalization's g and v
+            norms[f"grad_norm/{name}/weight"] = math.sqrt(sum(
+                torch.sum(p.grad ** 2).item() for p in layer.parametrizations.weight.parameters()))
         else:
             norms[f"grad_norm/{name}/weight"] = torch.linalg.vector_norm(layer.weight.grad).item()
     return norms
@@ -390,25 +410,34 @@ def test_weights_cached_before_the_forward_are_reported_instead_of_measured_wron
 # ---------------------------------------------------------------------------------------------- every disc kind
 
 
+#: every disc kind, the Stiefel one with each spectrum and factorization (as the configs/disc presets)
+DISC_VARIANTS = {
+    **{kind: {"kind": kind} for kind in ("none", "sn", "fair_sn", "ortho_reg", "wc", "wn", "gp")},
+    **{f"stiefel_{spectrum}": {"kind": "stiefel", "spectrum": spectrum} for spectrum in ("fixed", "curve", "grid")},
+    "stiefel_svd": {"kind": "stiefel", "factorization": "svd"},
+}
+
+
 def build_discriminator(arch, kind, seed):
     torch.manual_seed(seed)
     shape = IMAGE_SHAPE if arch == "standard_cnn" else (2,)
     _, model = build_models(arch, shape, d_width=2 if arch == "standard_cnn" else 6, mlp_depth=2)
-    # a learnable grid with max_value keeps the rescaling (through lam.max()) in the gradient path
-    disc = DiscConfig(kind=kind, max_value=1.0 if kind == "stiefel_grid" else None, tau=0.7)
+    # a learnable grid with max_value (the default, 1) keeps the rescaling (through lam.max()) in the gradient path
+    disc = DiscConfig(**DISC_VARIANTS[kind], tau=0.7, clip_value=1.0)
     return parameterize_discriminator(model, disc, shape), shape
 
 
 @pytest.mark.parametrize("arch", ["standard_cnn", "mlp"])
-@pytest.mark.parametrize("kind", DISC_KINDS)
+@pytest.mark.parametrize("kind", DISC_VARIANTS)
 def test_every_disc_kind_matches_backprop_references(arch, kind):
-    model, shape = build_discriminator(arch, kind, seed=DISC_KINDS.index(kind))
+    model, shape = build_discriminator(arch, kind, seed=list(DISC_VARIANTS).index(kind))
     if arch == "standard_cnn":  # N(0, 0.02) init makes every gradient tiny: scale the weights up
         with torch.no_grad():
             for layer in weighted_layers(model).values():
-                if not isinstance(layer, StiefelLayer):
-                    target = layer.parametrizations.weight.original if hasattr(layer, "parametrizations") else layer.weight
-                    target.mul_(25)
+                if not isinstance(layer, StiefelLayer):  # SN's original, WN's g and v, a plain weight
+                    targets = layer.parametrizations.weight.parameters() if hasattr(layer, "parametrizations") else [layer.weight]
+                    for target in targets:
+                        target.mul_(25)
     real, fake = batches(shape, 4, 3, 0)
     loss = "vanilla" if kind in ("sn", "stiefel_curve") else "hinge"
     result = DiscriminatorDiagnostics(model, shape, loss)(real, fake)
@@ -458,7 +487,7 @@ def test_every_disc_kind_matches_backprop_references(arch, kind):
 def test_resnet_discriminator_gradients_and_conv_input_sizes(kind):
     torch.manual_seed(0)
     _, model = build_models("resnet", (1, 32, 32), d_width=2)
-    parameterize_discriminator(model, DiscConfig(kind=kind), (1, 32, 32))
+    parameterize_discriminator(model, DiscConfig(**DISC_VARIANTS[kind]), (1, 32, 32))
     real, fake = batches((1, 32, 32), 2, 2, 0)
     diagnose = DiscriminatorDiagnostics(model, (1, 32, 32), "hinge")
     assert diagnose.input_sizes["blocks.block1.shortcut"] == (16, 16)  # after the shortcut's avgpool

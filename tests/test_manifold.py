@@ -308,7 +308,7 @@ BAD_INPUTS = [
     (lambda: StiefelLinear(4, 2, retraction="exp"), "retraction='exp'"),
     (lambda: StiefelLinear(0, 2), "k=0"),
     (lambda: StiefelLinear(4, 2, dtype=torch.int64), "dtype=torch.int64"),
-    (lambda: StiefelConv2d(4, 4, 3, groups=2), "groups=2"),
+    (lambda: StiefelConv2d(4, 4, 3, groups=3), "groups=3"),
     (lambda: build_spectrum("spline"), "'spline'"),
 ]
 

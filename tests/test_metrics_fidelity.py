@@ -1,9 +1,11 @@
 """IS / FID / KID through torch-fidelity's own code path, with a tiny registered feature extractor."""
 
+import dataclasses
 import logging
 import math
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -90,9 +92,9 @@ def test_self_distance_is_zero_and_protocol_is_recorded(images):
     assert abs(metrics["fid"]) < 1e-6
     assert metrics["isc_mean"] > 1.0 and metrics["isc_std"] >= 0.0
     assert {k: metrics[k] for k in ("protocol", "n_fake", "n_real", "is_splits", "kid_subsets", "kid_subset_size",
-                                     "real_split", "feature_extractor")} == {
+                                     "real_split", "n_is", "feature_extractor")} == {
         "protocol": "test", "n_fake": 200, "n_real": 200, "is_splits": 4, "kid_subsets": 10,
-        "kid_subset_size": 100, "real_split": "train", "feature_extractor": TINY}
+        "kid_subset_size": 100, "real_split": "train", "n_is": 200, "feature_extractor": TINY}
 
 
 def test_fid_and_kid_grow_with_noise(images):
@@ -152,9 +154,85 @@ def test_offline_inception_returns_empty_with_one_warning(images, tmp_path, monk
     assert "metrics.inception_weights=<path>" in message and "\n" not in message
 
 
+def _inception_score(logits, splits, seed=2020):
+    """IS as the mean over ``splits`` equal splits of exp(E_x KL(p(y|x) || p(y))), p(y) per split, after
+    torch-fidelity's documented shuffle (numpy RandomState(rng_seed=2020).permutation)."""
+    log_p = logits.double().log_softmax(dim=1)[np.random.RandomState(seed).permutation(len(logits))]
+    scores = []
+    for chunk in log_p.chunk(splits):
+        log_marginal = chunk.exp().mean(dim=0).log()
+        scores.append(math.exp(float((chunk.exp() * (chunk - log_marginal)).sum(dim=1).mean())))
+    return float(np.mean(scores))
+
+
+class LinearExtractor(TinyExtractor):
+    """A fixed random linear map of 3 x 4 x 4 uint8 images to 16 features and 10 logits: cheap enough for
+    the 50,000 images of the ``miyato`` IS."""
+
+    def __init__(self, name, features_list, **kwargs):
+        torch_fidelity.FeatureExtractorBase.__init__(self, name, features_list)
+        generator = torch.Generator().manual_seed(0)
+        self.register_buffer("to_features", torch.randn(48, 16, generator=generator) / 48 ** 0.5)
+        self.register_buffer("to_logits", torch.randn(16, 10, generator=generator))
+
+    @staticmethod
+    def get_provided_features_list():
+        return "16", "logits"
+
+    @staticmethod
+    def get_default_feature_layer_for_metric(metric):
+        return {"isc": "logits", "fid": "16", "kid": "16", "prc": "16"}[metric]
+
+    def forward(self, x):
+        features = (x.float().flatten(1) / 127.5 - 1) @ self.to_features
+        available = {"16": features, "logits": 3 * features @ self.to_logits}
+        return tuple(available[name] for name in self.features_list)
+
+
+LINEAR = "stiefel-gan-test-linear"
+if LINEAR not in FEATURE_EXTRACTORS_REGISTRY:
+    torch_fidelity.register_feature_extractor(LINEAR, LinearExtractor)
+
+
+def _inception_score(logits, splits, seed=2020):
+    """IS as the mean over ``splits`` equal splits of exp(E_x KL(p(y|x) || p(y))), p(y) per split, after
+    torch-fidelity's documented shuffle (numpy RandomState(rng_seed=2020).permutation)."""
+    log_p = logits.double().log_softmax(dim=1)[np.random.RandomState(seed).permutation(len(logits))]
+    scores = []
+    for chunk in log_p.chunk(splits):
+        log_marginal = chunk.exp().mean(dim=0).log()
+        scores.append(math.exp(float((chunk.exp() * (chunk - log_marginal)).sum(dim=1).mean())))
+    return float(np.mean(scores))
+
+
+def test_miyato_is_uses_50000_images_in_splits_of_5000_and_fid_5000_of_them():
+    miyato = PROTOCOLS["miyato"]
+    assert (miyato.n_is, miyato.is_splits, miyato.n_fake, miyato.n_real) == (50000, 10, 5000, 10000)
+    generator = torch.Generator().manual_seed(0)
+    fake = torch.randint(0, 256, (50000, 3, 4, 4), dtype=torch.uint8, generator=generator)
+    real = torch.randint(64, 192, (10000, 3, 4, 4), dtype=torch.uint8, generator=generator)
+    # KID's 100 subsets of 1000 cost seconds and are not what is tested: 2 subsets
+    protocol = dataclasses.replace(miyato, kid_subsets=2)
+    metrics = compute_fidelity(fake, real, protocol, feature_extractor=LINEAR, batch_size=5000)
+    extractor = LinearExtractor(LINEAR, ["16", "logits"])
+    _, logits = extractor(fake)
+    fid_features, _ = extractor(fidelity._random_subset(fake, 5000))
+    real_features, _ = extractor(real)
+    expected = _inception_score(logits, splits=10)
+    assert metrics["isc_mean"] == pytest.approx(expected, rel=1e-6)
+    # the split size matters here: 10 splits of 500 (the old protocol) give a different number
+    assert abs(_inception_score(logits[:5000], splits=10) - expected) > 5e-3 * expected
+    expected_fid = frechet_distance(*feature_statistics(fid_features), *feature_statistics(real_features))
+    assert metrics["fid"] == pytest.approx(expected_fid, rel=1e-4)
+    assert (metrics["n_is"], metrics["n_fake"], metrics["n_real"]) == (50000, 5000, 10000)
+    with pytest.raises(ValueError, match="at least 50000"):
+        compute_fidelity(fake[:49999], real, protocol, feature_extractor=LINEAR)
+
+
 def test_protocols_follow_their_papers():
     miyato = PROTOCOLS["miyato"]
     assert (miyato.n_fake, miyato.n_real, miyato.is_splits, miyato.real_split) == (5000, 10000, 10, "train")
+    assert miyato.n_is // miyato.is_splits == 5000
     for protocol in PROTOCOLS.values():
         assert protocol.kid_subset_size <= min(protocol.n_fake, protocol.n_real)
 

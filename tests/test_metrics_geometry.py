@@ -99,6 +99,17 @@ def test_plot_rlt_writes_a_png(tmp_path, curves):
     assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 10
 
 
+@pytest.mark.parametrize("i_max", [1, 3, 100])
+def test_plot_rlt_shows_a_curve_whose_last_hole_count_is_visible(tmp_path, i_max):
+    # issue 8: with time at i_max - 1 holes (99 of i_max = 100, as a D of width 4 produced) the x axis
+    # got one point more than the curve ("x and y must have same first dimension")
+    rlt = np.zeros(i_max)
+    rlt[0], rlt[-1] = 0.5, 0.5
+    path = tmp_path / "rlt.png"
+    plot_rlt({"generated": rlt, "real": np.eye(i_max)[0]}, path)
+    assert matplotlib.image.imread(path).shape[:2] == (400, 600)
+
+
 def test_bad_inputs_raise_value_error(tmp_path):
     points = _noisy_circle(80, 0)
     with pytest.raises(ValueError, match="L_0"):

@@ -1,18 +1,31 @@
-"""`stiefel-gan report` from real tiny runs: the table aggregates seeds, the figures render."""
+"""`stiefel-gan report` from real tiny runs: statistics over seeds against an independent computation from
+the runs' own records, variant labels and tuning summaries, per-layer tables, figures, 2-D scatter plots."""
 
+import json
+
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 from PIL import Image
 
 from stiefel_gan.cli import compose_config, main
-from stiefel_gan.report import find_run_dirs, group_variants
+from stiefel_gan.data import mixture_centers, mixture_std
+from stiefel_gan.report import Run, choose_baseline, find_run_dirs, group_variants, scatter_figure, tuning_table
 from stiefel_gan.runner import run
 from stiefel_gan.tracking import read_metrics
 
-TINY = ["train.steps=3", "train.batch_size=8", "train.log_every=1", "train.sample_every=3", "train.checkpoint_every=3",
+TINY = ["train.steps=4", "train.batch_size=8", "train.log_every=1", "train.sample_every=4", "train.checkpoint_every=4",
         "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled", "metrics.n_samples=100",
-        "metrics.geometry_score=false", "metrics.diagnostics_every=3", "model.g_width=4", "model.d_width=4",
-        "model.z_dim=8"]
+        "metrics.every=1", "metrics.geometry_score=false", "metrics.diagnostics_every=4", "model.g_width=4",
+        "model.d_width=4", "model.z_dim=8"]
+MLP = ["data=ring8", "model=mlp", "train.steps=3", "train.batch_size=16", "train.progress=false", "wandb.mode=disabled",
+       "train.log_every=1", "train.sample_every=3", "train.checkpoint_every=3", "train.n_grid_samples=64",
+       "metrics.n_samples=200", "metrics.every=1", "metrics.gs_n=2", "metrics.gs_landmarks=16",
+       "metrics.diagnostics_every=3", "model.g_width=8", "model.d_width=8", "model.z_dim=4"]
+#: the tuning study's variants (label -> overrides): two SN settings, one Stiefel (the ranking itself is tested
+#: on runs held in memory below)
+TUNING = {"sn@lr_d=1e-4": ["disc=sn", "optim.lr_d=1e-4"], "sn@lr_d=1e-2": ["disc=sn", "optim.lr_d=1e-2"],
+          "stiefel_fixed@lr_stiefel=0.1": ["disc=stiefel_fixed", "optim.lr_stiefel=0.1"]}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +34,43 @@ def sweep_dir(tmp_path_factory):
     for disc in ("sn", "stiefel_fixed"):
         for seed in (0, 1):
             run(compose_config([*TINY, f"out_dir={out}", f"disc={disc}", f"train.seed={seed}"]))
+    assert main(["report", str(out / "default")]) == 0
     return out / "default"
+
+
+@pytest.fixture(scope="module")
+def report(sweep_dir):
+    return (sweep_dir / "report.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def tuning_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuning")
+    for label, overrides in TUNING.items():
+        cfg = compose_config([*MLP, *overrides, f"out_dir={out}", "name=tuning"])
+        cfg.variant = cfg.run_name = label  # the variant is what a configs/variant preset sets
+        run(cfg)
+    assert main(["report", str(out / "tuning")]) == 0
+    return out / "tuning"
+
+
+def table_after(report, heading):
+    """The first markdown table after ``heading`` as a list of {column: cell} rows."""
+    lines = report.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(heading))
+    table = []
+    for line in lines[start + 1:]:
+        if line.startswith("|"):
+            table.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif table:
+            break
+    header, _, *rows = table
+    return [dict(zip(header, row)) for row in rows]
+
+
+def quality_curve(run_dir, key):
+    rows = [r for r in read_metrics(run_dir) if key in r]
+    return np.array([r["step"] for r in rows], dtype=float), np.array([r[key] for r in rows])
 
 
 def test_runs_group_by_variant_across_seeds(sweep_dir):
@@ -30,28 +79,126 @@ def test_runs_group_by_variant_across_seeds(sweep_dir):
     assert all(len(dirs) == 2 for dirs in groups.values())
 
 
-def test_report_table_holds_mean_and_std_over_seeds(sweep_dir, capsys):
-    assert main(["report", str(sweep_dir)]) == 0
-    report = (sweep_dir / "report.md").read_text()
-    header = next(line for line in report.splitlines() if line.startswith("| variant"))
-    columns = [c.strip() for c in header.strip("|").split("|")]
-    row = next(line for line in report.splitlines() if line.startswith("| sn "))
-    cells = dict(zip(columns, [c.strip() for c in row.strip("|").split("|")]))
-    finals = [[r for r in read_metrics(d) if "loss/d" in r][-1]["loss/d"]
-              for d in sorted(sweep_dir.glob("sn-*"))]
-    mean, std = cells["loss/d"].split(" ± ")
+def test_quality_statistics_and_paired_differences_match_the_runs_records(sweep_dir, report):
+    rows = {row["variant"]: row for row in table_after(report, "### quality/digits_fd")}
+    assert list(rows) == ["sn", "stiefel_fixed"]  # the baseline first
+    key = "quality/digits_fd"
+    stats = {}
+    for disc in ("sn", "stiefel_fixed"):
+        per_seed = []
+        for seed in (0, 1):
+            steps, values = quality_curve(sweep_dir / f"{disc}-radam-s{seed}", key)
+            assert len(values) == 4  # metrics.every=1 over 4 steps
+            area = np.sum(np.diff(steps) * (values[1:] + values[:-1]) / 2) / (steps[-1] - steps[0])
+            per_seed.append((values[-1], values[-3:].mean(), area))
+        stats[disc] = np.array(per_seed)  # seed x (final, last 3, AUC)
+    row = rows["stiefel_fixed"]
+    assert row["n"] == "2"
+    for column, index in (("final", 0), ("last 3", 1), ("AUC", 2)):
+        mean, std = row[column].split(" ± ")
+        assert float(mean) == pytest.approx(stats["stiefel_fixed"][:, index].mean(), rel=1e-3)
+        assert float(std) == pytest.approx(np.std(stats["stiefel_fixed"][:, index], ddof=1), rel=0.05, abs=0.01)
+    # paired by seed; with two seeds the bootstrap interval is the range of the two differences
+    differences = stats["stiefel_fixed"][:, 0] - stats["sn"][:, 0]
+    cell = row["Δ final vs sn"]
+    mean, interval = cell.split(" [")
+    low, high = (float(x) for x in interval.split("]")[0].split(", "))
+    assert float(mean) == pytest.approx(differences.mean(), rel=1e-3, abs=1e-3)
+    assert (low, high) == (pytest.approx(differences.min(), rel=1e-2, abs=1e-3),
+                           pytest.approx(differences.max(), rel=1e-2, abs=1e-3))
+    verdict = "inconclusive" if differences.min() <= 0 <= differences.max() else (
+        "better" if differences.mean() < 0 else "worse")  # FD: lower is better
+    assert cell.endswith(verdict) or cell.endswith(f"**{verdict}**")
+    assert rows["sn"]["Δ final vs sn"] == "baseline"
+
+
+def test_losses_and_diagnostics_have_their_own_tables(sweep_dir, report):
+    quality_header = next(line for line in report.splitlines() if line.startswith("| variant | n | final"))
+    assert "loss/d" not in quality_header and "lipschitz" not in quality_header
+    losses = {row["variant"]: row for row in table_after(report, "## Losses and D's outputs")}
+    finals = [[r for r in read_metrics(d) if "loss/d" in r][-1]["loss/d"] for d in sorted(sweep_dir.glob("sn-*"))]
+    mean, std = losses["sn"]["loss/d"].split(" (last")[0].split(" ± ")
     assert float(mean) == pytest.approx(np.mean(finals), rel=1e-3)
     assert float(std) == pytest.approx(np.std(finals, ddof=1), rel=0.05)
-    assert cells["seeds"] == "2" and "quality/digits_fd" in columns and "lipschitz/upper_bound" in columns
+    diagnostics = table_after(report, "## Diagnostics")
+    assert "lipschitz/upper_bound" in diagnostics[0] and "quality/digits_fd" not in diagnostics[0]
 
 
-def test_report_figures_render(sweep_dir):
-    main(["report", str(sweep_dir)])
-    for name in ("samples.png", "curves.png", "spectra.png", "gradients.png"):
+def test_per_layer_tables_match_the_spectra_files(sweep_dir, report):
+    fits = {row["layer"]: row for row in table_after(report, "## Spectrum shape per layer")}
+    # the Stiefel layers' reshaped spectrum is the configured curve (tau=1, eps=0.1): the fit finds it
+    tau, eps = fits["features.conv1"]["stiefel_fixed"].split(", ε ")
+    assert float(tau.split("τ ")[1].split(" ±")[0]) == pytest.approx(1.0, rel=1e-3)
+    assert float(eps.split(" ±")[0]) == pytest.approx(0.1, abs=1e-3)
+    ratios = {row["layer"]: row for row in table_after(report, "### operator / reshaped")}
+    assert list(ratios["features.conv1"])[1:3] == ["sn", "stiefel_fixed"]
+    records = [json.loads(sorted((d / "spectra").glob("step_*.json"))[-1].read_text())["layers"]["features.conv1"]
+               for d in sorted(sweep_dir.glob("sn-*"))]
+    expected = np.mean([r["operator_norm"] / r["reshaped"][0] for r in records])
+    assert float(ratios["features.conv1"]["sn"].split(" ±")[0]) == pytest.approx(expected, rel=1e-3)
+
+
+def test_report_figures_render(sweep_dir, report):
+    for name in ("samples.png", "curves.png", "spectra.png", "operator_spectra.png", "gradients.png"):
         with Image.open(sweep_dir / name) as image:
             assert image.size[0] > 300 and image.size[1] > 200
             assert np.asarray(image.convert("L")).std() > 5  # not a blank canvas
-        assert f"]({name})" in (sweep_dir / "report.md").read_text()
+        assert f"]({name})" in report
+    with Image.open(sweep_dir / "samples.png") as image:  # 2 variants x 2 seeds: a square-ish grid
+        assert 0.6 < image.size[0] / image.size[1] < 1.6
+
+
+def test_runs_with_variant_labels_group_by_label_and_tuning_reports_best_and_median(tuning_dir):
+    groups = group_variants(find_run_dirs(tuning_dir))
+    assert sorted(groups) == sorted(TUNING)
+    report = (tuning_dir / "report.md").read_text()
+    assert "grouped by the config's `variant` label" in report
+    methods = {row["method"]: row for row in table_after(report, "## Tuning")}
+    assert methods["sn"]["settings"] == "2" and methods["stiefel_fixed"]["settings"] == "1"
+    assert "geometry_gamma = 0.125" in report  # measured with the 2-D mixtures' gamma
+    assert "Baseline: **sn@" in report
+
+
+def make_run(label_seed_values, disc="sn"):
+    """Runs held in memory: each a config and one logged quality row per step, as read from metrics.jsonl."""
+    seed, values = label_seed_values
+    rows = [{"step": step, "quality/fid": value} for step, value in zip((10, 20, 30), values)]
+    return Run(run_dir=None, config={"disc": {"kind": disc}, "train": {"seed": seed}}, rows=rows)
+
+
+def test_tuning_ranks_settings_by_the_final_metric_in_its_direction():
+    finals = {"sn@a": (30.0, 32.0), "sn@b": (20.0, 22.0), "sn@c": (40.0, 38.0), "sn@d": (25.0, 27.0),
+              "wc@x": (50.0, 50.0)}
+    runs = {label: [make_run((seed, [99.0, 80.0, final]), "sn" if label.startswith("sn") else "wc")
+                    for seed, final in enumerate(pair)] for label, pair in finals.items()}
+    table = [[cell.strip() for cell in line.strip("|").split("|")] for line in tuning_table(runs, "quality/fid")
+             if line.startswith("| sn") or line.startswith("| wc")]
+    rows = {row[0]: row for row in table}
+    # means 31, 21, 39, 26: best b (FID: lower is better), ranked b, d, a, c: the lower median is d
+    assert (rows["sn"][2], rows["sn"][3], rows["sn"][4]) == ("b", "21 ± 1.4", "d")
+    assert rows["wc"][2] == rows["wc"][4] == "x"
+    assert choose_baseline(runs, "quality/fid").label == "sn@b"
+
+
+@pytest.mark.parametrize("mixture", ["ring8", "grid25"])
+def test_mixture_scatter_shows_modes_on_fixed_axes(mixture):
+    centers, std = mixture_centers(mixture).numpy(), mixture_std(mixture)
+    limits = []
+    for spread in (0.01, 100.0):  # collapsed and exploded generators get the same axes
+        points = np.random.default_rng(0).normal(0, spread, (300, 2))
+        fig = scatter_figure(points, mixture)
+        ax = fig.axes[0]
+        limits.append((ax.get_xlim(), ax.get_ylim()))
+        circles = [p for p in ax.patches]
+        assert len(circles) == len(centers)
+        np.testing.assert_allclose([c.center for c in circles], centers)
+        assert all(c.radius == pytest.approx(3 * std) for c in circles)
+        outside = int(np.sum(np.any(np.abs(points) > 1.5 * np.abs(centers).max(), axis=1)))
+        assert (f"{outside} outside the axes" in ax.get_title()) == (outside > 0)
+        plt.close(fig)
+    assert limits[0] == limits[1] == ((-1.5 * np.abs(centers).max(), 1.5 * np.abs(centers).max()),) * 2
+    with pytest.raises(ValueError, match="mixture='ring9'"):
+        scatter_figure(np.zeros((3, 2)), "ring9")
 
 
 def test_report_of_a_directory_without_runs_is_a_one_line_error(tmp_path, capsys):

@@ -17,16 +17,13 @@ import wandb
 from PIL import Image
 
 from stiefel_gan import tracking
-from stiefel_gan.tracking import (
-    WANDB_MODES, Tracker, read_metrics, read_offline_run, read_series,
-)
+from stiefel_gan.tracking import WANDB_MODES, Tracker, read_metrics, read_series
+from wandb_records import read_offline_run
 
 CONFIG = {
     "model": {"lr": 2e-4, "betas": [0.0, 0.9], "spectrum": {"tau": 0.5, "eps": 0.1}},
     "seed": 3,
-    # longer than two of wandb's 32 KiB log blocks: the run record is split into FIRST, MIDDLE and
-    # LAST chunks
-    "notes": "stiefel " * 9000,
+    "notes": "stiefel " * 9000,  # a long value (a record longer than one of the log's 32 KiB blocks)
 }
 SCALARS = [{"loss_d": 1.25, "loss_g": -0.5}, {"loss_d": 0.75, "loss_g": 0.125},
            {"loss_d": 0.5, "loss_g": 2.0}]
@@ -104,42 +101,33 @@ def test_offline_run_image_and_series(offline_run):
     expected = np.rint(image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     np.testing.assert_array_equal(pixels, expected)
 
-    # wandb.plot.line_series stores a table of (x, line name, y) rows under "<key>_table"
-    table_ref = run.history[2]["spectra_table"]
-    table = json.loads((files_dir / table_ref["path"]).read_text())
-    expected_rows = [[x, name, y] for name, ys in SPECTRA.items() for x, y in zip(SPECTRUM_XS, ys)]
-    assert table["data"] == expected_rows
+    # line plots go to W&B once, at the end: one table of every step's (step, line, x, y) rows, and a
+    # line_series chart of the last step, whose own table holds (x, line, y) rows
+    (final,) = [row for row in run.history if "spectra/all_steps" in row]
+    assert not any("spectra_table" in row for row in run.history if row is not final)
+    table = json.loads((files_dir / final["spectra/all_steps"]["path"]).read_text())
+    assert table["columns"] == ["step", "line", "x", "y"]
+    assert table["data"] == [[2, name, x, y] for name, ys in SPECTRA.items() for x, y in zip(SPECTRUM_XS, ys)]
+    chart = json.loads((files_dir / final["spectra_table"]["path"]).read_text())
+    assert chart["data"] == [[x, name, y] for name, ys in SPECTRA.items() for x, y in zip(SPECTRUM_XS, ys)]
 
     assert read_series(run_dir) == [{"step": 2, "key": "spectra", "xs": SPECTRUM_XS, "series": SPECTRA}]
 
 
-def test_read_offline_run_takes_the_file_and_survives_a_torn_tail(offline_run, tmp_path):
-    tracker, run_dir, _ = offline_run
-    (wandb_file,) = run_dir.glob(f"wandb/offline-run-*/run-{tracker.run_id}.wandb")
-    complete = read_offline_run(wandb_file)
-    assert complete.history == read_offline_run(run_dir).history
-
-    # a crash mid-write leaves a cut-off last chunk: the records before it still read
-    data = wandb_file.read_bytes()
-    torn = tmp_path / f"run-{tracker.run_id}.wandb"
-    torn.write_bytes(data[:-3])
-    assert read_offline_run(torn).history == complete.history[: len(read_offline_run(torn).history)]
-    assert read_offline_run(torn).config == CONFIG
-
-    corrupt = bytearray(data)
-    corrupt[40] ^= 0xFF  # inside the first record's payload
-    torn.write_bytes(bytes(corrupt))
-    with pytest.raises(ValueError, match="checksum mismatch"):
-        read_offline_run(torn)
-
-    torn.write_bytes(b"not a wandb log")
-    with pytest.raises(ValueError, match="not a wandb transaction log"):
-        read_offline_run(torn)
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="holds no run-"):
-        read_offline_run(tmp_path / "empty")
-    with pytest.raises(ValueError, match="neither"):
-        read_offline_run(tmp_path / "missing")
+def test_quality_metrics_summarize_best_and_last_against_the_generator_step(tmp_path):
+    goals = {"quality/fd": "minimize", "quality/coverage": "maximize"}
+    with _tracker(tmp_path / "run", "offline", job_type="study", metric_goals=goals) as tracker:
+        for step, (fd, coverage) in enumerate([(9.0, 3.0), (4.0, 8.0), (6.0, 5.0)], start=1):
+            tracker.log(step, {"quality/fd": fd, "quality/coverage": coverage})
+    run = read_offline_run(tmp_path / "run")
+    assert run.job_type == "study"
+    # every row carries the generator step, declared as the x-axis of every metric
+    assert [row[tracking.STEP_METRIC] for row in run.history] == [1, 2, 3]
+    assert run.metrics["quality/fd"]["summary"] == {"min": True, "last": True}
+    assert run.metrics["quality/coverage"]["summary"] == {"max": True, "last": True}
+    assert run.metrics["quality/coverage"]["step_metric"] == tracking.STEP_METRIC
+    with pytest.raises(ValueError, match=r"metric_goals\['quality/fd'\]='lower' is not allowed"):
+        _tracker(tmp_path / "bad", "disabled", metric_goals={"quality/fd": "lower"})
 
 
 # ------------------------------------------------------------------------------------------ resume
@@ -350,3 +338,24 @@ def test_uint8_and_path_images_are_accepted(tmp_path):
         tracking._image_as_uint8("x", torch.tensor([[[0.0, 0.5]], [[1.0, 0.25]], [[0.2, 0.8]]])),
         np.array([[[0, 255, 51], [128, 64, 204]]], dtype=np.uint8))
 
+
+
+def test_checkpoint_is_logged_as_an_artifact_with_the_files_digest(tmp_path):
+    import base64
+    import hashlib
+
+    from wandb_records import records
+
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(bytes(range(256)) * 3)
+    with _tracker(tmp_path / "run", "offline") as tracker:
+        tracker.log(4, {"loss": 1.0})
+        tracker.log_checkpoint(4, checkpoint)
+        with pytest.raises(ValueError, match="is not an existing file"):
+            tracker.log_checkpoint(4, tmp_path / "missing.pt")
+    (artifact,) = [r["artifact"] for r in records(tmp_path / "run") if r["type"] == "artifact"]
+    assert (artifact["name"], artifact["type"]) == (f"checkpoint-{tracker.run_id}", "checkpoint")
+    assert set(artifact["aliases"]) == {"latest", "step-4"} and json.loads(artifact["metadata"]) == {"step": 4}
+    (entry,) = artifact["manifest"]["contents"]
+    expected = base64.b64encode(hashlib.md5(checkpoint.read_bytes()).digest()).decode()
+    assert (entry["path"], entry["digest"], int(entry["size"])) == ("last.pt", expected, 768)

@@ -9,35 +9,51 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config import STIEFEL_SPECTRA, Config, DiscConfig, OptimConfig
+from ..config import Config, DiscConfig, OptimConfig
 from .._modules import eval_mode
-from ..diagnostics import weighted_layers
-from ..manifold import build_spectrum, make_optimizer, stiefelize
+from ..effective_weights import weighted_layers
+from ..manifold import FrobeniusNormalized, build_spectrum, make_optimizer, stiefelize
 from ..spectral import apply_normalization, orthogonal_penalty, reshape_singular_values
+from .baselines import apply_weight_norm, clip_weights, gradient_penalty, r1_penalty
 from .models import build_models
 
 
 def spectrum_from_config(disc: DiscConfig):
-    """The unbound spectrum a Stiefel ``disc`` kind uses (``stiefel_svd`` takes ``disc.spectrum``)."""
-    kind = STIEFEL_SPECTRA.get(disc.kind, disc.spectrum)
+    """The unbound spectrum of ``disc.kind=stiefel``: ``disc.spectrum``, rescaled by ``disc.normalize``.
+
+    A curve's largest value is ``disc.sigma``; ``disc.max_value`` rescales a grid only
+    (:func:`stiefel_gan.runner.check_config` refuses a ``max_value`` that contradicts a curve's sigma).
+    """
     curve = {"tau": disc.tau, "eps": disc.eps, "sigma": disc.sigma}
-    if kind == "curve":
-        return build_spectrum("curve", **curve, learn=tuple(disc.learn))
-    if kind == "grid":
-        return build_spectrum("grid", **curve, sort=disc.sort, max_value=disc.max_value)
-    return build_spectrum(kind, **curve)
+    if disc.spectrum == "curve":
+        spectrum = build_spectrum("curve", **curve, learn=tuple(disc.learn))
+    elif disc.spectrum == "grid":
+        spectrum = build_spectrum("grid", **curve, sort=disc.sort, max_value=disc.max_value)
+    else:
+        spectrum = build_spectrum("fixed", **curve)
+    if disc.normalize == "frobenius":
+        spectrum = FrobeniusNormalized(spectrum, disc.normalize_target)
+    return spectrum
 
 
 def parameterize_discriminator(discriminator: nn.Module, disc: DiscConfig, input_shape) -> nn.Module:
-    """Apply ``disc.kind`` to every Linear / Conv2d of ``discriminator`` (the final dense layer included)."""
+    """Apply ``disc.kind`` to every Linear / Conv2d of ``discriminator`` (the final dense layer included).
+
+    Every kind leaves each layer's effective weight readable as ``layer.weight`` (in eval mode without
+    side effects): the normalized weight of SN / fair SN / WN, ``diag(lambda) X`` of a Stiefel layer,
+    the parameter itself for the others.
+    """
     if disc.kind in ("sn", "fair_sn"):
-        return apply_normalization(discriminator, disc.kind, input_shape=input_shape,
+        return apply_normalization(discriminator, str(disc.kind), input_shape=input_shape,
                                    n_power_iterations=disc.n_power_iterations)
-    if disc.kind.startswith("stiefel"):
-        factorization = "svd" if disc.kind == "stiefel_svd" else disc.factorization
-        return stiefelize(discriminator, spectrum_from_config(disc), factorization=factorization,
+    if disc.kind == "stiefel":
+        return stiefelize(discriminator, spectrum_from_config(disc), factorization=str(disc.factorization),
                           retraction=disc.retraction)
-    return discriminator  # none, ortho_reg (a loss term, see GAN.penalty)
+    if disc.kind == "wn":
+        return apply_weight_norm(discriminator)
+    if disc.kind == "wc":
+        clip_weights(discriminator, disc.clip_value)  # the constraint holds from the first step on
+    return discriminator  # none, ortho_reg, gp (loss terms, see GAN.penalty), wc (GAN.after_discriminator_step)
 
 
 class GAN(nn.Module):
@@ -47,12 +63,14 @@ class GAN(nn.Module):
         super().__init__()
         self.generator = generator
         self.discriminator = discriminator
-        self.disc_kind = disc.kind
-        self.ortho_beta = disc.ortho_beta
+        self.disc = disc
 
     def optimizers(self, optim: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """(G's Adam, D's optimizer with explicit groups: Stiefel factors, spectrum, the rest)."""
         betas = (optim.beta1, optim.beta2)
+        if optim.second_moment == "entry":
+            raise ValueError("optim.second_moment='entry' is not available in this build: the per-entry "
+                             "Riemannian Adam is not installed; use optim.second_moment=matrix")
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=optim.lr_g, betas=betas)
         group_lr = {name: lr for name, lr in (("stiefel", optim.lr_stiefel), ("spectrum", optim.lr_spectrum))
                     if lr is not None}
@@ -60,11 +78,22 @@ class GAN(nn.Module):
         opt_d = make_optimizer(self.discriminator, optim.name, lr=optim.lr_d, group_lr=group_lr, **extra)
         return opt_g, opt_d
 
-    def penalty(self) -> Tensor | float:
-        """The regularization added to D's loss (Brock's orthonormal penalty for ``ortho_reg``, else 0)."""
-        if self.disc_kind == "ortho_reg":
-            return orthogonal_penalty(self.discriminator, self.ortho_beta)
+    def penalty(self, real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor | float:
+        """The regularization added to D's loss: Brock's orthonormal penalty for ``ortho_reg``, the
+        gradient penalty for ``gp`` (its interpolation weights drawn from ``generator``, the run's
+        latent stream, so that a resumed run repeats them), else 0."""
+        if self.disc.kind == "ortho_reg":
+            return orthogonal_penalty(self.discriminator, self.disc.ortho_beta)
+        if self.disc.kind == "gp":
+            if self.disc.penalty == "r1":
+                return r1_penalty(self.discriminator, real, self.disc.penalty_weight)
+            return gradient_penalty(self.discriminator, real, fake, generator, self.disc.penalty_weight)
         return 0.0
+
+    def after_discriminator_step(self) -> None:
+        """What follows each D update: weight clipping for ``wc``."""
+        if self.disc.kind == "wc":
+            clip_weights(self.discriminator, self.disc.clip_value)
 
     @torch.no_grad()
     def diagnostics(self) -> dict[str, float]:

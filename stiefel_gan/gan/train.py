@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,8 @@ def _check_finite(name: str, value: Tensor, step: int, checkpoint: Path, last_go
 def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSettings, device: torch.device,
           checkpoint_path: Path, payload: Callable[[TrainingState], dict],
           log: Callable[[int, dict], None], periodic: list[Periodic] = (),
-          progress: bool = True, last_good: int | None = None) -> TrainingState:
+          progress: bool = True, last_good: int | None = None,
+          should_stop: Callable[[], bool] | None = None) -> TrainingState:
     """Run from ``state.step`` to ``settings.steps`` generator updates.
 
     Each D update sees one real batch and one fake batch concatenated into a single forward: D has no
@@ -92,11 +94,17 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
     After each update: losses and ``gan.diagnostics()`` are logged every ``log_every`` steps, the
     ``periodic`` actions run (samples, evaluation, spectral diagnostics), then the checkpoint is written,
     so a checkpoint always follows everything logged for its step.
+
+    ``should_stop`` is asked after each update (a SIGTERM / SIGINT flag): when it says yes, the
+    checkpoint is written and the loop returns early, with ``state.step < settings.steps``.
+    With ``progress``, a terminal gets a progress bar and anything else (a file, a Slurm log) one line
+    per ``log_every`` steps, since a bar's carriage returns would fill a log with partial lines.
     """
     gan, opt_g, opt_d = state.gan, state.opt_g, state.opt_d
     generator, discriminator = gan.generator, gan.discriminator
     n = settings.batch_size
-    bar = tqdm(total=settings.steps, initial=state.step, disable=not progress, desc="train", unit="step",
+    progress_lines = progress and not sys.stderr.isatty()
+    bar = tqdm(total=settings.steps, initial=state.step, disable=not progress or progress_lines, desc="train", unit="step",
                dynamic_ncols=True)
     window_start, window_steps = time.perf_counter(), 0
     while state.step < settings.steps:
@@ -106,10 +114,11 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
                 fake = generator(generator.sample_z(n, state.z_generator, device))
             logits = discriminator(torch.cat((real, fake)))
             d_real, d_fake = logits[:n], logits[n:]
-            loss_d = discriminator_loss(settings.loss, d_real, d_fake) + gan.penalty()
+            loss_d = discriminator_loss(settings.loss, d_real, d_fake) + gan.penalty(real, fake, state.z_generator)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
+            gan.after_discriminator_step()
 
         discriminator.requires_grad_(False)  # G's update needs gradients through D, not of D
         loss_g = generator_loss(settings.loss, discriminator(generator(generator.sample_z(n, state.z_generator, device))))
@@ -133,12 +142,19 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
                        **gan.diagnostics(), "perf/steps_per_s": window_steps / max(elapsed, 1e-9)}
             log(state.step, scalars)
             bar.set_postfix(loss_d=f"{scalars['loss/d']:.3f}", loss_g=f"{scalars['loss/g']:.3f}")
+            if progress_lines:
+                print(f"train: step {state.step}/{settings.steps} loss_d={scalars['loss/d']:.3f} "
+                      f"loss_g={scalars['loss/g']:.3f} {scalars['perf/steps_per_s']:.2f} step/s",
+                      file=sys.stderr, flush=True)
             window_start, window_steps = time.perf_counter(), 0
         for hook in periodic:
             if hook.every > 0 and (state.step % hook.every == 0 or finished):
                 hook.action(state.step, finished)
-        if state.step % settings.checkpoint_every == 0 or finished:
+        stop = should_stop is not None and should_stop()
+        if state.step % settings.checkpoint_every == 0 or finished or stop:
             save_checkpoint(checkpoint_path, payload(state))
             last_good = state.step
+        if stop:
+            break
     bar.close()
     return state

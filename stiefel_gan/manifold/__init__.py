@@ -3,18 +3,25 @@
 >>> from stiefel_gan.manifold import StiefelLinear, LearnableCurve, make_optimizer
 """
 
-from .layers import FACTORIZATIONS, StiefelConv2d, StiefelLayer, StiefelLinear, StiefelMatrix, stiefel_layers
+from .layers import (FACTORIZATIONS, STIEFEL_TWINS, FactorCost, StiefelConv1d, StiefelConv2d, StiefelConv3d,
+                     StiefelConvTranspose1d, StiefelConvTranspose2d, StiefelConvTranspose3d, StiefelLayer,
+                     StiefelLinear, StiefelMatrix, factor_costs, haar_, optimizer_step_flops, stiefel_layers,
+                     stiefel_summary)
 from .optim import OPTIMIZERS, load_optimizer_state, make_optimizer, parameter_groups
 from .retractions import (DEFAULT_RETRACTION, RETRACTIONS, CayleyStiefel, QRStiefel, manifold_drift,
                           stiefel_manifold)
-from .spectra import FixedCurve, LearnableCurve, LearnableGrid, Spectrum, build_spectrum, curve_values
+from .spectra import (CurveFit, FixedCurve, FrobeniusNormalized, LearnableCurve, LearnableGrid, Spectrum,
+                      build_spectrum, curve_values, fit_curve)
 from .stiefelize import stiefel_twin, stiefelize
 
 __all__ = [
-    "FACTORIZATIONS", "OPTIMIZERS", "RETRACTIONS", "DEFAULT_RETRACTION",
-    "StiefelLayer", "StiefelLinear", "StiefelConv2d", "StiefelMatrix", "stiefel_layers",
+    "FACTORIZATIONS", "OPTIMIZERS", "RETRACTIONS", "DEFAULT_RETRACTION", "STIEFEL_TWINS",
+    "StiefelLayer", "StiefelLinear", "StiefelConv1d", "StiefelConv2d", "StiefelConv3d",
+    "StiefelConvTranspose1d", "StiefelConvTranspose2d", "StiefelConvTranspose3d", "StiefelMatrix",
+    "stiefel_layers", "stiefel_summary", "factor_costs", "FactorCost", "optimizer_step_flops", "haar_",
     "make_optimizer", "parameter_groups", "load_optimizer_state",
     "QRStiefel", "CayleyStiefel", "stiefel_manifold", "manifold_drift",
-    "Spectrum", "FixedCurve", "LearnableCurve", "LearnableGrid", "build_spectrum", "curve_values",
+    "Spectrum", "FixedCurve", "FrobeniusNormalized", "LearnableCurve", "LearnableGrid", "build_spectrum",
+    "curve_values", "CurveFit", "fit_curve",
     "stiefelize", "stiefel_twin",
 ]

@@ -18,25 +18,62 @@ Note [tall storage]
     In both cases the stored factor ``Q`` is ``max(rows, cols) x k`` and ``W`` is ``Q diag(lambda)``
     or its transpose, one broadcasted multiply.
 
-A conv kernel ``c_out x c_in x kh x kw`` is the ``c_out x (c_in kh kw)`` matrix reshaped (Miyato's
-view): its reshaped spectrum is exactly ``lambda``; the spectrum of the convolution operator is not,
-and is measured by :mod:`stiefel_gan.spectral`.
+Note [groups]
+    A convolution with ``groups=g`` is ``g`` independent convolutions: its weight is block diagonal,
+    one ``rows x cols`` block per group. Its factors are ONE batched ``ManifoldParameter`` of shape
+    ``g x n x p`` (geoopt's manifolds, its optimizers and the retractions of
+    :mod:`~stiefel_gan.manifold.retractions` act on the last two dimensions and broadcast over the
+    first), never a Python loop over groups. One spectrum of length ``k`` is bound per layer and
+    shared by its groups, so every group's block has exactly the singular values ``lambda`` and the
+    whole block-diagonal matrix has ``lambda`` repeated ``g`` times. With ``g = 1`` the factor keeps
+    its plain ``n x p`` shape.
+
+The reshapes (Miyato's view), per group, for a kernel of spatial size ``K = prod(kernel_size)``:
+
+================================  ============================  =======================================
+layer                             weight                        matrix of each group (rows x cols)
+================================  ============================  =======================================
+``Linear``                        ``out x in``                  ``out x in``
+``Conv1d/2d/3d``                  ``c_out x c_in/g x k...``     ``c_out/g x (c_in/g K)``
+``ConvTranspose1d/2d/3d``         ``c_in x c_out/g x k...``     ``c_in/g x (c_out/g K)``
+================================  ============================  =======================================
+
+Each is ``weight.reshape(g, rows, cols)``: the rows are the first dimension of the stored weight.
+For a transposed convolution that is the input channel: ``conv_transpose`` with weight ``W`` is the
+adjoint of ``conv`` with the same ``W`` (from ``c_out`` to ``c_in`` channels), so its reshaped spectrum
+is the one of that convolution, and :func:`~stiefel_gan.spectral.reshape_singular_values`
+(``weight.flatten(1)``) reads it for ``g = 1``. The spectrum of the convolution operator itself is not
+``lambda`` and is measured by :mod:`stiefel_gan.spectral`.
+
+Note [subclass, not parametrize]
+    Each Stiefel layer subclasses the torch layer it replaces (``StiefelConv2d`` is an ``nn.Conv2d``),
+    inheriting its ``forward``, ``extra_repr`` and geometry attributes, with ``weight`` a read-only
+    property computed from the factors. So code that walks a model with ``isinstance(m, nn.Conv2d)``
+    (init loops, FLOP counters) finds it. ``torch.nn.utils.parametrize`` would also keep the type, but
+    it keeps the dense weight as ``parametrizations.weight.original`` (memory, and a parameter the
+    optimizer would train) or, with a tuple ``right_inverse``, turns the factors into plain
+    ``nn.Parameter`` s that geoopt's optimizers do not see as manifold points; its generated class
+    would also lose ``singular_values()`` and the clean ``state_dict`` keys.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from geoopt import ManifoldParameter
 from torch import Tensor, nn
-from torch.nn.modules.utils import _pair
+from torch.nn.modules.linear import NonDynamicallyQuantizableLinear
 
-from .retractions import DEFAULT_RETRACTION, manifold_drift, stiefel_manifold
+from .retractions import DEFAULT_RETRACTION, _householder_q_factor, manifold_drift, stiefel_manifold
 from .spectra import FixedCurve, Spectrum
 
 FACTORIZATIONS = ("diag", "svd")
+
+#: Largest :math:`\max|Q^T Q - I|` accepted from a float32 factorization at initialization before
+#: it is recomputed more carefully (the tolerance the tests hold every factor to).
+ORTHONORMALITY_TOLERANCE = 1e-5
 
 
 def _check_float_dtype(dtype) -> None:
@@ -44,10 +81,75 @@ def _check_float_dtype(dtype) -> None:
         raise ValueError(f"dtype={dtype} is not allowed: Stiefel layers need a floating-point dtype")
 
 
-def _polar_factors(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Thin SVD factors ``U`` (rows x k) and ``V`` (cols x k) of a dense matrix, in float64 for accuracy."""
-    u, _, vh = torch.linalg.svd(weight.detach().double(), full_matrices=False)
-    return u, vh.transpose(-1, -2)
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    # LAPACK has no half-precision routines: factor float16 / bfloat16 weights in float32
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _singular_vectors(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """Thin SVD factors ``U`` (``... x rows x k``) and ``V`` (``... x cols x k``) of a (batched) matrix.
+
+    Note [polar factor in float32]
+        Computed in the weight's own precision (float32 for float32 weights), first from the
+        eigendecomposition of the small Gram matrix: for ``rows <= cols``,
+        :math:`WW^T = U S^2 U^T` (a ``k x k`` ``eigh``) and :math:`V = W^T U S^{-1}`, two GEMMs and
+        a ``k^3`` ``eigh`` instead of an SVD (``512 x 4608`` on one CPU core: 0.85 s, against 3.9 s
+        for a float32 SVD and 8.0 s for a float64 one).
+        Squaring ``W`` squares its condition number, so the result is checked: if ``U`` or ``V``
+        is off the manifold by more than ``ORTHONORMALITY_TOLERANCE`` (a nearly rank-deficient
+        ``W``), an SVD in the same precision is used, and if that is still off, one in float64.
+    """
+    work = matrix.detach().to(_working_dtype(matrix.dtype))
+    wide = work.shape[-2] <= work.shape[-1]
+    short = work if wide else work.transpose(-1, -2)  # k x m with k <= m
+    eigenvalues, left = torch.linalg.eigh(short @ short.transpose(-1, -2))
+    # eigh sorts ascending; the SVD's order (descending) pairs lambda_0 with the top singular direction
+    eigenvalues, left = eigenvalues.flip(-1), left.flip(-1)
+    singular = eigenvalues.clamp_min(0).sqrt().unsqueeze(-2)
+    right = (short.transpose(-1, -2) @ left) / singular
+    u, v = (left, right) if wide else (right, left)
+    for dtype in (work.dtype, torch.float64):
+        if torch.isfinite(v).all() and max(manifold_drift(u), manifold_drift(v)) <= ORTHONORMALITY_TOLERANCE:
+            break
+        u, _, vh = torch.linalg.svd(work.to(dtype), full_matrices=False)
+        v = vh.transpose(-1, -2)
+    return u.to(work.dtype), v.to(work.dtype)
+
+
+@torch.no_grad()
+def haar_(factor: Tensor) -> Tensor:
+    r"""Fill a tall ``... x n x p`` tensor, in place, with independent Haar-random points of the Stiefel manifold.
+
+    ``Q`` of the QR factorization ``Z = QR`` of a Gaussian ``Z`` with :math:`\mathrm{diag}(R) > 0` is
+    uniformly (Haar) distributed (Mezzadri 2007). Unlike ``nn.init.orthogonal_``, leading dimensions
+    are a batch (one independent point per group).
+
+    Note [Cholesky QR at initialization]
+        For ``n >= 2p`` the QR is a Cholesky QR in float32, the same ``Q`` as Householder's for
+        about a third of the time on CPU: the Gram matrix :math:`G = Z^T Z = R^T R`, its Cholesky
+        factor, the ``p x p`` inverse :math:`R^{-1}` and one GEMM :math:`Q = Z R^{-1}` (a GEMM runs
+        near peak; a triangular solve with ``n`` right-hand sides does not). Its orthogonality error
+        grows like :math:`\epsilon\,\kappa(Z)^2`; a tall Gaussian has
+        :math:`\kappa(Z) \approx (\sqrt n + \sqrt p)/(\sqrt n - \sqrt p) \le 5.9` for ``n >= 2p``,
+        so the error stays near float32's roundoff. It is checked in ``p x p`` work,
+        :math:`Q^T Q = R^{-T} G R^{-1}`, and a result off by more than ``ORTHONORMALITY_TOLERANCE`` (or a
+        nearly square ``Z``, where :math:`\kappa` is large) takes Householder QR instead.
+    """
+    z = torch.randn(factor.shape, dtype=_working_dtype(factor.dtype), device=factor.device)
+    n, p = z.shape[-2:]
+    q = None
+    if n >= 2 * p:
+        gram = z.transpose(-1, -2) @ z
+        upper, info = torch.linalg.cholesky_ex(gram, upper=True)
+        if not bool(torch.any(info != 0)):
+            eye = torch.eye(p, dtype=z.dtype, device=z.device)
+            upper_inverse = torch.linalg.solve_triangular(upper, eye, upper=True)
+            gram_of_q = upper_inverse.transpose(-1, -2) @ gram @ upper_inverse
+            if (gram_of_q - eye).abs().amax() <= ORTHONORMALITY_TOLERANCE:  # NaN fails too
+                q = z @ upper_inverse
+    if q is None:
+        q = _householder_q_factor(z)
+    return factor.copy_(q)
 
 
 class StiefelMatrix(nn.Module):
@@ -56,17 +158,23 @@ class StiefelMatrix(nn.Module):
     Parameters
     ----------
     rows, cols : int
-        Shape of the produced matrix.
+        Shape of the produced matrix (of each group's block).
     spectrum : Spectrum, optional
         Unbound spectrum; this module binds its own copy to ``k = min(rows, cols)``.
         Default: :class:`FixedCurve` with its defaults.
     factorization : {"diag", "svd"}
     retraction : {"qr", "cayley"}
         Retraction of the Stiefel factor(s) (see :mod:`stiefel_gan.manifold.retractions`).
+    groups : int
+        Number of independent blocks (Note [groups]): ``forward`` returns ``groups x rows x cols``
+        when ``groups > 1``, ``rows x cols`` otherwise.
+    init_weight : Tensor, optional
+        Start the factors from this weight (:meth:`init_from_weight`) instead of Haar-random ones.
     """
 
     def __init__(self, rows: int, cols: int, spectrum: Spectrum | None = None, factorization: str = "diag",
-                 retraction: str = DEFAULT_RETRACTION, device=None, dtype=None):
+                 retraction: str = DEFAULT_RETRACTION, device=None, dtype=None, *, groups: int = 1,
+                 init_weight: Tensor | None = None):
         super().__init__()
         if factorization not in FACTORIZATIONS:
             raise ValueError(f"factorization={factorization!r} is not allowed: use one of {FACTORIZATIONS}")
@@ -75,24 +183,35 @@ class StiefelMatrix(nn.Module):
             spectrum = FixedCurve()
         if not isinstance(spectrum, Spectrum):
             raise ValueError(f"spectrum={spectrum!r} is not allowed: use a Spectrum (FixedCurve, LearnableCurve, LearnableGrid)")
+        if not isinstance(groups, int) or groups < 1:
+            raise ValueError(f"groups={groups!r} is not allowed: use an int >= 1")
         k = min(rows, cols)
         if k < 1:
             raise ValueError(f"a {rows} x {cols} weight (k={k} singular values) is not allowed: "
                              "a Stiefel layer needs k = min(rows, cols) >= 1")
-        self.rows, self.cols, self.k = rows, cols, k
+        self.rows, self.cols, self.k, self.groups = rows, cols, k, groups
         self.factorization = factorization
         self.retraction = retraction
         manifold = stiefel_manifold(retraction)
         factory = {"device": device, "dtype": dtype if dtype is not None else torch.get_default_dtype()}
         self.spectrum = spectrum.build(k).to(**factory)
+        batch = (groups,) if groups > 1 else ()
         if factorization == "diag":
             self.transposed = rows <= cols
-            self.factor = ManifoldParameter(torch.empty(max(rows, cols), k, **factory), manifold=manifold)
+            self.factor = ManifoldParameter(torch.empty(*batch, max(rows, cols), k, **factory), manifold=manifold)
         else:
             self.transposed = False
-            self.left = ManifoldParameter(torch.empty(rows, k, **factory), manifold=manifold)
-            self.right = ManifoldParameter(torch.empty(cols, k, **factory), manifold=manifold)
-        self.reset_parameters()
+            self.left = ManifoldParameter(torch.empty(*batch, rows, k, **factory), manifold=manifold)
+            self.right = ManifoldParameter(torch.empty(*batch, cols, k, **factory), manifold=manifold)
+        if init_weight is None:
+            self.reset_parameters()
+        else:
+            self.init_from_weight(init_weight)
+
+    @property
+    def matrix_shape(self) -> tuple[int, ...]:
+        """The shape ``forward`` returns: ``(groups, rows, cols)``, or ``(rows, cols)`` for one group."""
+        return ((self.groups,) if self.groups > 1 else ()) + (self.rows, self.cols)
 
     def stiefel_factors(self) -> list[ManifoldParameter]:
         """The parameters that live on a Stiefel manifold (one for ``diag``, two for ``svd``)."""
@@ -100,20 +219,25 @@ class StiefelMatrix(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Haar-random orthonormal factors (``nn.init.orthogonal_``)."""
+        """Haar-random orthonormal factors (:func:`haar_`, each group independently)."""
         for factor in self.stiefel_factors():
-            nn.init.orthogonal_(factor)
+            haar_(factor)
 
     @torch.no_grad()
     def init_from_weight(self, weight: Tensor) -> None:
-        """Start the factors from an existing ``rows x cols`` weight ``W = U S V^T``; the spectrum stays ``lambda``.
+        """Start the factors from an existing weight ``W = U S V^T``; the spectrum stays ``lambda``.
 
-        ``svd``: the factors are ``U`` and ``V``, so ``W`` keeps its singular directions and becomes
-        ``U diag(lambda) V^T``. ``diag``: ``X`` is the polar factor ``U V^T``, the matrix with orthonormal
-        rows/columns closest to ``W`` in Frobenius norm (``diag(lambda) X`` itself has the coordinate
-        axes as left singular vectors, so it cannot keep ``U`` in general).
+        ``weight`` has ``groups * rows * cols`` entries (any shape, e.g. a conv kernel), read as
+        ``groups x rows x cols`` blocks. ``svd``: the factors are ``U`` and ``V``, so ``W`` keeps its
+        singular directions and becomes ``U diag(lambda) V^T``. ``diag``: ``X`` is the polar factor
+        ``U V^T``, the matrix with orthonormal rows/columns closest to ``W`` in Frobenius norm
+        (``diag(lambda) X`` itself has the coordinate axes as left singular vectors, so it cannot keep
+        ``U`` in general). Computed in float32 with a check (Note [polar factor in float32]).
         """
-        u, v = _polar_factors(weight.reshape(self.rows, self.cols))
+        if weight.numel() != math.prod(self.matrix_shape):
+            raise ValueError(f"a weight of shape {tuple(weight.shape)} is not allowed here: this layer's "
+                             f"weight holds {' x '.join(map(str, self.matrix_shape))} entries")
+        u, v = _singular_vectors(weight.reshape(self.matrix_shape).to(self.stiefel_factors()[0].device))
         if self.factorization == "svd":
             self.left.copy_(u)
             self.right.copy_(v)
@@ -125,29 +249,56 @@ class StiefelMatrix(nn.Module):
         lam = self.spectrum()
         if self.factorization == "svd":
             return (self.left * lam) @ self.right.transpose(-1, -2)
-        scaled = self.factor * lam  # Q diag(lambda), max(rows, cols) x k
+        scaled = self.factor * lam  # Q diag(lambda), (groups x) max(rows, cols) x k
         return scaled.transpose(-1, -2) if self.transposed else scaled
 
     def drift(self) -> Tensor:
-        r""":math:`\max |Q^T Q - I|` over this module's Stiefel factors (0 on the manifold)."""
+        r""":math:`\max |Q^T Q - I|` over this module's Stiefel factors and groups (0 on the manifold)."""
         with torch.no_grad():
             return torch.stack([manifold_drift(f) for f in self.stiefel_factors()]).amax()
 
     def extra_repr(self) -> str:
+        batch = f"{self.groups}x" if self.groups > 1 else ""
         if self.factorization == "svd":
-            stored = f"U {self.rows}x{self.k}, V {self.cols}x{self.k}"
+            stored = f"U {batch}{self.rows}x{self.k}, V {batch}{self.cols}x{self.k}"
         else:
-            shape = f"{self.factor.shape[0]}x{self.k}"
+            shape = f"{batch}{self.factor.shape[-2]}x{self.k}"
             stored = f"X^T {shape} (stored transposed)" if self.transposed else f"X {shape}"
-        return (f"{self.rows}x{self.cols}, k={self.k}, factorization={self.factorization}, {stored}, "
+        grouped = f", groups={self.groups}" if self.groups > 1 else ""
+        return (f"{self.rows}x{self.cols}, k={self.k}{grouped}, factorization={self.factorization}, {stored}, "
                 f"retraction={self.retraction}")
 
 
 class StiefelLayer(nn.Module):
-    """Shared parts of the Stiefel layers: the effective ``weight`` and diagnostics."""
+    """Shared parts of the Stiefel layers: the effective ``weight``, checkpoints and diagnostics.
+
+    A concrete layer also subclasses the torch layer it replaces (Note [subclass, not parametrize]),
+    after this class, so that this class's ``weight`` property and ``reset_parameters`` come first.
+    """
 
     parametrization: StiefelMatrix
     weight_shape: tuple[int, ...]
+
+    def _setup(self, template: nn.Module, rows: int, cols: int, groups: int, spectrum: Spectrum | None,
+               factorization: str, retraction: str, device, dtype, init_weight: Tensor | None) -> None:
+        """Copy ``template``'s geometry (a torch layer on the meta device), build the factors and the bias.
+
+        Note [reuse the torch layer's argument checks]: the template, built by the torch class from the
+        very arguments this layer got, validates them exactly as torch does and computes the derived
+        attributes (tuples of kernel sizes, ``_reversed_padding_repeated_twice``); nothing is allocated.
+        """
+        nn.Module.__init__(self)
+        for name in (*type(template).__constants__, "transposed", "_reversed_padding_repeated_twice"):
+            if hasattr(template, name):
+                setattr(self, name, getattr(template, name))
+        self.weight_shape = tuple(template.weight.shape)
+        self.parametrization = StiefelMatrix(rows, cols, spectrum, factorization, retraction, device=device,
+                                             dtype=dtype, groups=groups, init_weight=init_weight)
+        if template.bias is None:
+            self.register_parameter("bias", None)
+        else:
+            self.bias = nn.Parameter(torch.empty(template.bias.shape, device=device, dtype=dtype))
+            self._reset_bias()
 
     @property
     def weight(self) -> Tensor:
@@ -159,85 +310,145 @@ class StiefelLayer(nn.Module):
         return self.parametrization.spectrum
 
     def singular_values(self) -> Tensor:
-        """``lambda``: the exact singular values of the (reshaped) weight, in the spectrum's own order."""
+        """``lambda``: the exact singular values of the (reshaped) weight of every group, in the spectrum's own order."""
         return self.spectrum.values()
 
-    def _init_bias(self, fan_in: int) -> None:
-        # the default of nn.Linear / nn.Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    @torch.no_grad()
+    def _reset_bias(self) -> None:
+        # the default of the torch layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = weight.size(1) * prod(kernel)
         if self.bias is not None:
-            bound = 1 / math.sqrt(fan_in)
+            bound = 1 / math.sqrt(math.prod(self.weight_shape[1:]))
             nn.init.uniform_(self.bias, -bound, bound)
 
+    def reset_parameters(self) -> None:
+        """Haar-random factors and the torch layer's default bias (what ``nn.Conv2d.reset_parameters`` is to it)."""
+        self.parametrization.reset_parameters()
+        self._reset_bias()
 
-class StiefelLinear(StiefelLayer):
-    """Drop-in for :class:`torch.nn.Linear` with ``weight = diag(lambda) X`` (see the module docstring).
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        # Note [plain checkpoints]: a checkpoint of the plain model holds `weight` where this layer holds
+        # `parametrization.*`. Its weight initializes the factors (init_from_weight: polar / SVD factors)
+        # and this layer keeps its own spectrum, so `load_state_dict(plain, strict=True)` succeeds. Loading
+        # runs the parent's hook before its children's, on the same dict: the keys filled in here are
+        # what the child `parametrization` then loads.
+        weight = state_dict.pop(prefix + "weight", None)
+        if weight is not None:
+            try:
+                self.parametrization.init_from_weight(weight)
+            except ValueError as error:
+                error_msgs.append(f"{prefix}weight: {error}")
+            else:
+                own = self.parametrization.state_dict(prefix=prefix + "parametrization.")
+                for key, value in own.items():
+                    state_dict.setdefault(key, value)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
+
+
+_LAYER_OPTIONS_DOC = """
+    Parameters after the torch layer's own are keyword-only: ``spectrum`` (unbound, bound here to
+    ``k``), ``factorization`` (``"diag"`` or ``"svd"``), ``retraction`` (``"qr"`` or ``"cayley"``) and
+    ``init_weight`` (a dense weight to start the factors from, else Haar-random).
+"""
+
+
+class StiefelLinear(StiefelLayer, nn.Linear):
+    """An :class:`torch.nn.Linear` with ``weight = diag(lambda) X`` (see the module docstring).
 
     Examples
     --------
     >>> layer = StiefelLinear(64, 16, spectrum=FixedCurve(tau=0.5, eps=0.1))
     >>> torch.linalg.svdvals(layer.weight).shape
     torch.Size([16])
+    >>> isinstance(layer, nn.Linear)
+    True
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
                  spectrum: Spectrum | None = None, factorization: str = "diag",
-                 retraction: str = DEFAULT_RETRACTION):
-        super().__init__()
-        self.in_features, self.out_features = in_features, out_features
-        self.weight_shape = (out_features, in_features)
-        self.parametrization = StiefelMatrix(out_features, in_features, spectrum, factorization, retraction,
-                                             device=device, dtype=dtype)
-        factory = {"device": device, "dtype": dtype}
-        self.bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
-        self._init_bias(in_features)
-
-    def forward(self, input: Tensor) -> Tensor:
-        return F.linear(input, self.weight, self.bias)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+                 retraction: str = DEFAULT_RETRACTION, init_weight: Tensor | None = None):
+        template = nn.Linear(in_features, out_features, bias, device="meta")
+        self._setup(template, out_features, in_features, 1, spectrum, factorization, retraction, device, dtype,
+                    init_weight)
 
 
-class StiefelConv2d(StiefelLayer):
-    """Drop-in for :class:`torch.nn.Conv2d` whose reshaped kernel ``c_out x (c_in kh kw)`` has spectrum ``lambda``.
+StiefelLinear.__doc__ += _LAYER_OPTIONS_DOC
 
-    Same constructor arguments as ``nn.Conv2d`` (``groups`` must be 1: a grouped kernel is a block-diagonal
-    matrix, not one Stiefel factor), plus ``spectrum``, ``factorization`` and ``retraction``.
-    """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
-                 groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
-                 spectrum: Spectrum | None = None, factorization: str = "diag",
-                 retraction: str = DEFAULT_RETRACTION):
-        super().__init__()
-        if groups != 1:
-            raise ValueError(f"groups={groups} is not allowed: StiefelConv2d supports groups=1 only")
-        # Note [reuse nn.Conv2d's padding logic]: a template on the meta device validates the
-        # arguments exactly as nn.Conv2d does and computes its padding attributes; nothing is allocated.
-        template = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
-                             padding_mode, device="meta")
-        for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding", "dilation", "groups",
-                     "padding_mode", "_reversed_padding_repeated_twice"):
-            setattr(self, name, getattr(template, name))
-        self.weight_shape = tuple(template.weight.shape)
-        fan_in = in_channels * self.kernel_size[0] * self.kernel_size[1]
-        self.parametrization = StiefelMatrix(out_channels, fan_in, spectrum, factorization, retraction,
-                                             device=device, dtype=dtype)
-        factory = {"device": device, "dtype": dtype}
-        self.bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        self._init_bias(fan_in)
+class _StiefelConvNd(StiefelLayer):
+    """Grouped convolutions (transposed or not): ``groups`` blocks of ``weight.size(0)/g x (weight.size(1) K)``."""
 
-    def forward(self, input: Tensor) -> Tensor:
-        return nn.Conv2d._conv_forward(self, input, self.weight, self.bias)
+    def _setup_conv(self, template: nn.modules.conv._ConvNd, spectrum, factorization, retraction, device, dtype,
+                    init_weight) -> None:
+        shape = template.weight.shape  # c_out x c_in/g x k... (conv) or c_in x c_out/g x k... (transposed)
+        groups = template.groups
+        self._setup(template, shape[0] // groups, math.prod(shape[1:]), groups, spectrum, factorization,
+                    retraction, device, dtype, init_weight)
 
-    def extra_repr(self) -> str:
-        text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}")
-        if self.dilation != _pair(1):
-            text += f", dilation={self.dilation}"
-        if self.padding_mode != "zeros":
-            text += f", padding_mode={self.padding_mode}"
-        return text + f", bias={self.bias is not None}"
+
+def _template(torch_class: type, in_channels: int, out_channels: int, *args) -> nn.Module:
+    """``torch_class(...)`` on the meta device; torch's own argument error, naming the arguments, on one line."""
+    try:
+        return torch_class(in_channels, out_channels, *args, device="meta")
+    except (ValueError, TypeError) as error:
+        groups = args[4]  # after kernel_size, stride, padding and dilation (or output_padding)
+        raise ValueError(f"{torch_class.__name__}(in_channels={in_channels}, out_channels={out_channels}, "
+                         f"groups={groups}, ...) is not allowed: {error}") from None
+
+
+def _conv_class(torch_class: type, name: str, dims: int) -> type:
+    """The Stiefel twin of a torch conv class, with the same constructor signature plus the options."""
+    transposed = issubclass(torch_class, nn.modules.conv._ConvTransposeNd)
+    kernel = {1: "k", 2: "kh kw", 3: "kd kh kw"}[dims]
+
+    if transposed:
+        def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, output_padding=0,
+                     groups: int = 1, bias: bool = True, dilation=1, padding_mode: str = "zeros", device=None,
+                     dtype=None, *, spectrum: Spectrum | None = None, factorization: str = "diag",
+                     retraction: str = DEFAULT_RETRACTION, init_weight: Tensor | None = None):
+            template = _template(torch_class, in_channels, out_channels, kernel_size, stride, padding,
+                                 output_padding, groups, bias, dilation, padding_mode)
+            self._setup_conv(template, spectrum, factorization, retraction, device, dtype, init_weight)
+        view = f"``c_in/g x (c_out/g {kernel})`` (the adjoint convolution's view)"
+    else:
+        def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0, dilation=1,
+                     groups: int = 1, bias: bool = True, padding_mode: str = "zeros", device=None, dtype=None, *,
+                     spectrum: Spectrum | None = None, factorization: str = "diag",
+                     retraction: str = DEFAULT_RETRACTION, init_weight: Tensor | None = None):
+            template = _template(torch_class, in_channels, out_channels, kernel_size, stride, padding, dilation,
+                                 groups, bias, padding_mode)
+            self._setup_conv(template, spectrum, factorization, retraction, device, dtype, init_weight)
+        view = f"``c_out/g x (c_in/g {kernel})``"
+
+    doc = (f"An :class:`torch.nn.{torch_class.__name__}` whose reshaped kernel, per group {view}, has "
+           "exactly the singular values ``lambda`` (module docstring, Note [groups]).\n\n"
+           f"    Same constructor arguments as ``nn.{torch_class.__name__}``, ``groups`` included.\n"
+           + _LAYER_OPTIONS_DOC)
+    __init__.__qualname__ = f"{name}.__init__"
+    return type(name, (_StiefelConvNd, torch_class), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+
+
+StiefelConv1d = _conv_class(nn.Conv1d, "StiefelConv1d", 1)
+StiefelConv2d = _conv_class(nn.Conv2d, "StiefelConv2d", 2)
+StiefelConv3d = _conv_class(nn.Conv3d, "StiefelConv3d", 3)
+StiefelConvTranspose1d = _conv_class(nn.ConvTranspose1d, "StiefelConvTranspose1d", 1)
+StiefelConvTranspose2d = _conv_class(nn.ConvTranspose2d, "StiefelConvTranspose2d", 2)
+StiefelConvTranspose3d = _conv_class(nn.ConvTranspose3d, "StiefelConvTranspose3d", 3)
+
+#: The torch layer types :func:`~stiefel_gan.manifold.stiefelize` converts (exact types), and their twins.
+#: ``NonDynamicallyQuantizableLinear`` is ``nn.MultiheadAttention``'s ``out_proj``: a plain ``nn.Linear``
+#: that MultiheadAttention reads through ``.weight`` / ``.bias``.
+STIEFEL_TWINS: dict[type, type] = {
+    nn.Linear: StiefelLinear,
+    NonDynamicallyQuantizableLinear: StiefelLinear,
+    nn.Conv1d: StiefelConv1d,
+    nn.Conv2d: StiefelConv2d,
+    nn.Conv3d: StiefelConv3d,
+    nn.ConvTranspose1d: StiefelConvTranspose1d,
+    nn.ConvTranspose2d: StiefelConvTranspose2d,
+    nn.ConvTranspose3d: StiefelConvTranspose3d,
+}
 
 
 def stiefel_layers(model: nn.Module):
@@ -245,3 +456,71 @@ def stiefel_layers(model: nn.Module):
     for name, module in model.named_modules():
         if isinstance(module, StiefelLayer):
             yield name, module
+
+
+@dataclass(frozen=True)
+class FactorCost:
+    """One Stiefel layer's factors and the cost of one Riemannian Adam step on them (:func:`optimizer_step_flops`)."""
+
+    name: str
+    kind: str
+    weight_shape: tuple[int, ...]
+    groups: int
+    factor_shapes: tuple[tuple[int, ...], ...]
+    k: int
+    retraction: str
+    step_flops: int
+
+
+def optimizer_step_flops(n: int, p: int, retraction: str = DEFAULT_RETRACTION) -> int:
+    r"""Leading-order FLOPs of one Riemannian Adam step on one ``n x p`` Stiefel factor.
+
+    geoopt's RiemannianAdam projects the gradient, retracts and transports the momentum by projection.
+    With a GEMM of ``a x b`` by ``b x c`` counted as ``2abc``:
+
+    - projection :math:`G - X\,\mathrm{sym}(X^T G)`: :math:`4np^2`, done twice (gradient, transport);
+    - QR retraction (Cholesky QR): Gram :math:`2np^2`, triangular solve :math:`np^2`, Cholesky
+      :math:`p^3/3`; total :math:`11np^2 + p^3/3`;
+    - Cayley retraction (Woodbury form, Newton-Schulz correction): six ``n x p`` by ``p x p`` products
+      :math:`12np^2` plus about :math:`7p^3` of ``p x p`` work; total :math:`20np^2 + 7p^3`.
+
+    The ``O(np)`` elementwise work (moments, scaling by ``lambda``) is left out; a plain Adam step
+    on the dense weight is of that order, so this is the extra cost of the manifold per step.
+    """
+    if retraction == "qr":
+        return 11 * n * p * p + p ** 3 // 3
+    return 20 * n * p * p + 7 * p ** 3
+
+
+def factor_costs(model: nn.Module) -> list[FactorCost]:
+    """Every Stiefel layer of ``model`` with its factor shapes, ``k`` and optimizer FLOPs per step."""
+    costs = []
+    for name, layer in stiefel_layers(model):
+        matrix = layer.parametrization
+        shapes = tuple(tuple(f.shape) for f in matrix.stiefel_factors())
+        flops = sum(matrix.groups * optimizer_step_flops(s[-2], s[-1], matrix.retraction) for s in shapes)
+        torch_type = next(c for c in type(layer).__mro__ if c in STIEFEL_TWINS)
+        costs.append(FactorCost(name, torch_type.__name__, layer.weight_shape, matrix.groups, shapes, matrix.k,
+                                matrix.retraction, flops))
+    return costs
+
+
+def _mflop(flops: int) -> str:
+    return f"{flops / 1e6:,.0f}" if flops >= 1e8 else f"{flops / 1e6:.3g}"
+
+
+def stiefel_summary(model: nn.Module) -> str:
+    """A table of every Stiefel layer: kind, weight shape, groups, factor shape(s), ``k`` and the
+    extra optimizer cost per step (:func:`optimizer_step_flops`) with its share of the model's total."""
+    costs = factor_costs(model)
+    total = sum(c.step_flops for c in costs) or 1
+    header = ("layer", "kind", "weight", "groups", "factor(s)", "k", "MFLOP/step", "share")
+    rows = [header]
+    for c in costs:
+        rows.append((c.name or "(model)", c.kind, "x".join(map(str, c.weight_shape)), str(c.groups),
+                     ", ".join("x".join(map(str, s)) for s in c.factor_shapes), str(c.k),
+                     _mflop(c.step_flops), f"{100 * c.step_flops / total:.1f}%"))
+    rows.append(("total", "", "", "", "", "", _mflop(sum(c.step_flops for c in costs)), "100%"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Iterable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import optimize
 from torch import Tensor, nn
 
 CURVE_PARAMETERS = ("tau", "eps", "sigma")
@@ -34,11 +37,79 @@ def curve_values(k: int, tau, eps, sigma) -> Tensor:
     ``tau``, ``eps`` and ``sigma`` may be floats or 0-d tensors (differentiable).
     """
     tau, eps, sigma = (torch.as_tensor(v) for v in (tau, eps, sigma))
-    dtype = torch.promote_types(torch.result_type(tau, eps), sigma.dtype)
+    dtype = torch.promote_types(torch.promote_types(tau.dtype, eps.dtype), sigma.dtype)  # no result_type: a graph break under torch.compile
     if not dtype.is_floating_point:
         dtype = torch.get_default_dtype()
     t = torch.linspace(0.0, 1.0, k, dtype=dtype, device=tau.device) if k > 1 else tau.new_zeros(1, dtype=dtype)
     return sigma * (eps + (1 - eps) * (1 - t) ** tau)
+
+
+@dataclass(frozen=True)
+class CurveFit:
+    """The curve fitted to a spectrum by :func:`fit_curve`: ``tau``, ``eps``, ``sigma`` and the RMS residual
+    of the normalized values (``rmse``, 0 when the spectrum is exactly a curve)."""
+
+    tau: float
+    eps: float
+    sigma: float
+    rmse: float
+
+
+#: The range of ``tau`` :func:`fit_curve` searches: concave to convex far beyond the studied 0.25 ... 4.
+FIT_TAU_BOUNDS = (1e-2, 1e2)
+#: Points of the coarse log-spaced ``tau`` grid that brackets the refined minimum.
+FIT_TAU_GRID_POINTS = 201
+
+
+def fit_curve(values) -> CurveFit:
+    r"""Least-squares fit of the spectrum curve to singular values (the inverse of :func:`curve_values`).
+
+    With ``s`` sorted descending, ``sigma = s_0``, ``y_i = s_i / s_0`` and ``t_i = i / (k - 1)``, minimize
+
+    .. math:: r(\tau, \varepsilon) = \sum_i \left(y_i - \varepsilon - (1 - \varepsilon)(1 - t_i)^{\tau}\right)^2
+
+    over :math:`\tau \in` :data:`FIT_TAU_BOUNDS`, :math:`\varepsilon \in [0, 1]`. For a fixed
+    :math:`\tau` the model is affine in :math:`\varepsilon`: with :math:`u_i = (1 - t_i)^\tau`,
+    :math:`y - u = \varepsilon (1 - u)`, so the best :math:`\varepsilon` is
+    :math:`\langle y - u, 1 - u\rangle / \lVert 1 - u\rVert^2` clipped to ``[0, 1]`` (exact for a
+    one-dimensional convex quadratic). What is left is a one-dimensional profile in :math:`\log\tau`,
+    minimized on a log-spaced grid and refined by bounded Brent between the grid neighbours of the
+    best point. Fitted in the unsquared view, so a layer whose spectrum is a curve gets that curve's
+    own parameters back; Miyato's squared view of the fit is :math:`(\varepsilon + (1 - \varepsilon)
+    (1 - t)^\tau)^2`.
+
+    Parameters
+    ----------
+    values : array_like, shape (k,)
+        Singular values, ``k >= 3`` (two points fix ``eps`` but not ``tau``), finite, the largest ``> 0``.
+        Sorted here: the order a layer keeps them in does not matter.
+
+    Returns
+    -------
+    CurveFit
+    """
+    y = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))[::-1]
+    if y.size < 3 or not np.isfinite(y).all() or not y[0] > 0:
+        raise ValueError(f"values of shape {np.shape(values)} (largest {y[0] if y.size else None}) are not allowed: "
+                         "fit_curve needs k >= 3 finite singular values with the largest > 0")
+    sigma = float(y[0])
+    y = y / sigma
+    one_minus_t = 1.0 - np.linspace(0.0, 1.0, y.size)
+
+    def best_eps_and_residual(log_tau: float) -> tuple[float, float]:
+        u = one_minus_t ** math.exp(log_tau)
+        gap = 1.0 - u
+        eps = float(np.clip(np.dot(y - u, gap) / np.dot(gap, gap), 0.0, 1.0))
+        return eps, float(np.sum((y - eps - (1.0 - eps) * u) ** 2))
+
+    log_taus = np.linspace(math.log(FIT_TAU_BOUNDS[0]), math.log(FIT_TAU_BOUNDS[1]), FIT_TAU_GRID_POINTS)
+    best = int(np.argmin([best_eps_and_residual(log_tau)[1] for log_tau in log_taus]))
+    bracket = (log_taus[max(best - 1, 0)], log_taus[min(best + 1, len(log_taus) - 1)])
+    refined = optimize.minimize_scalar(lambda log_tau: best_eps_and_residual(log_tau)[1], bounds=bracket,
+                                       method="bounded", options={"xatol": 1e-10})
+    log_tau = float(refined.x)
+    eps, residual = best_eps_and_residual(log_tau)
+    return CurveFit(tau=math.exp(log_tau), eps=eps, sigma=sigma, rmse=math.sqrt(residual / y.size))
 
 
 def _check_curve_parameters(tau: float, eps: float, sigma: float) -> None:
@@ -241,6 +312,47 @@ class LearnableGrid(Spectrum):
 
     def extra_repr(self) -> str:
         return f"k={self.k}, sort={self.sort}, max_value={self.max_value}"
+
+
+class FrobeniusNormalized(Spectrum):
+    r"""Another spectrum rescaled to a given Frobenius norm: :math:`\lambda \cdot c / \lVert\lambda\rVert_2`.
+
+    A layer's Frobenius norm is the 2-norm of its singular values, :math:`\lVert W \rVert_F =
+    \lVert \lambda \rVert_2`, so every layer built from this spectrum has :math:`\lVert W \rVert_F = c`
+    exactly, whatever the shape of the inner spectrum: a shape study can compare curves at equal
+    energy (e.g. ``c`` = the average Frobenius norm of trained SN layers) as well as at equal
+    :math:`\sigma_{\max}`. The largest value is then :math:`c\, \lambda_0 / \lVert\lambda\rVert_2`, not
+    the inner spectrum's.
+
+    Parameters
+    ----------
+    inner : Spectrum
+        Unbound; bound together with this one. Its parameters stay trainable (the ``spectrum`` group).
+    target : float
+        :math:`c > 0`.
+    """
+
+    def __init__(self, inner: Spectrum, target: float):
+        super().__init__()
+        if not isinstance(inner, Spectrum) or isinstance(inner, FrobeniusNormalized):
+            raise ValueError(f"inner={inner!r} is not allowed: use a FixedCurve, LearnableCurve or LearnableGrid")
+        if (isinstance(target, bool) or not isinstance(target, (int, float))
+                or not (math.isfinite(target) and target > 0)):
+            raise ValueError(f"target={target!r} is not allowed: the Frobenius norm must be a finite number > 0")
+        self.inner = inner
+        self.target = float(target)
+
+    def _bind(self, k: int) -> None:
+        self.inner._bind(k)  # build() has already deep-copied self, inner included
+        super()._bind(k)
+
+    def forward(self) -> Tensor:
+        self._require_bound()
+        lam = self.inner()
+        return lam * (self.target / torch.linalg.vector_norm(lam))
+
+    def extra_repr(self) -> str:
+        return f"k={self.k}, target={self.target:.4g}"
 
 
 def build_spectrum(kind: str, **kwargs) -> Spectrum:

@@ -131,8 +131,9 @@ def geometry_score(rlt_a, rlt_b) -> float:
 def plot_rlt(curves: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     """Save mean RLT curves as a step plot (PNG) at ``path``.
 
-    The x axis stops after the last ``i`` where any curve exceeds 0.1% of the
-    filtration, so that curves with a handful of holes stay readable at ``i_max = 100``.
+    The x axis stops one past the last ``i`` where any curve exceeds 0.1% of the
+    filtration (at ``i_max - 1`` at the latest), so that curves with a handful of holes stay
+    readable at ``i_max = 100``.
 
     Parameters
     ----------
@@ -154,14 +155,16 @@ def plot_rlt(curves: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
 
     stacked = np.stack(list(arrays.values()))
     visible = np.flatnonzero((stacked > 1e-3).any(axis=0))
-    last_shown = int(visible[-1]) + 1 if visible.size else 1
-    holes = np.arange(last_shown + 1)
+    # one hole count past the last visible one, so that each curve's last step is seen falling to 0,
+    # except when the last visible count is the curve's last entry (i_max - 1): there is none past it
+    shown = min(int(visible[-1]) + 2 if visible.size else 2, stacked.shape[1])
+    holes = np.arange(shown)
 
     figure = Figure(figsize=(6, 4), dpi=100)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     for label, rlt in arrays.items():
-        axes.step(holes, rlt[: last_shown + 1], where="mid", linewidth=2, label=label)
+        axes.step(holes, rlt[:shown], where="mid", linewidth=2, label=label)
     axes.set_xlabel("number of 1-dimensional holes i")
     axes.set_ylabel("mean relative living time")
     axes.set_ylim(0, 1)

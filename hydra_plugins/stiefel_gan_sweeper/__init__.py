@@ -1,0 +1,1 @@
+"""stiefel_gan's Hydra sweeper (see checked_sweeper)."""

@@ -1,0 +1,118 @@
+"""A study as a W&B sweep: ``configs/sweeps/<study>.yaml`` in W&B's own sweep format.
+
+The sweep's ``command`` passes Hydra overrides (``${args_no_hyphens}`` expands to ``key=value``), so
+an agent runs exactly ``stiefel-gan train experiment=<study> variant=sn train.seed=0`` and so on.
+
+- :func:`create_sweep` registers it on the W&B server and returns the ``wandb agent`` line;
+- :func:`run_local_sweep` needs no server: W&B's own sweep engine (the ``sweeps`` package, which the
+  server runs too) proposes the runs, and :func:`agent_command` turns each into the command line a
+  ``wandb agent`` would run, built with wandb's own functions. So the YAML users send to W&B is the
+  one that is tested.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+import warnings
+
+import yaml
+
+with warnings.catch_warnings():
+    # sweeps 0.3 declares a pydantic-v1 config key that pydantic 2 renamed: harmless, printed on every import
+    warnings.filterwarnings("ignore", message=r"Valid config keys have changed in V2", category=UserWarning)
+    import sweeps
+from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+from .app import UsageError, config_files, job_config, one_line
+
+SWEEPS_DIR = "sweeps"
+
+
+def available_studies() -> list[str]:
+    folder = config_files() / SWEEPS_DIR
+    return sorted(entry.name[:-len(".yaml")] for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def load_sweep(study: str) -> dict:
+    """The parsed ``configs/sweeps/<study>.yaml``, validated against W&B's sweep schema."""
+    studies = available_studies()
+    if study not in studies:
+        raise UsageError(f"study {study!r} is not allowed: use one of {', '.join(studies)} (configs/sweeps/*.yaml)")
+    sweep = yaml.safe_load((config_files() / SWEEPS_DIR / f"{study}.yaml").read_text())
+    try:
+        sweeps.SweepConfig(sweep)  # W&B's JSON schema of a sweep
+    except Exception as error:  # jsonschema's ValidationError, or a ValueError
+        raise UsageError(f"configs/sweeps/{study}.yaml is not a valid W&B sweep: {one_line(error)}") from None
+    return sweep
+
+
+def proposed_runs(sweep: dict) -> list[dict]:
+    """Every run W&B's sweep engine proposes for a grid sweep, in its order: ``{param: value}``."""
+    if sweep.get("method") != "grid":
+        raise UsageError(f"method={sweep.get('method')!r} is not allowed here: run a sweep locally with method: grid")
+    runs: list[sweeps.SweepRun] = []
+    while (proposal := sweeps.next_run(sweep, runs, validate=True)) is not None:
+        runs.append(sweeps.SweepRun(config=proposal.config, state=sweeps.RunState.finished))
+    return [{key: item["value"] for key, item in run.config.items()} for run in runs]
+
+
+def agent_command(sweep: dict, params: dict) -> list[str]:
+    """The command line a ``wandb agent`` runs for one proposed run (wandb 0.31's ``Agent._command_run``:
+    each ``${macro}`` element of the sweep's ``command`` is replaced by the list wandb builds for it)."""
+    macros = sweep_utils.create_sweep_command_args({"args": {key: {"value": value} for key, value in params.items()}})
+    command = []
+    for element in sweep_utils.create_sweep_command(list(sweep["command"])):
+        element = str(element)
+        if element.startswith("${") and element.endswith("}"):
+            command += macros.get(element[2:-1]) or []
+        else:
+            command.append(element)
+    return command
+
+
+def study_commands(study: str, extra: Sequence[str] = ()) -> list[list[str]]:
+    """The agent's command lines for every run of the study, each job's config composed and checked
+    (a parameter that is not a config key, a value that is not allowed: one line, before anything runs)."""
+    from .runner import check_config
+
+    sweep = load_sweep(study)
+    commands = [agent_command(sweep, params) + list(extra) for params in proposed_runs(sweep)]
+    for command in commands:
+        if command[:2] != ["stiefel-gan", "train"]:
+            raise UsageError(f"configs/sweeps/{study}.yaml: command {command[:2]} is not allowed: "
+                             "use [stiefel-gan, train, experiment=<study>, \"${args_no_hyphens}\"]")
+        try:
+            check_config(job_config(command[2:]))
+        except ValueError as error:
+            raise UsageError(f"configs/sweeps/{study}.yaml: {' '.join(command[2:])}: {one_line(error)}") from None
+    return commands
+
+
+def run_local_sweep(study: str, extra: Sequence[str] = ()) -> int:
+    """Run every job of the study here, one after the other; the first failing job's exit status."""
+    from .app import run_train
+
+    for command in study_commands(study, extra):
+        print(f"[sweep {study}] {' '.join(command)}", file=sys.stderr)
+        status = run_train(command[2:])
+        if status != 0:
+            return status
+    return 0
+
+
+def create_sweep(study: str, project: str | None, entity: str | None) -> tuple[str, str]:
+    """Register the sweep on the W&B server; returns its id and the ``wandb agent`` line to run."""
+    import wandb
+
+    from .tracking import require_online
+
+    study_commands(study)  # every job checked before the sweep exists
+    require_online("stiefel-gan sweep (use --local to run the sweep here without a server)")
+    config = job_config([f"experiment={study}"])
+    project = project or config.wandb.project
+    entity = entity or config.wandb.entity
+    sweep_id = wandb.sweep(sweep=load_sweep(study), project=project, entity=entity)
+    agent = f"wandb agent {entity}/{project}/{sweep_id}" if entity else f"wandb agent --project {project} {sweep_id}"
+    return sweep_id, agent

@@ -1,0 +1,103 @@
+"""One disc axis per concept: typed choices that OmegaConf itself checks, the old disc names as presets,
+every Stiefel key honoured by the builder, run names and tags, and the bad combinations refused with
+one line before anything is written."""
+
+import pytest
+import torch
+
+from stiefel_gan.cli import compose_config, main
+from stiefel_gan.data import data_shape
+from stiefel_gan.gan.builder import build_gan
+from stiefel_gan.manifold import FixedCurve, FrobeniusNormalized, LearnableCurve, LearnableGrid, stiefel_layers
+from stiefel_gan.config import disc_label
+from stiefel_gan.runner import default_run_name, run_tags, wandb_group
+
+SMALL = ["model.g_width=4", "model.d_width=4", "model.z_dim=8"]
+
+PRESETS = {  # preset -> (kind, spectrum, factorization, max_value)
+    "stiefel_fixed": ("stiefel", "fixed", "diag", 1.0),
+    "stiefel_curve": ("stiefel", "curve", "diag", 1.0),
+    "stiefel_grid": ("stiefel", "grid", "diag", 1.0),
+    "stiefel_svd": ("stiefel", "fixed", "svd", 1.0),
+}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_old_disc_names_are_presets_of_one_stiefel_kind(preset):
+    disc = compose_config([f"disc={preset}"]).disc
+    assert (disc.kind, disc.spectrum, disc.factorization, disc.max_value) == PRESETS[preset]
+    assert disc.kind == "stiefel" and f"{disc.kind}" == "stiefel"  # a choice is its string
+
+
+@pytest.mark.parametrize("spectrum,expected",
+                         [("fixed", FixedCurve), ("curve", LearnableCurve), ("grid", LearnableGrid)])
+@pytest.mark.parametrize("factorization", ["diag", "svd"])
+def test_every_stiefel_key_is_honoured_whatever_the_preset(spectrum, expected, factorization):
+    cfg = compose_config(["disc=stiefel_svd", f"disc.spectrum={spectrum}", f"disc.factorization={factorization}",
+                          *SMALL])
+    layers = list(stiefel_layers(build_gan(cfg, data_shape("digits", 16)).discriminator))
+    assert len(layers) == 8
+    for _, layer in layers:
+        assert isinstance(layer.spectrum, expected) and layer.parametrization.factorization == factorization
+        top = torch.linalg.svdvals(layer.weight.detach().flatten(1))[0].item()
+        assert top == pytest.approx(1.0, abs=1e-5)  # sigma_max = 1 by default, the grid included (max_value=1)
+
+
+def test_frobenius_normalize_wraps_the_chosen_spectrum():
+    cfg = compose_config(["disc=stiefel_grid", "disc.max_value=null", "disc.normalize=frobenius",
+                          "disc.normalize_target=2.0", *SMALL])
+    for _, layer in stiefel_layers(build_gan(cfg, data_shape("digits", 16)).discriminator):
+        assert isinstance(layer.spectrum, FrobeniusNormalized) and isinstance(layer.spectrum.inner, LearnableGrid)
+        assert layer.singular_values().norm().item() == pytest.approx(2.0, rel=1e-5)
+
+
+def test_run_names_tags_and_groups():
+    svd = compose_config(["disc=stiefel_svd", "optim=rsgd", "train.seed=2"])
+    assert disc_label(svd.disc) == "stiefel_fixed_svd" and default_run_name(svd) == "stiefel_fixed_svd-rsgd-s2"
+    assert {"stiefel", "stiefel_fixed_svd", "rsgd"} <= set(run_tags(svd)) and "baseline" not in run_tags(svd)
+    assert wandb_group(svd).startswith("default/stiefel_fixed_svd-rsgd-")  # plus a digest of the non-seed config
+    sn = compose_config(["experiment=baselines", "variant=sn", "train.seed=1"])
+    assert default_run_name(sn) == "sn-s1" and wandb_group(sn) == "baselines/sn" and "baseline" in run_tags(sn)
+    tuned = compose_config(["experiment=tuning", "variant=tune_sn_lr_d1e-3", "wandb.group=mine"])
+    assert default_run_name(tuned) == "sn@lr_d=1e-3-s0" and wandb_group(tuned) == "mine"
+
+
+BAD_COMMANDS = [  # (overrides, what the one line must name)
+    (["disc.kind=stiefl"], "Invalid value 'stiefl'"),
+    (["disc.kind=stiefl"], "stiefel"),  # ... and the allowed values
+    (["disc=stiefel_fixed", "disc.spectrum=grids"], "disc.spectrum"),
+    (["disc=stiefel_fixed", "disc.factorization=qr"], "disc.factorization"),
+    (["disc=gp", "disc.penalty=one_sided"], "r1"),
+    (["disc=stiefel_fixed", "disc.normalize=frobenius", "disc.max_value=null"], "disc.normalize_target=None"),
+    (["disc=stiefel_fixed", "disc.normalize=frobenius", "disc.normalize_target=-1", "disc.max_value=null"],
+     "disc.normalize_target=-1.0"),
+    (["disc=stiefel_fixed", "disc.normalize=frobenius", "disc.normalize_target=0", "disc.max_value=null"],
+     "disc.normalize_target=0.0"),
+    (["disc=stiefel_fixed", "disc.normalize=frobenius", "disc.normalize_target=3"], "it would win"),
+    (["disc=sn", "disc.normalize=frobenius", "disc.normalize_target=3"], "disc.kind=sn"),
+    (["disc=stiefel_fixed", "disc.max_value=2"], "sigma wins"),
+    (["disc=stiefel_curve", "disc.sigma=2"], "disc.max_value=1.0"),
+    (["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]"], "disc.max_value=null to learn"),
+    (["disc=stiefel_grid", "disc.max_value=0"], "disc.max_value=0.0"),
+    (["disc=wc", "disc.clip_value=0"], "disc.clip_value=0.0"),
+    (["disc=gp", "disc.penalty_weight=-10"], "disc.penalty_weight=-10.0"),
+    (["disc=stiefel_fixed", "disc.eps=1"], "disc.eps=1.0"),
+    (["optim.second_moment=diagonal"], "optim.second_moment='diagonal'"),
+    (["disc=stiefel_fixed", "optim=rsgd", "optim.second_moment=entry"], "optim.name=rsgd"),
+]
+
+
+@pytest.mark.parametrize("overrides,named", BAD_COMMANDS, ids=[b[1] for b in BAD_COMMANDS])
+def test_bad_disc_input_stops_before_training_with_one_line(tmp_path, capsys, overrides, named):
+    assert main(["train", f"out_dir={tmp_path / 'runs'}", *SMALL, *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and named in err, err
+    assert not (tmp_path / "runs").exists(), "nothing is written for a bad config"
+
+
+def test_a_consistent_max_value_on_a_curve_is_accepted():
+    """max_value equal to the curve's sigma says the same thing twice: no conflict."""
+    from stiefel_gan.runner import check_config
+
+    check_config(compose_config(["disc=stiefel_fixed", "disc.sigma=2", "disc.max_value=2"]))
+    check_config(compose_config(["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]", "disc.max_value=null"]))

@@ -1,0 +1,153 @@
+"""The named studies (configs/experiment/<study>.yaml) by real Hydra composition: each sweeps its
+variants (SN included) over three seeds, every job of the product composes and passes check_config,
+its W&B twin (configs/sweeps/<study>.yaml) lists the same grid, presets keep their own learning rates."""
+
+import contextlib
+import dataclasses
+import itertools
+
+import pytest
+import yaml
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from stiefel_gan.app import SOURCE_CONFIG_DIR as CONFIG_DIR
+from stiefel_gan.cli import compose_config, main
+from stiefel_gan.config import register_configs
+from stiefel_gan.runner import check_config, default_run_name, run_tags, wandb_group
+
+STUDIES = ("baselines", "shapes", "learnable", "optimizers", "tuning")
+#: the variant presets other studies (the 2-D mixtures) rely on
+REQUIRED_VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "curve", "grid")
+VARIANT_KEYS = {"defaults", "variant", "disc", "optim"}  # a variant never sets the budget, data or seed
+
+
+@contextlib.contextmanager
+def hydra_configs():
+    """Hydra's compose API over configs/ (one initialization for many compositions)."""
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            yield
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def sweeper_params(study: str) -> dict[str, str]:
+    """``hydra.sweeper.params`` of ``experiment=<study>``, composed by Hydra with its own config."""
+    with hydra_configs():
+        composed = compose("config", overrides=[f"experiment={study}"], return_hydra_config=True)
+    return {str(k): str(v) for k, v in OmegaConf.to_container(composed.hydra.sweeper.params).items()}
+
+
+def study_configs(study: str) -> list:
+    """Every job of the study's product (variant x seed), in order.
+
+    Each variant is composed by Hydra once, with the seeds taking turns (variant i with the i-th seed,
+    cyclically, so every value of both axes goes through composition); the other seeds of that variant
+    are the same config with ``train.seed`` replaced, which is all a seed override changes.
+    """
+    params = sweeper_params(study)
+    assert set(params) == {"variant", "train.seed"}
+    seeds = [int(seed) for seed in params["train.seed"].split(",")]
+    configs = []
+    with hydra_configs():
+        for index, variant in enumerate(params["variant"].split(",")):
+            composed_seed = seeds[index % len(seeds)]
+            overrides = [f"experiment={study}", f"variant={variant}", f"train.seed={composed_seed}"]
+            composed = OmegaConf.to_object(compose("config", overrides=overrides))
+            assert composed.train.seed == composed_seed
+            configs += [dataclasses.replace(composed, train=dataclasses.replace(composed.train, seed=seed))
+                        for seed in seeds]
+    return configs
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_every_job_of_a_study_composes_and_passes_the_checks(study):
+    params = sweeper_params(study)
+    assert params["train.seed"] == "0,1,2"
+    configs = study_configs(study)
+    assert [cfg.train.seed for cfg in configs[:3]] == [0, 1, 2]
+    for cfg in configs:
+        check_config(cfg)
+        assert cfg.name == study and cfg.variant
+        assert (cfg.data.name, cfg.train.steps, cfg.train.batch_size) == (configs[0].data.name, configs[0].train.steps,
+                                                                          configs[0].train.batch_size)
+    variants = params["variant"].split(",")
+    assert len(configs) == 3 * len(variants)
+    assert len({default_run_name(cfg) for cfg in configs}) == len(configs)  # seeds and variants never collide
+    labels = {cfg.variant for cfg in configs}
+    assert {wandb_group(cfg) for cfg in configs} == {f"{study}/{label}" for label in labels}
+    baselines = [cfg for cfg in configs if cfg.disc.kind == "sn"]
+    assert baselines, "every study holds the SN baseline"
+    assert all("baseline" in run_tags(cfg) for cfg in baselines)
+    assert not any("baseline" in run_tags(cfg) for cfg in configs if cfg.disc.kind != "sn")
+    if study == "tuning":  # <method>@<setting>: the method part groups the settings of a grid
+        assert all("@" in label for label in labels)
+        assert {label.split("@")[0] for label in labels} == {"sn", "stiefel_radam"}
+    else:
+        assert labels == set(variants)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_wandb_sweep_lists_the_same_grid(study):
+    sweep = yaml.safe_load((CONFIG_DIR / "sweeps" / f"{study}.yaml").read_text())
+    assert sweep["method"] == "grid"
+    assert sweep["metric"] == {"name": "quality/digits_fd", "goal": "minimize"}
+    assert sweep["command"] == ["stiefel-gan", "train", f"experiment={study}", "${args_no_hyphens}"]
+    hydra_axes = {key: [yaml.safe_load(v) for v in values.split(",")] for key, values in sweeper_params(study).items()}
+    assert {key: entry["values"] for key, entry in sweep["parameters"].items()} == hydra_axes
+
+
+def test_variant_presets_set_the_variant_and_no_budget():
+    presets = sorted((CONFIG_DIR / "variant").glob("*.yaml"))
+    assert set(REQUIRED_VARIANTS) <= {path.stem for path in presets}
+    in_studies = {v for study in (*STUDIES, "smoke") for v in sweeper_params(study)["variant"].split(",")}
+    assert {path.stem for path in presets} <= in_studies  # so each one is composed and checked above
+    for path in presets:
+        text = path.read_text()
+        assert text.startswith("# @package _global_"), path.name
+        content = yaml.safe_load(text)
+        assert set(content) <= VARIANT_KEYS, path.name
+        assert content["variant"] == path.stem or "@" in content["variant"], path.name
+
+
+def test_the_diag_and_svd_shapes_differ_only_in_the_factorization():
+    diag, svd = (compose_config(["experiment=shapes", f"variant={f}_tau0p5"]) for f in ("diag", "svd"))
+    assert (diag.disc.factorization, svd.disc.factorization) == ("diag", "svd")
+    diag.disc.factorization = svd.disc.factorization
+    assert diag.disc == svd.disc and diag.disc.tau == 0.5 and diag.disc.max_value == 1.0
+
+
+def optim_preset(name: str) -> dict:
+    return yaml.safe_load((CONFIG_DIR / "optim" / f"{name}.yaml").read_text())
+
+
+def test_an_experiment_keeps_the_learning_rates_of_the_optim_preset_it_is_given():
+    """``experiment=X optim=P`` runs P's learning rates, betas and n_dis, not X's (no experiment overwrites
+    them), for Miyato's preset D and for rsgd, whose values differ from every experiment's own."""
+    experiments = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
+    with hydra_configs():
+        for experiment, preset in itertools.product(experiments, ("D", "rsgd")):
+            cfg = compose("config", overrides=[f"experiment={experiment}", f"optim={preset}"])
+            for key, value in optim_preset(preset).items():
+                assert cfg.optim[key] == value, (experiment, preset, key)
+
+
+def test_a_variant_wins_over_the_budget_and_the_command_line_over_both():
+    cfg = compose_config(["experiment=tuning", "variant=tune_sn_lr_d1e-3"])
+    assert cfg.optim.lr_d == 1e-3 and cfg.optim.lr_g == optim_preset("digits")["lr_g"]
+    cfg = compose_config(["experiment=tuning", "variant=tune_sn_lr_d1e-3", "optim.lr_d=3e-4"])
+    assert cfg.optim.lr_d == 3e-4
+
+
+def test_a_study_on_a_dataset_that_is_not_on_disk_stops_before_training(tmp_path, capsys):
+    root = tmp_path / "nowhere"
+    code = main(["train", "-m", "experiment=baselines", "variant=sn,wc", "data=cifar10", f"data.root={root}",
+                 f"out_dir={tmp_path / 'runs'}"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "CIFAR-10 (data=cifar10) is not on disk" in err and str(root) in err, err
+    assert not (tmp_path / "runs").exists() and not root.exists()

@@ -1,0 +1,114 @@
+"""W&B sweeps: every ``configs/sweeps/<study>.yaml`` agrees with its experiment's Hydra sweep and
+expands, through W&B's own sweep engine and wandb's agent command builder, into the exact command
+lines an agent would run; the smoke study runs with ``--local`` and its offline W&B runs are read back."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stiefel_gan.cli import main
+from stiefel_gan.rundir import RunDir
+from stiefel_gan.wandb_sweeps import available_studies, load_sweep, study_commands
+from wandb_records import read_offline_run
+
+REPO = Path(__file__).resolve().parent.parent
+SWEEP_FILES = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
+
+
+def hydra_axes(study: str) -> dict[str, list[str]]:
+    """``hydra.sweeper.params`` of configs/experiment/<study>.yaml: ``{key: [value, ...]}`` as strings."""
+    experiment = yaml.safe_load((REPO / "configs" / "experiment" / f"{study}.yaml").read_text())
+    params = experiment["hydra"]["sweeper"]["params"]
+    return {key: [v.strip() for v in str(values).split(",")] for key, values in params.items()}
+
+
+def test_every_named_study_has_its_sweep_file():
+    assert available_studies() == [p.stem for p in SWEEP_FILES]
+    assert "smoke" in available_studies()
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
+def test_sweep_file_is_the_twin_of_the_hydra_sweep(path):
+    study = path.stem
+    sweep = yaml.safe_load(path.read_text())
+    assert sweep["method"] == "grid"
+    assert sweep["metric"]["goal"] in ("minimize", "maximize") and sweep["metric"]["name"].startswith("quality/")
+    assert sweep["command"] == ["stiefel-gan", "train", f"experiment={study}", "${args_no_hyphens}"]
+    axes = hydra_axes(study)
+    assert set(sweep["parameters"]) == set(axes)
+    for key, values in axes.items():
+        assert [str(v) for v in sweep["parameters"][key]["values"]] == values, key
+    assert {"variant", "train.seed"} <= set(axes)
+
+
+@pytest.mark.parametrize("path", SWEEP_FILES, ids=[p.stem for p in SWEEP_FILES])
+def test_sweep_expands_into_the_agents_command_lines(path):
+    """The reference is the Cartesian product of the axes, one ``key=value`` per axis (wandb's
+    ``${args_no_hyphens}``); the sweeps engine must propose each combination exactly once."""
+    study = path.stem
+    axes = hydra_axes(study)
+    expected = {("stiefel-gan", "train", f"experiment={study}",
+                 *sorted(f"{key}={value}" for key, value in zip(axes, combination)))
+                for combination in itertools.product(*axes.values())}
+    commands = study_commands(study)
+    assert len(commands) == len(expected)
+    assert {(*c[:3], *sorted(c[3:])) for c in commands} == expected
+
+
+def test_bad_sweep_files_are_refused_in_one_line(tmp_path, monkeypatch, capsys):
+    import stiefel_gan.wandb_sweeps as wandb_sweeps
+
+    sweeps_dir = tmp_path / "sweeps"
+    sweeps_dir.mkdir()
+    for path in (REPO / "configs").iterdir():  # a configs tree with two broken sweep files
+        if path.name != "sweeps":
+            (tmp_path / path.name).symlink_to(path)
+    smoke = yaml.safe_load((REPO / "configs" / "sweeps" / "smoke.yaml").read_text())
+    (sweeps_dir / "typo.yaml").write_text(yaml.safe_dump(
+        {**smoke, "parameters": {**smoke["parameters"], "train.sed": {"values": [0, 1]}}}))
+    (sweeps_dir / "badmethod.yaml").write_text(yaml.safe_dump({**smoke, "method": "everything"}))
+    monkeypatch.setattr(wandb_sweeps, "config_files", lambda: tmp_path)
+
+    assert main(["sweep", "typo", "--local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "train.sed" in err
+    assert main(["sweep", "badmethod", "--local"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a valid W&B sweep" in err
+    assert main(["sweep", "nope"]) == 2
+    assert "study 'nope' is not allowed" in capsys.readouterr().err
+    with pytest.raises(Exception):
+        load_sweep("badmethod")
+
+
+def test_sweep_without_a_server_is_refused_in_one_line(capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["sweep", "smoke"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--local" in err
+
+
+@pytest.mark.slow
+def test_smoke_study_runs_locally_with_a_wandb_group_per_variant(tmp_path, monkeypatch):
+    """Two variants x two seeds, run as the agent would run them; W&B offline runs read back."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # no user settings or credentials
+    shrink = [f"out_dir={tmp_path / 'runs'}", "train.steps=2", "train.progress=false"]
+    assert main(["sweep", "smoke", "--local", *shrink]) == 0
+    study = tmp_path / "runs" / "smoke"
+    run_dirs = sorted(p for p in study.iterdir() if RunDir(p).config.is_file())
+    assert [p.name for p in run_dirs] == ["smoke_sn-s0", "smoke_sn-s1", "smoke_stiefel-s0", "smoke_stiefel-s1"]
+    records = {p.name: read_offline_run(p / "wandb") for p in run_dirs}
+    for name, record in records.items():
+        variant, seed = name.rsplit("-s", 1)
+        assert record.group == f"smoke/{variant}" and record.job_type == "smoke"
+        assert record.config["train"]["seed"] == int(seed) and record.config["variant"] == variant
+        assert ("baseline" in record.tags) == (variant == "smoke_sn")
+        assert any("quality/digits_fd" in row for row in record.history)
+    assert main(["report", str(study)]) == 0
+    report = (study / "report.md").read_text()
+    assert "smoke_stiefel" in report and "smoke_sn" in report
