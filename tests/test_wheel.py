@@ -56,7 +56,8 @@ def test_installed_entry_point_trains_outside_the_repository(installed, tmp_path
 
     printed = subprocess.run([*command, "train", "disc=stiefel_grid", "--cfg", "job"], cwd=work, env=env,
                              capture_output=True, text=True, check=True).stdout
-    assert yaml.safe_load(printed)["disc"]["kind"] == "stiefel_grid"
+    disc = yaml.safe_load(printed)["disc"]
+    assert (disc["kind"], disc["spectrum"]) == ("stiefel", "grid")
     help_text = subprocess.run([*command, "train", "--help"], cwd=work, env=env, capture_output=True, text=True,
                                check=True).stdout
     assert "disc: " in help_text and "stiefel_curve" in help_text and "experiment: " in help_text
