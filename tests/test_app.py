@@ -246,7 +246,8 @@ def test_preemption_checkpoints_on_sigterm_and_resume_auto_continues_the_same_di
     first.wait()
     killed_at = torch.load(RunDir(run_dir).checkpoint, weights_only=False)["step"]
     logged_before_kill = loss_steps(run_dir)[-1]
-    assert killed_at % 5 == 0 and 5 <= killed_at < logged_before_kill
+    # (the kill may land right after a checkpoint, with nothing logged past it)
+    assert killed_at % 5 == 0 and 5 <= killed_at <= logged_before_kill
 
     # 2. the same command continues that directory; SIGTERM (Slurm's preemption) ends the current
     #    step, writes a checkpoint of exactly that step and says how to continue

@@ -476,24 +476,30 @@ class FactorCost:
     step_flops: int
 
 
-def optimizer_step_flops(n: int, p: int, retraction: str = DEFAULT_RETRACTION) -> int:
-    r"""Leading-order FLOPs of one Riemannian Adam step on one ``n x p`` Stiefel factor.
+def optimizer_step_flops(n: int, p: int, retraction: str = DEFAULT_RETRACTION, second_moment: str = "matrix") -> int:
+    r"""Leading-order FLOPs of one step of :func:`~stiefel_gan.manifold.make_optimizer`'s ``"radam"``
+    (the fused :class:`~stiefel_gan.manifold.StiefelAdam`) on one ``n x p`` Stiefel factor.
 
-    geoopt's RiemannianAdam projects the gradient, retracts and transports the momentum by projection.
     With a GEMM of ``a x b`` by ``b x c`` counted as ``2abc``:
 
-    - projection :math:`G - X\,\mathrm{sym}(X^T G)`: :math:`4np^2`, done twice (gradient, transport);
+    - tangent direction: ``second_moment="matrix"`` projects the gradient and the (untransported)
+      momentum with :math:`X^T G`, :math:`X^T m` and one :math:`X\,\mathrm{sym}(\cdot)`, :math:`6np^2`
+      (Note [deferred transport] of :mod:`~stiefel_gan.manifold.fused`); ``"entry"`` projects Adam's
+      direction only, :math:`4np^2`;
     - QR retraction (Cholesky QR): Gram :math:`2np^2`, triangular solve :math:`np^2`, Cholesky
-      :math:`p^3/3`; total :math:`11np^2 + p^3/3`;
+      :math:`p^3/3`;
     - Cayley retraction (Woodbury form, Newton-Schulz correction): six ``n x p`` by ``p x p`` products
-      :math:`12np^2` plus about :math:`7p^3` of ``p x p`` work; total :math:`20np^2 + 7p^3`.
+      :math:`12np^2` plus about :math:`7p^3` of ``p x p`` work.
 
-    The ``O(np)`` elementwise work (moments, scaling by ``lambda``) is left out; a plain Adam step
-    on the dense weight is of that order, so this is the extra cost of the manifold per step.
+    So ``matrix`` with QR is :math:`9np^2 + p^3/3` (geoopt's own RiemannianAdam, which projects twice
+    and transports separately: :math:`11np^2 + p^3/3`). The ``O(np)`` elementwise work (moments,
+    scaling by ``lambda``) is left out; a plain Adam step on the dense weight is of that order, so this
+    is the extra cost of the manifold per step.
     """
+    direction = 6 * n * p * p if second_moment == "matrix" else 4 * n * p * p
     if retraction == "qr":
-        return 11 * n * p * p + p ** 3 // 3
-    return 20 * n * p * p + 7 * p ** 3
+        return direction + 3 * n * p * p + p ** 3 // 3
+    return direction + 12 * n * p * p + 7 * p ** 3
 
 
 def factor_costs(model: nn.Module) -> list[FactorCost]:
