@@ -156,8 +156,9 @@ def compose_config(overrides: Sequence[str]) -> Config:
     except (HydraException, OmegaConfBaseException) as error:
         # Hydra says which override failed; OmegaConf's cause says why (a typed choice lists what is allowed)
         cause = error.__cause__
-        detail = f": {str(cause).splitlines()[0]}" if isinstance(cause, OmegaConfBaseException) and str(cause) else ""
-        raise UsageError(one_line(error) + detail) from None
+        text = one_line(error)
+        reason = str(cause).splitlines()[0] if isinstance(cause, OmegaConfBaseException) and str(cause) else ""
+        raise UsageError(f"{text}: {reason}" if reason and reason not in text else text) from None
     finally:
         GlobalHydra.instance().clear()
 
