@@ -101,3 +101,12 @@ def test_a_consistent_max_value_on_a_curve_is_accepted():
 
     check_config(compose_config(["disc=stiefel_fixed", "disc.sigma=2", "disc.max_value=2"]))
     check_config(compose_config(["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]", "disc.max_value=null"]))
+
+
+def test_the_optimizers_study_entry_variant_builds_the_per_entry_riemannian_adam():
+    from stiefel_gan.manifold import StiefelAdam
+
+    cfg = compose_config(["experiment=optimizers", "variant=entry", *SMALL])
+    _, opt_d = build_gan(cfg, data_shape("digits", 16)).optimizers(cfg.optim)
+    assert isinstance(opt_d, StiefelAdam)
+    assert {g["name"]: g["second_moment"] for g in opt_d.param_groups}["stiefel"] == "entry"

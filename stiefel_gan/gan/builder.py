@@ -68,9 +68,6 @@ class GAN(nn.Module):
     def optimizers(self, optim: OptimConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """(G's Adam, D's optimizer with explicit groups: Stiefel factors, spectrum, the rest)."""
         betas = (optim.beta1, optim.beta2)
-        if optim.second_moment == "entry":
-            raise ValueError("optim.second_moment='entry' is not available in this build: the per-entry "
-                             "Riemannian Adam is not installed; use optim.second_moment=matrix")
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=optim.lr_g, betas=betas)
         group_lr = {name: lr for name, lr in (("stiefel", optim.lr_stiefel), ("spectrum", optim.lr_spectrum))
                     if lr is not None}
