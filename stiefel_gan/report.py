@@ -37,6 +37,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from .config import disc_label, flatten  # noqa: E402
 from .data import MIXTURES, mixture_centers, mixture_std  # noqa: E402
+from .manifold.spectra import curve_values  # noqa: E402
 from .metrics.toy import HIGH_QUALITY_STDS  # noqa: E402
 from .statistics import (  # noqa: E402
     CONFIDENCE,
@@ -536,7 +537,7 @@ def plot_spectra(runs: dict[str, list[Run]], key: str | None, path: Path) -> Pat
         return None
     colors = _colors(runs)
     fig, axes = _panel_grid(len(records), 4, (3.6, 2.9))
-    t = np.linspace(0, 1, 100)
+    curve_points = 100
     for ax, (layer, per_variant) in zip(axes, records.items()):
         for label, layer_records in per_variant.items():
             for index, record in enumerate(layer_records):
@@ -548,7 +549,8 @@ def plot_spectra(runs: dict[str, list[Run]], key: str | None, path: Path) -> Pat
             fits = [r["fit"] for r in layer_records if "fit" in r]
             if fits:
                 tau, eps = np.mean([f["tau"] for f in fits]), np.mean([f["eps"] for f in fits])
-                ax.plot(t, (eps + (1 - eps) * (1 - t) ** tau) ** 2, "--", color=colors[label], linewidth=1)
+                fitted = curve_values(curve_points, float(tau), float(eps), 1.0).numpy() ** 2
+                ax.plot(np.linspace(0, 1, curve_points), fitted, "--", color=colors[label], linewidth=1)
         ax.set_title(layer, fontsize=9)
         ax.set_ylim(0, 1.05)
     axes[0].legend(fontsize=7)

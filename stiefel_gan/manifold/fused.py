@@ -153,6 +153,16 @@ class _FusedStiefelOptimizer(torch.optim.Optimizer):
     def _transports_momentum(self, group: dict) -> bool:
         raise NotImplementedError
 
+    def _split_params(self, group: dict) -> list[Tensor]:
+        """Update the group's plain parameters that have a gradient (:meth:`_euclidean_step`) and return
+        its Stiefel factors that have one."""
+        params = [p for p in group["params"] if p.grad is not None]
+        for p in params:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+        self._euclidean_step(group, [p for p in params if not is_manifold_parameter(p)])
+        return [p for p in params if is_manifold_parameter(p)]
+
     def state_dict(self) -> dict:
         """torch's state dict with the momentum of each Stiefel factor transported to the factor's
         current point under geoopt's key, and the stored (untransported) one under
@@ -286,12 +296,7 @@ class StiefelAdam(_FusedStiefelOptimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("StiefelAdam does not support sparse gradients")
-            self._euclidean_step(group, [p for p in params if not is_manifold_parameter(p)])
-            stiefel = [p for p in params if is_manifold_parameter(p)]
+            stiefel = self._split_params(group)
             for p in stiefel:
                 self._init_state(group, p)
                 self.state[p]["step"] += 1
@@ -429,12 +434,7 @@ class StiefelSGD(_FusedStiefelOptimizer):
                 loss = closure()
         for group in self.param_groups:
             group["step"] = group.get("step", 0) + 1  # geoopt counts steps per group (for stabilize)
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
-                if p.grad.is_sparse:
-                    raise RuntimeError("StiefelSGD does not support sparse gradients")
-            self._euclidean_step(group, [p for p in params if not is_manifold_parameter(p)])
-            stiefel = [p for p in params if is_manifold_parameter(p)]
+            stiefel = self._split_params(group)
             fresh = {id(p) for p in stiefel if "momentum_buffer" not in self.state[p]}
             buckets = _bucket(stiefel, lambda p: (type(p.manifold), tuple(p.shape[-2:]), p.dtype, p.device,
                                                   id(p) in fresh))
