@@ -38,6 +38,9 @@ from omegaconf.errors import OmegaConfBaseException
 from .config import Config, register_configs
 from .rundir import HYDRA_DIR, run_name_for
 
+#: the package of the checked sweeper (``hydra/sweeper=checked``, the default)
+SWEEPER_PACKAGE = "hydra_plugins.stiefel_gan_sweeper"
+
 APP_NAME = "stiefel-gan train"
 CONFIG_PACKAGE = "stiefel_gan.configs"
 #: the repository's configs/ next to the package, for a source checkout that is not installed
@@ -117,7 +120,29 @@ register_configs()
 _register_resolvers()
 
 
+def expose_sweeper_plugin() -> None:
+    """Make Hydra's plugin scan see ``hydra_plugins.stiefel_gan_sweeper`` in every kind of install.
+
+    Note [plugins in an editable install]
+        Hydra finds plugins by walking the ``hydra_plugins`` namespace package's ``__path__`` with
+        pkgutil. A wheel puts ``hydra_plugins/`` in site-packages, on that path; setuptools' editable
+        install maps the package through an import hook instead, which pkgutil cannot walk, so
+        ``pip install -e .`` followed by ``stiefel-gan train -m`` failed with "Unknown plugin class"
+        unless the working directory happened to be the checkout. Importing the plugin package through
+        that hook gives its real directory, whose parent joins the namespace path.
+    """
+    spec = importlib.util.find_spec(SWEEPER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return
+    import hydra_plugins
+
+    plugin_root = str(Path(next(iter(spec.submodule_search_locations))).parent)
+    if plugin_root not in list(hydra_plugins.__path__):
+        hydra_plugins.__path__.append(plugin_root)
+
+
 def _initialize():
+    expose_sweeper_plugin()
     GlobalHydra.instance().clear()
     source = config_source()
     if source.startswith("pkg://"):
@@ -284,6 +309,7 @@ def task(composed: DictConfig) -> float | None:
 def hydra_app():
     """The decorated Hydra entry point (built on demand: :func:`config_source` depends on the install)."""
     source = config_source()
+    expose_sweeper_plugin()
     return hydra.main(config_path=source, config_name="config", version_base="1.3")(task)
 
 

@@ -266,3 +266,18 @@ def test_preemption_checkpoints_on_sigterm_and_resume_auto_continues_the_same_di
     assert third.wait(timeout=300) == 0, third.communicate()
     assert loss_steps(run_dir) == list(range(1, stopped_at + 4))
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["sn-radam-s0"]
+
+
+@pytest.mark.slow
+def test_multirun_of_the_installed_package_finds_the_checked_sweeper(tmp_path):
+    """``pip install -e .`` then ``stiefel-gan train -m`` from any directory: Hydra's plugin scan must see
+    the checked sweeper through the install itself, not because the checkout is on sys.path (Note
+    [plugins in an editable install])."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(WANDB_MODE="offline", WANDB_SILENT="true")
+    done = subprocess.run([sys.executable, "-m", "stiefel_gan", "train", "-m", *fast(tmp_path, "train.steps=1"),
+                           "train.seed=0,1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Unknown plugin class" not in done.stderr
+    assert sorted(p.name for p in (tmp_path / "runs" / "default").iterdir() if p.is_dir()) == \
+        ["sn-radam-s0", "sn-radam-s1"]
