@@ -119,6 +119,7 @@ class OptimConfig:
     lr_stiefel: Optional[float] = None  # D's Stiefel factors (default lr_d)
     lr_spectrum: Optional[float] = None  # D's spectrum parameters (default lr_d)
     n_dis: int = 1
+    lr_decay: str = "constant"  # constant | linear (every group's lr falls linearly to 0 at train.steps)
 
 
 @dataclass

@@ -71,6 +71,9 @@ PRIMARY_QUALITY = ("fid", "digits_fd", "isc_mean", "modes_covered", "high_qualit
                    "geometry_score")
 #: a variant with more seeds than this shows its median seed (by the primary metric) in the figures
 MAX_SEEDS_SHOWN = 5
+#: the baseline "learned" (Note [did the baseline learn]): a lower-is-better metric fell to at most this
+#: fraction of its first evaluation; modes covered reached at least this fraction of the modes
+LEARNED_FRACTION = 0.75
 #: separates a tuning study's method from its setting in a variant label: ``sn@lr_d=2e-4``
 SETTING_SEPARATOR = "@"
 
@@ -276,6 +279,53 @@ def choose_baseline(runs: dict[str, list[Run]], key: str | None) -> Baseline:
         best = min(sn, key=lambda label: _ranking_value(runs[label], key))
         return Baseline(best, f"SN's best setting by the final {key} (of {len(sn)} SN settings)")
     return Baseline(sn[0], f"the first of {len(sn)} variants with disc.kind=sn ({', '.join(sn)})")
+
+
+def baseline_learned(run: Run, key: str) -> bool | None:
+    """Whether one baseline run learned by ``key`` (None: the rule does not cover ``key``).
+
+    Note [did the baseline learn]
+    ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+    A difference from a baseline that never left its initial state compares nothing, so the report
+    checks the baseline first, seed by seed, on the primary metric:
+
+    * lower is better (FD, FID, ...): the final value is at most ``LEARNED_FRACTION`` of the first
+      evaluation's (the distance fell by a quarter or more);
+    * modes covered (2-D mixtures): at least ``LEARNED_FRACTION`` of the mixture's modes (6 of 8,
+      19 of 25) at the end;
+    * higher is better otherwise (IS, ...): the final value exceeds the first.
+    """
+    steps, values = run.curve(key)
+    if not values:
+        return None
+    name, direction = _metric_name(key), better_direction(key)
+    if name == "modes_covered":
+        n_modes = run.final(QUALITY_PREFIX + "n_modes")
+        return None if math.isnan(n_modes) else values[-1] >= LEARNED_FRACTION * n_modes
+    if direction == "lower":
+        return values[-1] <= LEARNED_FRACTION * values[0]
+    if direction == "higher":
+        return values[-1] > values[0]
+    return None
+
+
+def baseline_check(runs: dict[str, list[Run]], baseline: Baseline, key: str | None) -> list[str]:
+    """A paragraph saying, seed by seed, whether the baseline learned (Note [did the baseline learn])."""
+    if baseline.label is None or key is None:
+        return []
+    verdicts = [(run, baseline_learned(run, key)) for run in sorted(runs[baseline.label], key=lambda r: r.seed)]
+    if all(learned is None for _, learned in verdicts):
+        return []
+    per_seed = "; ".join(f"seed {run.seed}: {_number(run.curve(key)[1][0])} → {_number(run.final(key))}"
+                         + ("" if learned else " (did not learn)") for run, learned in verdicts)
+    failed = sum(learned is False for _, learned in verdicts)
+    lines = ["## Did the baseline learn?", "", f"{key} of **{baseline.label}**, first evaluation → final: {per_seed}.", ""]
+    if failed:
+        lines += [f"**The baseline did not learn in {failed} of {len(verdicts)} seeds**: differences from it in those "
+                  "seeds compare a variant with a baseline that never left its start, not with a working SN.", ""]
+    else:
+        lines += ["The baseline learned in every seed (the rule: docs/report.md).", ""]
+    return lines
 
 
 # ------------------------------------------------------------------------------------------ formatting
@@ -681,6 +731,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
              f"Δ: variant minus baseline paired by seed, mean [{CONFIDENCE:.0%} percentile-bootstrap interval], "
              "*inconclusive* where the interval contains 0 (with 2 or 3 seeds the interval is the range of the "
              "per-seed differences: a difference is called only when every seed agrees).", ""]
+    lines += baseline_check(runs, baseline, primary)
     if keys:
         lines += ["## Sample quality"] + quality_tables(runs, keys, baseline)
     if settings:

@@ -34,7 +34,7 @@ from .gan.builder import build_gan
 from .gan.losses import LOSS_KINDS
 from .diagnostics import DiscriminatorDiagnostics
 from .evaluation import SampleQuality
-from .gan.train import PRECISIONS, LoopSettings, Periodic, Precision, TrainingState, train
+from .gan.train import LR_DECAYS, PRECISIONS, LoopSettings, Periodic, Precision, TrainingState, train
 from .manifold import OPTIMIZERS, SECOND_MOMENTS, load_optimizer_state
 from .report import scatter_png
 from .rundir import RunDir, candidates, claim_owner, claim_run_dir, label, new_owner, run_name_for
@@ -63,6 +63,7 @@ def check_config(cfg: Config) -> None:
     # disc.kind, disc.spectrum, disc.factorization, ... are Enums: OmegaConf has already refused a bad name
     choices = {"optim.name": (cfg.optim.name, OPTIMIZERS),
                "optim.second_moment": (cfg.optim.second_moment, SECOND_MOMENTS),
+               "optim.lr_decay": (cfg.optim.lr_decay, LR_DECAYS),
                "loss.name": (cfg.loss.name, LOSS_KINDS), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
                "train.precision": (cfg.train.precision, tuple(PRECISIONS))}
     for key, (value, allowed) in choices.items():
@@ -490,7 +491,7 @@ def execute(prepared: PreparedRun) -> Path:
 
     settings = LoopSettings(steps=cfg.train.steps, batch_size=cfg.train.batch_size, n_dis=cfg.optim.n_dis,
                             loss=cfg.loss.name, log_every=cfg.train.log_every,
-                            checkpoint_every=cfg.train.checkpoint_every)
+                            checkpoint_every=cfg.train.checkpoint_every, lr_decay=cfg.optim.lr_decay)
     periodic = [Periodic(cfg.train.sample_every, save_samples), Periodic(cfg.metrics.every or cfg.train.steps, evaluate),
                 Periodic(cfg.metrics.diagnostics_every, diagnose)]
     stop = _StopRequest()

@@ -83,6 +83,7 @@ BAD_COMMANDS = [  # (overrides, what the one line must name)
     (["disc=gp", "disc.penalty_weight=-10"], "disc.penalty_weight=-10.0"),
     (["disc=stiefel_fixed", "disc.eps=1"], "disc.eps=1.0"),
     (["optim.second_moment=diagonal"], "optim.second_moment='diagonal'"),
+    (["optim.lr_decay=cosine"], "optim.lr_decay='cosine' is not allowed: use one of constant, linear"),
     (["disc=stiefel_fixed", "optim=rsgd", "optim.second_moment=entry"], "optim.name=rsgd"),
 ]
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from stiefel_gan.cli import compose_config, main
 from stiefel_gan.data import mixture_centers, mixture_std
-from stiefel_gan.report import Run, choose_baseline, find_run_dirs, group_variants, scatter_figure, tuning_table
+from stiefel_gan.report import Baseline, Run, baseline_check, baseline_learned, choose_baseline, find_run_dirs, group_variants, scatter_figure, tuning_table
 from stiefel_gan.runner import run
 from stiefel_gan.tracking import read_metrics
 
@@ -178,6 +178,23 @@ def test_tuning_ranks_settings_by_the_final_metric_in_its_direction():
     assert (rows["sn"][2], rows["sn"][3], rows["sn"][4]) == ("b", "21 ± 1.4", "d")
     assert rows["wc"][2] == rows["wc"][4] == "x"
     assert choose_baseline(runs, "quality/fid").label == "sn@b"
+
+
+def test_baseline_check_flags_each_seed_that_did_not_learn():
+    # FID must fall to at most 3/4 of its first value: 100 -> 75 learned, 100 -> 76 did not
+    runs = {"sn": [make_run((0, [100.0, 90.0, 75.0])), make_run((1, [100.0, 80.0, 76.0]))]}
+    assert [baseline_learned(r, "quality/fid") for r in runs["sn"]] == [True, False]
+    text = "\n".join(baseline_check(runs, Baseline("sn", "test"), "quality/fid"))
+    assert "seed 0: 100 → 75;" in text and "seed 1: 100 → 76 (did not learn)" in text
+    assert "did not learn in 1 of 2 seeds" in text
+    # modes covered: at least 3/4 of the mixture's modes at the end, whatever the first evaluation
+    covered = [Run(run_dir=None, config={"disc": {"kind": "sn"}, "train": {"seed": seed}},
+                   rows=[{"step": 1, "quality/modes_covered": 8.0, "quality/n_modes": 8},
+                         {"step": 2, "quality/modes_covered": final, "quality/n_modes": 8}])
+               for seed, final in enumerate((6.0, 5.0))]
+    assert [baseline_learned(r, "quality/modes_covered") for r in covered] == [True, False]
+    assert "learned in every seed" in "\n".join(baseline_check({"sn": covered[:1]}, Baseline("sn", "t"),
+                                                                 "quality/modes_covered"))
 
 
 @pytest.mark.parametrize("mixture", ["ring8", "grid25"])

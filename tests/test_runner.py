@@ -86,10 +86,12 @@ def test_same_seed_same_numbers(tmp_path):
     assert metric_rows(other) != metric_rows(first)
 
 
-@pytest.mark.parametrize("disc,optim", [("stiefel_grid", "radam"), ("sn", "radam"), ("stiefel_fixed", "rsgd"),
-                                        ("gp", "radam")])  # gp: its interpolation weights resume too
-def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, disc, optim):
-    common = tiny(tmp_path, f"disc={disc}", f"optim={optim}", "optim.n_dis=2", "train.checkpoint_every=3",
+@pytest.mark.parametrize("disc,optim,decay", [("stiefel_grid", "radam", "constant"), ("sn", "radam", "linear"),
+                                              ("stiefel_fixed", "rsgd", "linear"),
+                                              ("gp", "radam", "constant")])  # gp: its interpolation weights resume too
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, disc, optim, decay):
+    common = tiny(tmp_path, f"disc={disc}", f"optim={optim}", f"optim.lr_decay={decay}", "optim.n_dis=2",
+                  "train.checkpoint_every=3",
                   "train.sample_every=3", "metrics.every=2", "train.steps=7", *MODELS["standard_cnn"])
     straight = run(compose_config([*common, "run_name=straight"]))
 
@@ -109,6 +111,17 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, dis
     assert main(["train", f"resume={interrupted}"]) == 0
     assert [r["step"] for r in metric_rows(interrupted) if "loss/d" in r] == list(range(1, 8))
     assert metric_rows(interrupted) == metric_rows(straight)
+
+
+def test_linear_lr_decay_reaches_every_parameter_group(tmp_path):
+    cfg = compose_config(tiny(tmp_path, "disc=stiefel_curve", "optim.lr_decay=linear", "train.steps=4",
+                              "optim.lr_stiefel=0.1", "optim.lr_spectrum=0.01", *MODELS["standard_cnn"]))
+    rows = [r for r in read_metrics(run(cfg)) if "loss/d" in r]
+    for row in rows:  # update s of 4 runs at lr_0 (1 - (s - 1) / 4): 1, 3/4, 1/2, 1/4 of lr_0
+        factor = 1 - (row["step"] - 1) / 4
+        assert row["lr/g"] == pytest.approx(cfg.optim.lr_g * factor)
+        d_rates = sorted(v for k, v in row.items() if k.startswith("lr/d_"))
+        assert d_rates == pytest.approx(sorted(lr * factor for lr in (cfg.optim.lr_d, 0.1, 0.01)))
 
 
 def test_resume_extends_a_finished_run(tmp_path):

@@ -30,6 +30,7 @@ class TrainingDiverged(RuntimeError):
 
 
 #: ``train.precision`` -> the autocast dtype of G's and D's forward passes (fp32: no autocast).
+LR_DECAYS = ("constant", "linear")
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -83,6 +84,7 @@ class LoopSettings:
     loss: str
     log_every: int
     checkpoint_every: int
+    lr_decay: str = "constant"
 
 
 @dataclass
@@ -157,6 +159,24 @@ def generator_step(gan: GAN, opt_g: torch.optim.Optimizer, z: Tensor, loss: str,
     return loss_g.detach()
 
 
+def decay_learning_rates(optimizers: tuple[torch.optim.Optimizer, ...], decay: str, step: int, steps: int) -> None:
+    """Set every parameter group's learning rate for generator update ``step + 1`` of ``steps``.
+
+    ``linear``: ``lr = lr_0 (1 - step / steps)``, from ``lr_0`` at the first update to ``lr_0 / steps``
+    at the last (the schedule of the standard 2-D mixture setups and of SN-GAN's ResNet runs).
+    ``lr_0`` is kept in the group as ``initial_lr`` (torch's schedulers use the same key), which the
+    optimizer's state dict saves; the rate is a function of the step alone, so a resumed run continues
+    the schedule exactly with no scheduler state of its own.
+    """
+    if decay == "constant":
+        return
+    factor = 1.0 - step / steps
+    for optimizer in optimizers:
+        for group in optimizer.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+            group["lr"] = group["initial_lr"] * factor
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write atomically: a temp file in the same directory, then ``os.replace`` (a crash mid-write
     leaves the previous checkpoint intact)."""
@@ -198,6 +218,7 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
                dynamic_ncols=True)
     window_start, window_steps = time.perf_counter(), 0
     while state.step < settings.steps:
+        decay_learning_rates((opt_g, opt_d), settings.lr_decay, state.step, settings.steps)
         for _ in range(settings.n_dis):
             real = next(batches)
             fake = sample_fake(gan, n, state.z_generator, device, precision)
