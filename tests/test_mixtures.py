@@ -70,7 +70,7 @@ def test_short_sn_baseline_learns_the_ring(tmp_path):
     assert final["step"] == 1500
     # the reference: before training, G covers no mode
     assert untrained["quality/modes_covered"] == 0 and untrained["quality/high_quality_fraction"] == 0
-    # measured at step 1500 of the study's SN runs (seeds 0, 1, 2): 8, 8, 8 modes covered, high-quality
-    # fractions 0.04, 0.04, 0.05 (the full budget, 3000 steps: 0.39, 0.26, 0.35; docs/mixtures.md)
+    # measured with this command (1500 steps, the learning rates decayed to 0 over them), seeds 0, 1, 2:
+    # 8, 8, 8 modes covered, high-quality fractions 0.095, 0.075, 0.094 (the study's 3000 steps: docs/mixtures.md)
     assert final["quality/modes_covered"] >= 6
-    assert final["quality/high_quality_fraction"] >= 0.01
+    assert final["quality/high_quality_fraction"] >= 0.03

@@ -17,7 +17,7 @@ from stiefel_gan.cli import compose_config, main
 from stiefel_gan.config import register_configs
 from stiefel_gan.runner import check_config, default_run_name, run_tags, wandb_group
 
-STUDIES = ("baselines", "shapes", "learnable", "optimizers", "tuning")
+STUDIES = ("baselines", "shapes", "learnable", "optimizers", "tuning", "saturation")
 #: the variant presets other studies (the 2-D mixtures) rely on
 REQUIRED_VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "curve", "grid")
 VARIANT_KEYS = {"defaults", "variant", "disc", "optim"}  # a variant never sets the budget, data or seed
