@@ -22,6 +22,7 @@ and names. Within a variant the runs are seeds. The report (documented table by 
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from collections import defaultdict
@@ -34,6 +35,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from .config import disc_label, flatten  # noqa: E402
 from .data import MIXTURES, mixture_centers, mixture_std  # noqa: E402
@@ -510,9 +512,15 @@ def _panel_grid(n_panels: int, max_cols: int, panel_size: tuple[float, float]):
 
 
 def _save(fig, path: Path, dpi: int = 110) -> Path:
+    """Save as a 256-colour palette PNG: plots and grey sample grids lose nothing visible, and the files
+    shrink several times (figures are published in docs/, where each must stay small)."""
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, dpi=dpi)
     plt.close(fig)
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
     return path
 
 
@@ -521,27 +529,33 @@ def _colors(labels) -> dict[str, tuple]:
     return {label: cycle(i % 10) for i, label in enumerate(labels)}
 
 
-def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path) -> Path | None:
+def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path, every_seed: bool = True) -> Path | None:
     """Rows: variants; columns: the shown seeds' final sample grids (one row of variants side by side when
-    each shows one seed)."""
-    panels = {label: [(r, sorted(RunDir(r.run_dir).samples_dir.glob("step_*.png"))) for r in shown_runs(rs, key)]
+    each shows one seed). ``every_seed=False``: each variant's median seed by ``key`` only (a figure small
+    enough to publish)."""
+    panels = {label: [(r, sorted(RunDir(r.run_dir).samples_dir.glob("step_*.png")))
+                      for r in (shown_runs(rs, key) if every_seed else [median_run(rs, key)])]
               for label, rs in runs.items()}
     panels = {label: [(r, files[-1]) for r, files in shown if files] for label, shown in panels.items()}
     panels = {label: shown for label, shown in panels.items() if shown}
     if not panels:
         return None
     cols = max(len(shown) for shown in panels.values())
-    side_by_side = cols == 1
-    grid = (1, len(panels)) if side_by_side else (len(panels), cols)
-    fig, axes = plt.subplots(*grid, figsize=(3.0 * grid[1], 3.3 * grid[0]), squeeze=False)
-    rows = axes.T if side_by_side else axes
+    panel_size = (2.2, 2.45)  # at dpi 100 a 146-pixel sample grid is drawn at about 1.5x
+    if cols == 1:  # one panel per variant: in rows of at most 8
+        fig, axes = _panel_grid(len(panels), 8, panel_size)
+        rows = [[ax] for ax in axes]
+    else:
+        fig, grid = plt.subplots(len(panels), cols, figsize=(panel_size[0] * cols, panel_size[1] * len(panels)),
+                                 squeeze=False)
+        rows = list(grid)
     for row, (label, shown) in zip(rows, panels.items()):
         for ax in row:
             ax.axis("off")
         for ax, (run, image) in zip(row, shown):
-            ax.imshow(plt.imread(image), cmap="gray")
+            ax.imshow(plt.imread(image), cmap="gray", interpolation="nearest")  # sharp pixels, small files
             ax.set_title(f"{label}, seed {run.seed}", fontsize=8)
-    return _save(fig, path, dpi=120)
+    return _save(fig, path, dpi=100)
 
 
 def plot_curves(runs: dict[str, list[Run]], keys: list[str], path: Path) -> Path | None:
@@ -757,7 +771,9 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
     seeds_note = (f"every seed, except variants with more than {MAX_SEEDS_SHOWN} seeds: their median seed by the "
                   f"final {primary}") if some_hidden else "every seed"
     figures = (
-        (f"Samples (final; {seeds_note})", plot_samples(runs, primary, out_dir / "samples.png")),
+        (f"Samples (final; the median seed of each variant by the final {primary})",
+         plot_samples(runs, primary, out_dir / "samples.png", every_seed=False)),
+        (f"Samples of every seed (final; {seeds_note})", plot_samples(runs, primary, out_dir / "samples_all_seeds.png")),
         ("Metrics vs step (mean over seeds; band: the seeds' minimum to maximum)",
          plot_curves(runs, keys + losses, out_dir / "curves.png")),
         (f"Normalized squared spectra of D's layers, Miyato's Fig. 3 view (last diagnostics step; {seeds_note}; "

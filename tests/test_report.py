@@ -139,13 +139,17 @@ def test_per_layer_tables_match_the_spectra_files(sweep_dir, report):
 
 
 def test_report_figures_render(sweep_dir, report):
-    for name in ("samples.png", "curves.png", "spectra.png", "operator_spectra.png", "gradients.png"):
+    for name in ("samples.png", "samples_all_seeds.png", "curves.png", "spectra.png", "operator_spectra.png",
+                 "gradients.png"):
         with Image.open(sweep_dir / name) as image:
             assert image.size[0] > 300 and image.size[1] > 200
             assert np.asarray(image.convert("L")).std() > 5  # not a blank canvas
         assert f"]({name})" in report
-    with Image.open(sweep_dir / "samples.png") as image:  # 2 variants x 2 seeds: a square-ish grid
+    with Image.open(sweep_dir / "samples_all_seeds.png") as image:  # 2 variants x 2 seeds: a square-ish grid
         assert 0.6 < image.size[0] / image.size[1] < 1.6
+    with Image.open(sweep_dir / "samples.png") as image:  # each variant's median seed, side by side
+        assert image.size[0] / image.size[1] > 1.6
+        assert image.mode == "P"  # a palette PNG: the figures are published and must stay small
 
 
 def test_runs_with_variant_labels_group_by_label_and_tuning_reports_best_and_median(tuning_dir):
