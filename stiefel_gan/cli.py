@@ -51,12 +51,15 @@ def _compare(args) -> int:
 def _report(args) -> int:
     from .report import find_run_dirs, write_comparison
 
+    if args.out is not None and len(args.dirs) > 1:
+        raise UsageError(f"--out {args.out} is not allowed with {len(args.dirs)} directories: give one directory "
+                         "(its report goes to --out), or leave --out out (each report goes next to its runs)")
     try:
         targets = {Path(target): find_run_dirs(Path(target)) for target in args.dirs}
     except ValueError as error:
         raise UsageError(one_line(error)) from None
     for target, run_dirs in targets.items():
-        print(write_comparison(run_dirs, target))
+        print(write_comparison(run_dirs, args.out or target, all_seed_samples=args.samples == "all"))
     return 0
 
 
@@ -98,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides on top of experiment=compare")
     p = sub.add_parser("report", help="write report.md and plots for run or sweep directories")
     p.add_argument("dirs", nargs="+", help="run directories or directories holding runs")
+    p.add_argument("--out", type=Path, help="write report.md and its figures here (default: into the directory "
+                                            "given), e.g. docs/figures/<study> to publish a study's report")
+    p.add_argument("--samples", choices=("all", "median"), default="all",
+                   help="all: samples.png (each variant's median seed) and samples_all_seeds.png; median: "
+                        "samples.png only (every figure then stays small enough to publish)")
     p = sub.add_parser("sweep", help="a study as a W&B sweep (configs/sweeps/STUDY.yaml): create it, or run it "
                                      "here with --local")
     p.add_argument("study", help="the name of a configs/sweeps/*.yaml file")

@@ -720,8 +720,9 @@ def scatter_figure(points: np.ndarray, mixture: str | None = None):
 # ------------------------------------------------------------------------------------------ the report
 
 
-def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
-    """Write ``out_dir/report.md`` and its figures comparing the runs' variants (module docstring)."""
+def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> Path:
+    """Write ``out_dir/report.md`` and its figures comparing the runs' variants (module docstring);
+    ``all_seed_samples=False`` leaves out ``samples_all_seeds.png``, the one figure that grows with the seeds."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = group_variants(run_dirs)
@@ -773,7 +774,8 @@ def write_comparison(run_dirs: list[Path], out_dir: Path) -> Path:
     figures = (
         (f"Samples (final; the median seed of each variant by the final {primary})",
          plot_samples(runs, primary, out_dir / "samples.png", every_seed=False)),
-        (f"Samples of every seed (final; {seeds_note})", plot_samples(runs, primary, out_dir / "samples_all_seeds.png")),
+        (f"Samples of every seed (final; {seeds_note})",
+         plot_samples(runs, primary, out_dir / "samples_all_seeds.png") if all_seed_samples else None),
         ("Metrics vs step (mean over seeds; band: the seeds' minimum to maximum)",
          plot_curves(runs, keys + losses, out_dir / "curves.png")),
         (f"Normalized squared spectra of D's layers, Miyato's Fig. 3 view (last diagnostics step; {seeds_note}; "

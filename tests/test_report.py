@@ -226,3 +226,14 @@ def test_report_of_a_directory_without_runs_is_a_one_line_error(tmp_path, capsys
     assert main(["report", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "no run directory" in err
+
+
+def test_report_out_writes_a_publishable_copy_elsewhere(sweep_dir, tmp_path, capsys):
+    published = tmp_path / "figures" / "study"
+    assert main(["report", str(sweep_dir), "--out", str(published), "--samples", "median"]) == 0
+    assert (published / "report.md").read_text().count("| sn | 2 |") >= 1
+    assert not (published / "samples_all_seeds.png").exists()
+    assert {p.name for p in published.glob("*.png")} >= {"samples.png", "curves.png", "spectra.png"}
+    assert main(["report", str(sweep_dir), str(sweep_dir), "--out", str(published)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--out" in err and "2 directories" in err
