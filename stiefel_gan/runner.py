@@ -38,7 +38,7 @@ from .gan.train import LR_DECAYS, PRECISIONS, LoopSettings, Periodic, Precision,
 from .manifold import OPTIMIZERS, SECOND_MOMENTS, load_optimizer_state
 from .report import scatter_png
 from .rundir import RunDir, candidates, claim_owner, claim_run_dir, label, new_owner, run_name_for
-from .tracking import METRIC_GOALS, OBJECTIVES, WANDB_MODES, Tracker, read_metrics
+from .tracking import METRIC_GOALS, OBJECTIVES, WANDB_MODES, Tracker, check_environment, read_metrics
 
 #: keys that may differ between a checkpoint's config and the config that resumes it
 RESUMABLE_KEYS = ("resume", "train.steps", "train.progress", "train.device", "train.threads", "wandb.mode",
@@ -69,6 +69,8 @@ def check_config(cfg: Config) -> None:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             _fail(f"{key}={value!r} is not allowed: use one of {', '.join(allowed)}")
+    if cfg.wandb.mode in WANDB_MODES:
+        check_environment(cfg.wandb.mode)
     if cfg.train.threads is not None and cfg.train.threads < 1:
         _fail(f"train.threads={cfg.train.threads} is not allowed: use an integer >= 1, or null for torch's default")
     for key, every in (("metrics.every", cfg.metrics.every), ("metrics.diagnostics_every", cfg.metrics.diagnostics_every)):

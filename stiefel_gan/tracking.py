@@ -254,8 +254,18 @@ def _connect_target(base_url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or default_port
 
 
+def check_environment(mode: str) -> None:
+    """A one-line ValueError for a ``WANDB_MODE`` that wandb would refuse deep inside ``wandb.init``
+    (an empty value fails its settings validation with a pydantic traceback); checked with the config,
+    before a run directory is claimed."""
+    if mode != "disabled" and "WANDB_MODE" in os.environ and not os.environ["WANDB_MODE"].strip():
+        raise ValueError(f"WANDB_MODE='' is not allowed: unset it (unset WANDB_MODE) or use one of "
+                         f"{', '.join(_WANDB_ENV_MODES)}")
+
+
 def _resolve_mode(mode: str) -> tuple[str, str]:
     """``(resolved_mode, reason)`` for a checked ``mode``; the reason is shown when offline."""
+    check_environment(mode)
     if mode != "auto":
         return mode, f"mode={mode!r}"
     env_mode = os.environ.get("WANDB_MODE", "").strip().lower()

@@ -111,3 +111,11 @@ def test_the_optimizers_study_entry_variant_builds_the_per_entry_riemannian_adam
     _, opt_d = build_gan(cfg, data_shape("digits", 16)).optimizers(cfg.optim)
     assert isinstance(opt_d, StiefelAdam)
     assert {g["name"]: g["second_moment"] for g in opt_d.param_groups}["stiefel"] == "entry"
+
+
+def test_an_empty_wandb_mode_environment_stops_before_training_with_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "")  # wandb itself would stop inside wandb.init with a pydantic traceback
+    assert main(["train", f"out_dir={tmp_path / 'runs'}", *SMALL, "wandb.mode=auto"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "WANDB_MODE=''" in err, err
+    assert not (tmp_path / "runs").exists()

@@ -273,10 +273,11 @@ def test_bad_mode_raises_one_line(tmp_path, mode):
     assert not (tmp_path / "run").exists()  # nothing done before the check
 
 
-def test_bad_wandb_mode_environment_raises(monkeypatch, tmp_path):
-    monkeypatch.setenv("WANDB_MODE", "sometimes")
-    with pytest.raises(ValueError, match="WANDB_MODE='sometimes' is not allowed"):
-        _tracker(tmp_path / "run", "auto")
+@pytest.mark.parametrize("env_mode, mode", [("sometimes", "auto"), ("", "auto"), (" ", "offline")])
+def test_bad_wandb_mode_environment_raises(monkeypatch, tmp_path, env_mode, mode):
+    monkeypatch.setenv("WANDB_MODE", env_mode)
+    with pytest.raises(ValueError, match=f"WANDB_MODE='{env_mode.strip()}' is not allowed"):
+        _tracker(tmp_path / "run", mode)
     assert not (tmp_path / "run").exists()
 
 
