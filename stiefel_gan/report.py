@@ -541,7 +541,7 @@ def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path, every_
     if not panels:
         return None
     cols = max(len(shown) for shown in panels.values())
-    panel_size = (2.2, 2.45)  # at dpi 100 a 146-pixel sample grid is drawn at about 1.5x
+    panel_size = (1.75, 1.95)  # at dpi 100 a 146-pixel sample grid is drawn at about 1.2x
     if cols == 1:  # one panel per variant: in rows of at most 8
         fig, axes = _panel_grid(len(panels), 8, panel_size)
         rows = [[ax] for ax in axes]
