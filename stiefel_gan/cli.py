@@ -49,7 +49,7 @@ def _compare(args) -> int:
 
 
 def _report(args) -> int:
-    from .report import find_run_dirs, write_comparison
+    from .report import find_run_dirs, write_reports
 
     if args.out is not None and len(args.dirs) > 1:
         raise UsageError(f"--out {args.out} is not allowed with {len(args.dirs)} directories: give one directory "
@@ -59,7 +59,8 @@ def _report(args) -> int:
     except ValueError as error:
         raise UsageError(one_line(error)) from None
     for target, run_dirs in targets.items():
-        print(write_comparison(run_dirs, args.out or target, all_seed_samples=args.samples == "all"))
+        for report in write_reports(run_dirs, args.out or target, all_seed_samples=args.samples == "all"):
+            print(report)
     return 0
 
 
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     p = sub.add_parser("compare", help="the main job: SN baseline vs the three Stiefel spectra on digits")
     p.add_argument("overrides", nargs="*", help="Hydra overrides on top of experiment=compare")
-    p = sub.add_parser("report", help="write report.md and plots for run or sweep directories")
+    p = sub.add_parser("report", help="write report.md and plots for run or sweep directories (one report per "
+                                      "dataset: runs on several go to <dir>/<dataset>/)")
     p.add_argument("dirs", nargs="+", help="run directories or directories holding runs")
     p.add_argument("--out", type=Path, help="write report.md and its figures here (default: into the directory "
                                             "given), e.g. docs/figures/<study> to publish a study's report")

@@ -720,6 +720,18 @@ def scatter_figure(points: np.ndarray, mixture: str | None = None):
 # ------------------------------------------------------------------------------------------ the report
 
 
+def write_reports(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> list[Path]:
+    """:func:`write_comparison` of the runs, one report per dataset: runs on different data compare nothing
+    (a study over ``data=ring8,grid25`` gets ``out_dir/ring8/report.md`` and ``out_dir/grid25/report.md``,
+    each against its own SN baseline)."""
+    by_dataset: dict[str, list[Path]] = defaultdict(list)
+    for run_dir in run_dirs:
+        by_dataset[_load_config(run_dir)["data"]["name"]].append(run_dir)
+    if len(by_dataset) == 1:
+        return [write_comparison(run_dirs, out_dir, all_seed_samples)]
+    return [write_comparison(dirs, Path(out_dir) / dataset, all_seed_samples) for dataset, dirs in sorted(by_dataset.items())]
+
+
 def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> Path:
     """Write ``out_dir/report.md`` and its figures comparing the runs' variants (module docstring);
     ``all_seed_samples=False`` leaves out ``samples_all_seeds.png``, the one figure that grows with the seeds."""

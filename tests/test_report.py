@@ -237,3 +237,21 @@ def test_report_out_writes_a_publishable_copy_elsewhere(sweep_dir, tmp_path, cap
     assert main(["report", str(sweep_dir), str(sweep_dir), "--out", str(published)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--out" in err and "2 directories" in err
+
+
+def test_a_directory_of_runs_on_two_datasets_gets_one_report_per_dataset(tmp_path):
+    for data in ("ring8", "grid25"):
+        for disc in ("sn", "stiefel_fixed"):
+            cfg = compose_config([*MLP, f"data={data}", f"disc={disc}", f"out_dir={tmp_path}", "name=mixtures",
+                                  "metrics.geometry_score=false"])
+            cfg.variant = disc  # both datasets' runs carry the same label, as in experiment=mixtures
+            cfg.run_name = f"{disc}-s0_{data}"
+            run(cfg)
+    assert main(["report", str(tmp_path / "mixtures")]) == 0
+    assert not (tmp_path / "mixtures" / "report.md").exists()
+    for data, n_modes in (("ring8", 8), ("grid25", 25)):
+        report = (tmp_path / "mixtures" / data / "report.md").read_text()
+        assert "2 run(s) in 2 variant(s)" in report and "Baseline: **sn**" in report
+        n_modes_cell = table_after(report, "### quality/modes_covered")[0]
+        assert n_modes_cell["variant"] == "sn" and n_modes_cell["n"] == "1"
+        assert f"quality/n_modes = {n_modes}" in report
