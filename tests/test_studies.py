@@ -89,7 +89,7 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
         assert {label.split("@")[0] for label in labels} == {"sn", "stiefel_radam"}
     elif study == "optimizers":  # each optimizer over its learning-rate grid, next to the SN baseline
         assert {label.split("@")[0] for label in labels} == {"sn", "radam_matrix", "rsgd", "radam_entry"}
-        assert all(len([label for label in labels if label.startswith(f"{method}@")]) == 3
+        assert all(len([label for label in labels if label.startswith(f"{method}@")]) >= 3
                    for method in ("radam_matrix", "rsgd", "radam_entry"))
     else:
         assert labels == set(variants)
