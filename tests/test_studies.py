@@ -42,8 +42,8 @@ def sweeper_params(study: str) -> dict[str, str]:
     return {str(k): str(v) for k, v in OmegaConf.to_container(composed.hydra.sweeper.params).items()}
 
 
-def study_configs(study: str) -> list:
-    """Every job of the study's product (variant x seed), in order.
+def study_configs(study: str, extra: tuple[str, ...] = ()) -> list:
+    """Every job of the study's product (variant x seed), in order (``extra``: overrides added to each).
 
     Each variant is composed by Hydra once, with the seeds taking turns (variant i with the i-th seed,
     cyclically, so every value of both axes goes through composition); the other seeds of that variant
@@ -56,7 +56,7 @@ def study_configs(study: str) -> list:
     with hydra_configs():
         for index, variant in enumerate(params["variant"].split(",")):
             composed_seed = seeds[index % len(seeds)]
-            overrides = [f"experiment={study}", f"variant={variant}", f"train.seed={composed_seed}"]
+            overrides = [f"experiment={study}", f"variant={variant}", f"train.seed={composed_seed}", *extra]
             composed = OmegaConf.to_object(compose("config", overrides=overrides))
             assert composed.train.seed == composed_seed
             configs += [dataclasses.replace(composed, train=dataclasses.replace(composed.train, seed=seed))
@@ -147,11 +147,22 @@ def test_a_variant_wins_over_the_budget_and_the_command_line_over_both():
     assert cfg.optim.lr_d == 3e-4
 
 
-def test_a_study_on_a_dataset_that_is_not_on_disk_stops_before_training(tmp_path, capsys):
+@pytest.mark.parametrize("moved", [["data=cifar10"], ["budget=cifar10"]])
+def test_a_study_on_a_dataset_that_is_not_on_disk_stops_before_training(tmp_path, capsys, moved):
     root = tmp_path / "nowhere"
-    code = main(["train", "-m", "experiment=baselines", "variant=sn,wc", "data=cifar10", f"data.root={root}",
+    code = main(["train", "-m", "experiment=baselines", "variant=sn,wc", *moved, f"data.root={root}",
                  f"out_dir={tmp_path / 'runs'}"])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "CIFAR-10 (data=cifar10) is not on disk" in err and str(root) in err, err
     assert not (tmp_path / "runs").exists() and not root.exists()
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_budget_cifar10_moves_a_digits_study_to_cifar10_and_keeps_its_variants(study):
+    digits, cifar = study_configs(study), study_configs(study, ["budget=cifar10"])
+    assert [cfg.variant for cfg in cifar] == [cfg.variant for cfg in digits]
+    for on_digits, on_cifar in zip(digits, cifar):
+        assert (on_cifar.data.name, on_cifar.data.image_size, on_cifar.model.d_width) == ("cifar10", 32, 64)
+        assert on_cifar.metrics.protocol == "miyato" and on_cifar.train.steps == 50000
+        assert on_cifar.disc == on_digits.disc and on_cifar.loss == on_digits.loss  # the study's own axes stay
