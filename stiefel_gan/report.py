@@ -541,7 +541,7 @@ def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path, every_
     if not panels:
         return None
     cols = max(len(shown) for shown in panels.values())
-    panel_size = (1.75, 1.95)  # at dpi 100 a 146-pixel sample grid is drawn at about 1.2x
+    panel_size = (1.75, 2.15)  # at dpi 100 a 146-pixel sample grid is drawn at about 1.2x
     if cols == 1:  # one panel per variant: in rows of at most 8
         fig, axes = _panel_grid(len(panels), 8, panel_size)
         rows = [[ax] for ax in axes]
@@ -554,7 +554,7 @@ def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path, every_
             ax.axis("off")
         for ax, (run, image) in zip(row, shown):
             ax.imshow(plt.imread(image), cmap="gray", interpolation="nearest")  # sharp pixels, small files
-            ax.set_title(f"{label}, seed {run.seed}", fontsize=8)
+            ax.set_title(f"{label}\nseed {run.seed}", fontsize=7)  # two lines: long tuning labels stay apart
     return _save(fig, path, dpi=100)
 
 
