@@ -175,6 +175,24 @@ def test_two_job_sweep_through_submitit_local_then_report(tmp_path, capsys):
     assert "| none " in report and "| sn " in report
 
 
+def test_joblib_launcher_runs_two_jobs_at_a_time_with_the_basic_launchers_numbers(tmp_path):
+    """hydra/launcher=joblib (two worker processes that stay up between jobs, the studies' way to use
+    2 cores) gives every run exactly the records the in-process basic launcher gives it."""
+    sweep = ["train", "-m", "disc=none,sn", "train.seed=0,1"]
+    assert main([*sweep, *fast(tmp_path, "name=parallel", "train.steps=2"), "hydra/launcher=joblib",
+                 "hydra.launcher.n_jobs=2"]) == 0
+    assert main([*sweep, *fast(tmp_path, "name=serial", "train.steps=2")]) == 0
+    names = [f"{disc}-radam-s{seed}" for disc in ("none", "sn") for seed in (0, 1)]
+    for name in names:
+        parallel, serial = (read_metrics(tmp_path / "runs" / study / name) for study in ("parallel", "serial"))
+        assert [r["step"] for r in parallel if "loss/d" in r] == [1, 2]
+        assert without_timing(parallel) == without_timing(serial)
+
+
+def without_timing(rows):
+    return [{k: v for k, v in row.items() if not k.startswith("perf/")} for row in rows]
+
+
 # --------------------------------------------------------------------------------------- launchers
 
 
