@@ -51,8 +51,11 @@ def _fail(message: str) -> None:
     raise ValueError(message)
 
 
-def check_config(cfg: Config) -> None:
-    """Checks that types cannot express; each failure is a one-line ValueError naming the fix."""
+def check_config(cfg: Config, require_data: bool = True) -> None:
+    """Checks that types cannot express; each failure is a one-line ValueError naming the fix.
+
+    ``require_data=False`` skips the check that the dataset is on disk, for callers that only need the
+    data's shape (the benchmarks time random batches of it)."""
     positive = {"train.steps": cfg.train.steps, "train.batch_size": cfg.train.batch_size,
                 "optim.n_dis": cfg.optim.n_dis, "train.log_every": cfg.train.log_every,
                 "train.sample_every": cfg.train.sample_every, "train.checkpoint_every": cfg.train.checkpoint_every,
@@ -92,7 +95,7 @@ def check_config(cfg: Config) -> None:
             _fail(f"train.compile=true is not allowed here: torch.compile is unavailable ({unavailable}); "
                   "use train.compile=false")
     _check_disc(cfg.disc)
-    missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download)
+    missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download) if require_data else None
     if missing:
         _fail(missing)
 
