@@ -615,12 +615,7 @@ def plot_spectra(runs: dict[str, list[Run]], key: str | None, path: Path) -> Pat
                 tau, eps = np.mean([f["tau"] for f in fits]), np.mean([f["eps"] for f in fits])
                 fitted = curve_values(curve_points, float(tau), float(eps), 1.0).numpy() ** 2
                 ax.plot(np.linspace(0, 1, curve_points), fitted, "--", color=colors[label], linewidth=1)
-        ax.set_title(layer, fontsize=9)
-        ax.set_ylim(0, 1.05)
-    axes[0].legend(fontsize=7)
-    fig.supxlabel("normalized index i / (k - 1)")
-    fig.supylabel("(singular value / largest)²")
-    return _save(fig, path)
+    return _save_squared_view(fig, axes, list(records), path, legend_fontsize=7)
 
 
 def plot_operator_spectra(runs: dict[str, list[Run]], key: str | None, path: Path) -> Path | None:
@@ -643,9 +638,16 @@ def plot_operator_spectra(runs: dict[str, list[Run]], key: str | None, path: Pat
                 operator = np.asarray(record["fft_normalized"]) ** 2
                 ax.plot(np.linspace(0, 1, operator.size), operator, "--", color=colors[label], alpha=0.7,
                         linewidth=1, label=f"{label} operator (FFT)" if index == 0 else None)
+    return _save_squared_view(fig, axes, list(convs), path, legend_fontsize=6)
+
+
+def _save_squared_view(fig, axes, layers: list[str], path: Path, legend_fontsize: int) -> Path:
+    """Label the panels of a squared-spectrum figure (one per layer, on the axes of :func:`_squared_view`)
+    and save it."""
+    for ax, layer in zip(axes, layers):
         ax.set_title(layer, fontsize=9)
         ax.set_ylim(0, 1.05)
-    axes[0].legend(fontsize=6)
+    axes[0].legend(fontsize=legend_fontsize)
     fig.supxlabel("normalized index i / (k - 1)")
     fig.supylabel("(singular value / largest)²")
     return _save(fig, path)

@@ -194,17 +194,6 @@ if LINEAR not in FEATURE_EXTRACTORS_REGISTRY:
     torch_fidelity.register_feature_extractor(LINEAR, LinearExtractor)
 
 
-def _inception_score(logits, splits, seed=2020):
-    """IS as the mean over ``splits`` equal splits of exp(E_x KL(p(y|x) || p(y))), p(y) per split, after
-    torch-fidelity's documented shuffle (numpy RandomState(rng_seed=2020).permutation)."""
-    log_p = logits.double().log_softmax(dim=1)[np.random.RandomState(seed).permutation(len(logits))]
-    scores = []
-    for chunk in log_p.chunk(splits):
-        log_marginal = chunk.exp().mean(dim=0).log()
-        scores.append(math.exp(float((chunk.exp() * (chunk - log_marginal)).sum(dim=1).mean())))
-    return float(np.mean(scores))
-
-
 def test_miyato_is_uses_50000_images_in_splits_of_5000_and_fid_5000_of_them():
     miyato = PROTOCOLS["miyato"]
     assert (miyato.n_is, miyato.is_splits, miyato.n_fake, miyato.n_real) == (50000, 10, 5000, 10000)
