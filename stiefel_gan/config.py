@@ -176,6 +176,9 @@ class CompareConfig:
 
     variants: List[str] = field(default_factory=lambda: ["sn", "stiefel_fixed", "stiefel_curve", "stiefel_grid"])
     seeds: List[int] = field(default_factory=lambda: [0])
+    # runs trained at once, each in its own process (default: one per CPU core, at most one per run);
+    # each then gets cores // jobs torch threads unless train.threads is set
+    jobs: Optional[int] = None
 
 
 @dataclass

@@ -178,6 +178,27 @@ def test_compare_writes_a_table_and_side_by_side_samples(tmp_path):
     assert width > 3 * height  # four panels side by side
 
 
+def test_parallel_compare_trains_what_the_sequential_one_does(tmp_path):
+    """Note [parallel compare]: two worker processes, one thread each, give the records of one process
+    running the same runs one after another with one thread."""
+    overrides = [*tiny(tmp_path), "train.threads=1", "compare.variants=[sn,stiefel_curve]"]
+    assert main(["compare", *overrides, "compare.jobs=1", "out_dir=" + str(tmp_path / "one")]) == 0
+    assert main(["compare", *overrides, "compare.jobs=2", "out_dir=" + str(tmp_path / "two")]) == 0
+    (one,), (two,) = (tmp_path / "one" / "compare").iterdir(), (tmp_path / "two" / "compare").iterdir()
+    for run in ("sn-s0", "stiefel_curve-s0"):
+        rows = metric_rows(two / run)
+        assert any("quality/digits_fd" in row for row in rows)
+        assert rows == metric_rows(one / run)
+    assert "| stiefel_curve " in (two / "report.md").read_text()
+
+
+def test_compare_rejects_a_non_positive_jobs_count_before_training(tmp_path, capsys):
+    assert main(["compare", *tiny(tmp_path), "compare.jobs=0"]) == 2
+    err = capsys.readouterr().err
+    assert "compare.jobs=0" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "compare").exists()
+
+
 BAD_COMMANDS = [
     (["disc=foo"], "disc/foo"),
     (["disc.tua=1"], "tua"),
