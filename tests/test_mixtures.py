@@ -12,7 +12,7 @@ from stiefel_gan.tracking import read_metrics
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 #: The study's variants (configs/variant/<name>.yaml).
-VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "curve", "grid")
+VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau0p5_entry", "curve", "grid")
 
 
 def _sweeper_axes() -> dict[str, list[str]]:
@@ -40,14 +40,23 @@ def budget():
     return compose_config(["experiment=mixtures"])
 
 
+#: Optimizer keys a variant may set on top of the study's budget: how the Stiefel factors are trained.
+STIEFEL_OPTIM_KEYS = {"second_moment", "lr_stiefel"}
+
+
 def test_every_variant_composes_at_the_study_budget(budget):
     assert budget.data.name == "ring8" and budget.model.arch == "mlp"
     assert budget.optim.lr_stiefel is not None, "the Stiefel factors get the study's tuned learning rate"
     for variant in VARIANTS:
         cfg = compose_config(["experiment=mixtures", "data=grid25", f"variant={variant}"])
         assert cfg.data.name == "grid25" and cfg.variant == variant
-        # a variant changes D's parameterization only: model, optimizer, loss and budget are the study's
-        assert _budget_of(cfg) == _budget_of(budget)
+        # a variant changes D's parameterization (and at most how its Stiefel factors are optimized):
+        # model, the rest of the optimizer, loss and budget are the study's
+        assert (cfg.model, cfg.loss, cfg.train) == (budget.model, budget.loss, budget.train)
+        changed = {key for key, value in vars(cfg.optim).items() if value != getattr(budget.optim, key)}
+        assert changed <= STIEFEL_OPTIM_KEYS, f"{variant} changes optim.{sorted(changed - STIEFEL_OPTIM_KEYS)}"
+    entry = compose_config(["experiment=mixtures", "variant=svd_tau0p5_entry"])
+    assert (entry.optim.second_moment, entry.optim.lr_stiefel) == ("entry", budget.optim.lr_d)
 
 
 def test_ring8_experiment_is_the_study_budget_on_ring8(budget):
@@ -56,21 +65,28 @@ def test_ring8_experiment_is_the_study_budget_on_ring8(budget):
     assert _budget_of(ring8) == _budget_of(budget)
 
 
-#: A short version of the study's SN baseline on the ring: half its steps, evaluated at the end only.
+#: A short version of the study's SN baseline: 1,500 of its 10,000 steps (the learning rates decayed to 0
+#: over them), evaluated at the end only.
 SHORT_SN_BASELINE = ["experiment=mixtures", "variant=sn", "train.steps=1500", "train.seed=0", "train.progress=false",
                      "train.sample_every=1500", "train.checkpoint_every=1500", "metrics.every=0",
                      "metrics.geometry_score=false", "metrics.diagnostics_every=0", "wandb.mode=disabled"]
 
+#: What the short baseline must reach: (modes covered, high-quality fraction). Measured with SHORT_SN_BASELINE,
+#: seeds 0, 1, 2: ring8 8, 8, 8 modes at 0.351, 0.382, 0.369; grid25 20, 23, 24 modes at 0.075, 0.084, 0.101.
+#: The study's full 10,000 steps reach 8 / 8 and 25 / 25 at 0.8 and more (docs/mixtures.md).
+SHORT_SN_BOUNDS = {"ring8": (6, 0.2), "grid25": (18, 0.04)}
 
-def test_short_sn_baseline_learns_the_ring(tmp_path):
-    prepared = prepare(compose_config([*SHORT_SN_BASELINE, f"out_dir={tmp_path}"]))
+
+@pytest.mark.parametrize("data", sorted(SHORT_SN_BOUNDS))
+def test_short_sn_baseline_learns(tmp_path, data):
+    prepared = prepare(compose_config([*SHORT_SN_BASELINE, f"data={data}", f"out_dir={tmp_path}"]))
     untrained = prepared.quality(prepared.state.gan.generator)
     run_dir = execute(prepared)
     (final,) = [row for row in read_metrics(run_dir) if "quality/modes_covered" in row]
     assert final["step"] == 1500
-    # the reference: before training, G covers no mode
-    assert untrained["quality/modes_covered"] == 0 and untrained["quality/high_quality_fraction"] == 0
-    # measured with this command (1500 steps, the learning rates decayed to 0 over them), seeds 0, 1, 2:
-    # 8, 8, 8 modes covered, high-quality fractions 0.095, 0.075, 0.094 (the study's 3000 steps: docs/mixtures.md)
-    assert final["quality/modes_covered"] >= 6
-    assert final["quality/high_quality_fraction"] >= 0.03
+    min_modes, min_high_quality = SHORT_SN_BOUNDS[data]
+    # the reference: before training G's outputs sit near 0, on no ring mode and on the grid's one mode at
+    # the origin (where all of them are "high quality": the fraction means something only with the coverage)
+    assert untrained["quality/modes_covered"] == (1 if data == "grid25" else 0)
+    assert final["quality/modes_covered"] >= min_modes
+    assert final["quality/high_quality_fraction"] >= min_high_quality
