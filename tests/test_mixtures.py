@@ -12,7 +12,7 @@ from stiefel_gan.tracking import read_metrics
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 #: The study's variants (configs/variant/<name>.yaml).
-VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau0p5_entry", "curve", "grid")
+VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau4", "svd_tau0p5_entry", "curve", "grid")
 
 
 def _sweeper_axes() -> dict[str, list[str]]:
