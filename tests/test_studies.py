@@ -19,7 +19,7 @@ from stiefel_gan.runner import check_config, default_run_name, run_tags, wandb_g
 
 STUDIES = ("baselines", "shapes", "learnable", "optimizers", "tuning", "saturation")
 #: the variant presets other studies (the 2-D mixtures) rely on
-REQUIRED_VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "curve", "grid")
+REQUIRED_VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau4", "svd_tau0p5_entry", "curve", "grid")
 VARIANT_KEYS = {"defaults", "variant", "disc", "optim"}  # a variant never sets the budget, data or seed
 
 
@@ -108,8 +108,9 @@ def test_the_wandb_sweep_lists_the_same_grid(study):
 def test_variant_presets_set_the_variant_and_no_budget():
     presets = sorted((CONFIG_DIR / "variant").glob("*.yaml"))
     assert set(REQUIRED_VARIANTS) <= {path.stem for path in presets}
-    in_studies = {v for study in (*STUDIES, "smoke") for v in sweeper_params(study)["variant"].split(",")}
-    assert {path.stem for path in presets} <= in_studies  # so each one is composed and checked above
+    # so each one is composed and checked: above for the digits studies, in tests/test_mixtures.py for the mixtures
+    in_studies = {v for study in (*STUDIES, "smoke", "mixtures") for v in sweeper_params(study)["variant"].split(",")}
+    assert {path.stem for path in presets} <= in_studies
     for path in presets:
         text = path.read_text()
         assert text.startswith("# @package _global_"), path.name
