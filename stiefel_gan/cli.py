@@ -28,12 +28,19 @@ from .app import UsageError, compose_config, one_line, run_train
 __all__ = ["UsageError", "compose_config", "main"]
 
 
+def _cpu_cores() -> int:
+    """CPU cores this process may run on (the affinity mask where the OS has one: Linux, a Slurm job)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _compare_jobs(cfg, n_runs: int) -> int:
     """How many of ``n_runs`` runs ``compare`` trains at once (Note [parallel compare])."""
     jobs = cfg.compare.jobs
     if jobs is not None and jobs < 1:
         raise UsageError(f"compare.jobs={jobs} is not allowed: use an integer >= 1, or null for one per CPU core")
-    return min(jobs or len(os.sched_getaffinity(0)), n_runs)
+    return min(jobs or _cpu_cores(), n_runs)
 
 
 def _train_one(cfg) -> Path:
@@ -71,7 +78,7 @@ def _compare(args) -> int:
         if jobs > 1:
             cfg.train.progress = False  # two progress bars on one terminal garble each other
             if cfg.train.threads is None:
-                cfg.train.threads = max(1, len(os.sched_getaffinity(0)) // jobs)
+                cfg.train.threads = max(1, _cpu_cores() // jobs)
         configs.append(cfg)
     try:
         prepared = [prepare(cfg) for cfg in configs]  # every run is checked before the first one trains
