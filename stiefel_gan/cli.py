@@ -53,6 +53,22 @@ def _train_one(cfg) -> Path:
     return run_dir
 
 
+def _train_in_parallel(configs: list, jobs: int) -> list[Path]:
+    """Train ``configs`` in ``jobs`` spawned worker processes (Note [parallel compare] in :func:`_compare`)."""
+    from .runner import RunInterrupted
+
+    print(f"[compare] {len(configs)} runs, {jobs} at a time ({configs[0].train.threads} threads each): "
+          f"{', '.join(cfg.run_name for cfg in configs)}", file=sys.stderr, flush=True)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one, cfg) for cfg in configs]
+        try:
+            return [future.result() for future in futures]
+        except KeyboardInterrupt:  # the workers got the SIGINT too: each checkpoints and stops
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise RunInterrupted("SIGINT stopped compare; each started run wrote its checkpoint",
+                                 signal.SIGINT) from None
+
+
 def _compare(args) -> int:
     """The main job: every ``compare.variants`` x ``compare.seeds`` run checked, trained, then compared.
 
@@ -92,16 +108,7 @@ def _compare(args) -> int:
                 run_dirs.append(execute(p))
         else:
             del prepared  # the workers build their own
-            print(f"[compare] {len(configs)} runs, {jobs} at a time ({configs[0].train.threads} threads each): "
-                  f"{', '.join(cfg.run_name for cfg in configs)}", file=sys.stderr, flush=True)
-            with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(_train_one, cfg) for cfg in configs]
-                try:
-                    run_dirs = [future.result() for future in futures]
-                except KeyboardInterrupt:  # the workers got the SIGINT too: each checkpoints and stops
-                    pool.shutdown(wait=True, cancel_futures=True)
-                    raise RunInterrupted("SIGINT stopped compare; each started run wrote its checkpoint",
-                                         signal.SIGINT) from None
+            run_dirs = _train_in_parallel(configs, jobs)
     except RunInterrupted as stopped:  # SIGINT / SIGTERM: the run (each worker's) wrote its checkpoint
         print(f"stiefel-gan: {stopped}", file=sys.stderr)
         return stopped.exit_status
