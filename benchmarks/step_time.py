@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import resource
@@ -74,7 +75,6 @@ from harness import (Clock, add_common_arguments, check_common_arguments, enviro
                      summarize, write_json)
 
 import geoopt  # noqa: E402
-import geotorch  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.nn.utils import parametrizations  # noqa: E402
@@ -153,6 +153,8 @@ def _orthogonal(library: str) -> Callable[[nn.Module], nn.Module]:
     def wrap(layer: nn.Module) -> nn.Module:
         reshaped = _ReshapedKernel(layer)
         if library == "geotorch":
+            import geotorch  # an optional peer (the bench extra): check_args has made sure it imports
+
             geotorch.orthogonal(reshaped, "matrix")  # its default trivialization ("expm")
         else:
             parametrizations.orthogonal(reshaped, "matrix")  # torch's default (matrix_exp, use_trivialization)
@@ -188,6 +190,8 @@ PEERS = {
     "peer:torch_sn": _adam_after(lambda d: _replace_layers(d, parametrizations.spectral_norm)),
 }
 ALL_VARIANTS = (*VARIANTS, *PEERS)
+#: peers that need a package outside the suite's own requirements: variant -> (module, the extra that has it)
+OPTIONAL_PEERS = {"peer:geotorch_orthogonal": ("geotorch", "bench")}
 
 #: Power iterations of the timed ``conv_operator_norm`` diagnostic.
 POWER_ITERATIONS = 50
@@ -213,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", type=lambda s: _comma_list(s, MODELS, "models"), default=list(MODELS),
                         help=f"comma-separated, any of {','.join(MODELS)} (default all)")
     parser.add_argument("--variants", type=lambda s: _comma_list(s, ALL_VARIANTS, "variants"),
-                        default=list(ALL_VARIANTS), help=f"comma-separated, any of {','.join(ALL_VARIANTS)} (default all)")
+                        default=None, help=f"comma-separated, any of {','.join(ALL_VARIANTS)} (default: all whose "
+                        "libraries are installed)")
     parser.add_argument("--batch-size", type=int, default=None, help="train.batch_size (default: the config's, 64)")
     parser.add_argument("--precision", choices=tuple(PRECISIONS), default=None,
                         help="train.precision (default: the config's, fp32)")
@@ -227,6 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _peer_installed(variant: str) -> bool:
+    """False for an optional peer whose library is not installed (imported only when it is timed)."""
+    module, _ = OPTIONAL_PEERS.get(variant, (None, None))
+    return module is None or importlib.util.find_spec(module) is not None
+
+
 def check_args(args: argparse.Namespace) -> None:
     """One-line ValueErrors for bad values, before anything is built."""
     if args.reps is None:
@@ -238,6 +249,18 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--batch-size {args.batch_size} is not allowed: use an integer >= 1")
     if args.precision == "fp16" and args.device.type != "cuda":
         raise ValueError("--precision fp16 is not allowed on cpu: use bf16 or fp32")
+    if args.variants is None:
+        missing = [v for v in ALL_VARIANTS if not _peer_installed(v)]
+        args.variants = [v for v in ALL_VARIANTS if v not in missing]
+        for variant in missing:
+            module, extra = OPTIONAL_PEERS[variant]
+            print(f"step_time.py: {variant} skipped: {module} is not installed (python -m pip install -e "
+                  f"\".[{extra}]\")", file=sys.stderr)
+    for variant in args.variants:
+        if not _peer_installed(variant):
+            module, extra = OPTIONAL_PEERS[variant]
+            raise ValueError(f"--variants {variant} is not allowed here: it needs {module}, which is not installed "
+                             f"(python -m pip install -e \".[{extra}]\", or leave {variant} out of --variants)")
     # the options that change the config travel as Hydra overrides (also into the memory subprocesses)
     args.overrides = [*args.overrides, *([f"train.batch_size={args.batch_size}"] if args.batch_size else []),
                       *([f"train.precision={args.precision}"] if args.precision else [])]
@@ -465,7 +488,7 @@ def memory_probe(model: str, variant: str, args: argparse.Namespace) -> dict:
 
 def measure_memory(model: str, variant: str, args: argparse.Namespace) -> dict:
     environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD)}
-    command = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", model, variant,
+    command = [sys.executable, str(Path(__file__).resolve()), "--memory-probe", model, variant, "--variants", variant,
                "--device", str(args.device), "--threads", str(args.threads), *args.overrides]
     result = subprocess.run(command, capture_output=True, text=True, check=False, env=environment,
                             cwd=Path(__file__).resolve().parent.parent)

@@ -1,6 +1,7 @@
 """benchmarks/step_time.py runs on a machine without CIFAR-10 (it times random batches of the data's shape)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +21,24 @@ def test_step_time_runs_the_cifar_models_without_the_dataset(tmp_path):
     assert set(variants) == {"none", "sn", "stiefel_fixed/qr"}
     assert all(v["d_update"]["median_ms"] > 0 for v in variants.values())
     assert not (tmp_path / "no_cifar_here").exists()  # nothing was downloaded or created
+
+
+def _without(tmp_path, package: str) -> dict:
+    """An environment whose Python cannot import ``package`` (a ``sitecustomize`` maps it to None in
+    ``sys.modules``, which is how Python marks a module as absent), whether or not it is installed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(f"import sys\nsys.modules[{package!r}] = None\n")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+
+
+def test_step_time_names_the_extra_of_a_missing_peer_before_building_anything(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "step_time.py"), "--models", "standard",
+         "--variants", "sn,peer:geotorch_orthogonal", "--quick", "--json", str(tmp_path / "bench.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=_without(tmp_path, "geotorch"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        'step_time.py: --variants peer:geotorch_orthogonal is not allowed here: it needs geotorch, which is not '
+        'installed (python -m pip install -e ".[bench]", or leave peer:geotorch_orthogonal out of --variants)')
+    assert not (tmp_path / "bench.json").exists()
