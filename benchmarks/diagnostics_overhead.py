@@ -15,12 +15,11 @@ import argparse
 import statistics
 import tempfile
 
+import torch  # noqa: E402
 from harness import Clock, add_common_arguments, check_common_arguments, environment, write_json
 
-import torch  # noqa: E402
-
-from stiefel_gan.cli import compose_config
-from stiefel_gan.runner import run
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.run.runner import run
 
 
 def timed_run(overrides: list[str], clock: Clock) -> float:

@@ -26,11 +26,10 @@ import statistics
 import sys
 import time
 
-from harness import Clock, add_common_arguments, check_common_arguments, environment, round_robin, summarize, write_json
-
 import geoopt  # noqa: E402
 import torch  # noqa: E402
 from geoopt.manifolds import EuclideanStiefel  # noqa: E402
+from harness import Clock, add_common_arguments, check_common_arguments, environment, round_robin, summarize, write_json
 
 from stiefel_gan.manifold.retractions import CayleyStiefel, QRStiefel, manifold_drift  # noqa: E402
 

@@ -16,7 +16,7 @@ What is timed (each model, each variant)
     :func:`~stiefel_gan.gan.train.sample_fake` and ``discriminator_step``, then
     :func:`~stiefel_gan.gan.train.generator_step` (logging, metrics and checkpoints excluded).
 
-Every model is built the way a run builds it: ``stiefel_gan.cli.compose_config`` (Hydra, the real
+Every model is built the way a run builds it: ``stiefel_gan.config.compose.compose_config`` (Hydra, the real
 ``configs/``), ``check_config``, ``data_shape``, ``build_gan``, ``GAN.optimizers``, and steps in the
 config's ``train.precision`` (``--precision`` sets it). The peers (``PEERS``) start from the same D
 with ``disc=none`` and constrain its layers with another library's machinery (see ``PEERS``).
@@ -71,21 +71,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from harness import (Clock, add_common_arguments, check_common_arguments, environment, gc_paused,  # noqa: E402
-                     summarize, write_json)
-
 import geoopt  # noqa: E402
 import torch  # noqa: E402
+from harness import Clock, add_common_arguments, check_common_arguments, environment, gc_paused, summarize, write_json  # noqa: E402
 from torch import Tensor, nn  # noqa: E402
 from torch.nn.utils import parametrizations  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from stiefel_gan.cli import compose_config  # noqa: E402
-from stiefel_gan.data import data_shape  # noqa: E402
+from stiefel_gan.config.checks import check_config  # noqa: E402
+from stiefel_gan.config.compose import compose_config  # noqa: E402
+from stiefel_gan.config.schema import PRECISIONS  # noqa: E402
+from stiefel_gan.data.datasets import data_shape  # noqa: E402
 from stiefel_gan.gan.builder import GAN, build_gan  # noqa: E402
-from stiefel_gan.gan.train import PRECISIONS, Precision, discriminator_step, generator_step, sample_fake  # noqa: E402
+from stiefel_gan.gan.train import Precision, discriminator_step, generator_step, sample_fake  # noqa: E402
 from stiefel_gan.manifold import FixedCurve, make_optimizer, stiefel_layers, stiefelize  # noqa: E402
-from stiefel_gan.runner import check_config  # noqa: E402
 from stiefel_gan.spectral import conv_operator_norm, conv_singular_values  # noqa: E402
 
 #: Hydra overrides that select each model. ``standard``: Miyato's standard CNN at 32 px, width 64 (the

@@ -30,7 +30,6 @@ bounds of 111, 9.7 and 6.3.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import time
 
@@ -38,7 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from stiefel_gan._modules import eval_mode
-from stiefel_gan.data import load_digits
+from stiefel_gan.data.images import load_digits
 from stiefel_gan.manifold import FixedCurve, make_optimizer, stiefelize
 from stiefel_gan.spectral import apply_normalization, conv_operator_norm, record_conv_input_sizes
 

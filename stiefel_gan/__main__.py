@@ -1,7 +1,5 @@
 """``python -m stiefel_gan``: the ``stiefel-gan`` command."""
 
-import sys
+from .commands import main
 
-from .cli import main
-
-sys.exit(main())
+main()

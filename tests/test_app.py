@@ -16,10 +16,11 @@ import pytest
 import torch
 import yaml
 
-from stiefel_gan.app import config_source
-from stiefel_gan.cli import main
-from stiefel_gan.rundir import RunDir, claim_owner, claim_run_dir
-from stiefel_gan.tracking import read_metrics
+from stiefel_gan.commands.cli import main
+from stiefel_gan.config.compose import config_source
+from stiefel_gan.config.paths import RunDir
+from stiefel_gan.run.records import read_metrics
+from stiefel_gan.run.rundir import claim_owner, claim_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
 # the cheapest real runs: an MLP pair on the 2-D ring, no diagnostics, quality at the end only
@@ -60,13 +61,13 @@ def test_help_lists_the_config_groups_and_info_runs(capsys):
 
 
 def test_shell_completion_through_the_one_word_entry_point(monkeypatch, capsys):
-    from stiefel_gan import app
+    from stiefel_gan.commands import train
 
     monkeypatch.setenv("COMP_LINE", "stiefel-gan-train disc=stiefel_c")
     monkeypatch.setenv("COMP_POINT", str(len("stiefel-gan-train disc=stiefel_c")))
     monkeypatch.setattr(sys, "argv", ["stiefel-gan-train", "--shell-completion", "query=bash"])
     with pytest.raises(SystemExit) as exit_:
-        app.main()
+        train.main()
     assert exit_.value.code == 0
     assert capsys.readouterr().out.split() == ["disc=stiefel_curve"]
 
@@ -95,7 +96,7 @@ def test_progress_off_a_terminal_is_one_line_per_log_step(tmp_path, capsys):
 
 def test_a_failure_during_training_keeps_its_traceback_and_checkpoint(tmp_path, capsys, monkeypatch):
     """A bug is not a usage error: exit status 1 with the traceback, and the last checkpoint kept."""
-    from stiefel_gan.evaluation import SampleQuality
+    from stiefel_gan.measure.quality import SampleQuality
 
     def broken(self, generator, final=False):
         raise ValueError("a bug deep inside an evaluation")
@@ -200,7 +201,7 @@ def _launcher_config(*overrides) -> dict:
     from hydra import compose
     from omegaconf import OmegaConf
 
-    from stiefel_gan.app import _initialize
+    from stiefel_gan.config.compose import _initialize
 
     with _initialize():
         composed = compose("config", overrides=list(overrides), return_hydra_config=True)

@@ -9,15 +9,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stiefel_gan.cli import compose_config
-from stiefel_gan.config import DiscConfig
-from stiefel_gan.data import data_shape
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.config.schema import DiscConfig
+from stiefel_gan.data.datasets import data_shape
 from stiefel_gan.gan.baselines import clip_weights, gradient_penalty, interpolates, r1_penalty
 from stiefel_gan.gan.builder import build_gan, parameterize_discriminator
 from stiefel_gan.gan.models import build_models
-from stiefel_gan.manifold import (FixedCurve, FrobeniusNormalized, LearnableCurve, LearnableGrid, StiefelConv2d,
-                                  StiefelLinear, make_optimizer, stiefel_layers)
-from stiefel_gan.runner import run
+from stiefel_gan.manifold import (
+    FixedCurve,
+    FrobeniusNormalized,
+    LearnableCurve,
+    LearnableGrid,
+    StiefelConv2d,
+    StiefelLinear,
+    make_optimizer,
+    stiefel_layers,
+)
+from stiefel_gan.run.runner import run
 
 TINY = ["train.steps=3", "train.batch_size=8", "train.log_every=1", "train.sample_every=3",
         "train.checkpoint_every=3", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
@@ -150,7 +158,7 @@ def test_gradient_penalty_is_differentiable_in_the_parameters():
 
 def test_gp_run_adds_the_penalty_to_d_loss(tmp_path):
     """With a huge penalty weight D's loss is dominated by it: the penalty is in the training loss."""
-    from stiefel_gan.tracking import read_metrics
+    from stiefel_gan.run.records import read_metrics
 
     plain = run(compose_config([*TINY, f"out_dir={tmp_path}", "disc=none", "run_name=plain"]))
     penalized = run(compose_config([*TINY, f"out_dir={tmp_path}", "disc=gp", "disc.penalty_weight=1e4",

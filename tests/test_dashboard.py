@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from stiefel_gan.cli import main
-from stiefel_gan.tracking import STEP_METRIC
+from stiefel_gan.commands.cli import main
+from stiefel_gan.run.tracker import STEP_METRIC
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def test_the_panels_cover_quality_spectra_bounds_gradients_drift_and_samples(spe
     def plotted(key: str) -> bool:
         return any(regex.search(key) for regex in regexes)
 
-    # the keys every run logs (stiefel_gan.diagnostics, evaluation) each land in a panel
+    # the keys every run logs (stiefel_gan.measure.diagnostics, quality) each land in a panel
     for key in ("quality/digits_fd", "sigma_max/features.conv1", "operator_norm/features.conv1",
                 "lipschitz/upper_bound", "lipschitz/lower_bound", "grad_norm/features.conv1/X",
                 "grad_norm/fc/lambda", "drift/fc", "tau/fc", "saturation/sigmoid_grad"):

@@ -22,21 +22,10 @@ from sklearn.datasets import load_digits as sklearn_digits
 from torch.utils.data import Subset, TensorDataset
 from torchvision.datasets import CIFAR10, STL10
 
-from stiefel_gan.data import (
-    DATASET_NAMES,
-    MIXTURES,
-    DatasetUnavailableError,
-    UInt8ImageDataset,
-    build_dataset,
-    data_shape,
-    infinite_batches,
-    load_cifar10,
-    load_digits,
-    load_stl10,
-    mixture_centers,
-    mixture_std,
-    sample_mixture,
-)
+from stiefel_gan.data.batches import infinite_batches
+from stiefel_gan.data.datasets import DATASET_NAMES, build_dataset, data_shape
+from stiefel_gan.data.images import DatasetUnavailableError, UInt8ImageDataset, load_cifar10, load_digits, load_stl10
+from stiefel_gan.data.mixtures import MIXTURES, mixture_centers, mixture_std, sample_mixture
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 UNREACHABLE = "http://127.0.0.1:9/archive.tar.gz"  # the discard port: connection refused at once

@@ -12,8 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils import parametrize
 
-from stiefel_gan.config import DiscConfig
-from stiefel_gan.diagnostics import SPECTRUM_GRID_POINTS, DiscriminatorDiagnostics
+from stiefel_gan.config.schema import DiscConfig
 from stiefel_gan.gan.builder import parameterize_discriminator
 from stiefel_gan.gan.losses import discriminator_loss
 from stiefel_gan.gan.models import build_models
@@ -25,6 +24,7 @@ from stiefel_gan.manifold import (
     StiefelLayer,
     StiefelLinear,
 )
+from stiefel_gan.measure.diagnostics import SPECTRUM_GRID_POINTS, DiscriminatorDiagnostics
 from stiefel_gan.spectral import apply_normalization, spectral_norm_estimates
 
 IMAGE_SHAPE = (1, 16, 16)

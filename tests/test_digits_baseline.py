@@ -2,9 +2,9 @@
 configs/budget/digits.yaml, cut to 200 generator steps) must bring the digits Frechet distance well
 down from where it starts. docs/studies.md has the full-length curves over three seeds."""
 
-from stiefel_gan.cli import compose_config
-from stiefel_gan.runner import run
-from stiefel_gan.tracking import read_metrics
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.run.records import read_metrics
+from stiefel_gan.run.runner import run
 
 SHORT = ["train.steps=200", "metrics.every=50", "metrics.diagnostics_every=0", "train.sample_every=200",
          "train.checkpoint_every=200", "train.progress=false", "wandb.mode=disabled"]

@@ -5,12 +5,14 @@ one line before anything is written."""
 import pytest
 import torch
 
-from stiefel_gan.cli import compose_config, main
-from stiefel_gan.data import data_shape
+from stiefel_gan.commands.cli import main
+from stiefel_gan.config.checks import check_config
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.config.schema import DiscKind
+from stiefel_gan.config.naming import default_run_name, disc_label, run_tags, wandb_group
+from stiefel_gan.data.datasets import data_shape
 from stiefel_gan.gan.builder import build_gan
 from stiefel_gan.manifold import FixedCurve, FrobeniusNormalized, LearnableCurve, LearnableGrid, stiefel_layers
-from stiefel_gan.config import disc_label
-from stiefel_gan.runner import default_run_name, run_tags, wandb_group
 
 SMALL = ["model.g_width=4", "model.d_width=4", "model.z_dim=8"]
 
@@ -73,7 +75,7 @@ BAD_COMMANDS = [  # (overrides, what the one line must name)
      "disc.normalize_target=-1.0"),
     (["disc=stiefel_fixed", "disc.normalize=frobenius", "disc.normalize_target=0", "disc.max_value=null"],
      "disc.normalize_target=0.0"),
-    (["disc=stiefel_fixed", "disc.normalize=frobenius", "disc.normalize_target=3"], "it would win"),
+    (["disc=stiefel_grid", "disc.normalize=frobenius", "disc.normalize_target=3"], "it would win"),
     (["disc=sn", "disc.normalize=frobenius", "disc.normalize_target=3"], "disc.kind=sn"),
     (["disc=stiefel_fixed", "disc.max_value=2"], "sigma wins"),
     (["disc=stiefel_curve", "disc.sigma=2"], "disc.max_value=1.0"),
@@ -98,7 +100,7 @@ def test_bad_disc_input_stops_before_training_with_one_line(tmp_path, capsys, ov
 
 def test_a_consistent_max_value_on_a_curve_is_accepted():
     """max_value equal to the curve's sigma says the same thing twice: no conflict."""
-    from stiefel_gan.runner import check_config
+    from stiefel_gan.config.checks import check_config
 
     check_config(compose_config(["disc=stiefel_fixed", "disc.sigma=2", "disc.max_value=2"]))
     check_config(compose_config(["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]", "disc.max_value=null"]))
@@ -119,3 +121,16 @@ def test_an_empty_wandb_mode_environment_stops_before_training_with_one_line(tmp
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "WANDB_MODE=''" in err, err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_curve_takes_a_frobenius_target_without_unsetting_the_grid_only_max_value():
+    cfg = compose_config(["disc=stiefel_fixed", "disc.normalize=frobenius", "disc.normalize_target=3.5"])
+    check_config(cfg)  # the grid-only max_value default (1) does not block it
+    assert cfg.disc.max_value == 1.0 and cfg.disc.normalize_target == 3.5
+
+
+@pytest.mark.parametrize("kind", [k.value for k in DiscKind])
+def test_every_disc_kind_is_also_a_disc_preset(kind):
+    cfg = compose_config([f"disc={kind}"])
+    assert cfg.disc.kind == kind
+    check_config(cfg)

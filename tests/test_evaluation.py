@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from stiefel_gan.cli import compose_config
-from stiefel_gan.data import build_dataset
-from stiefel_gan.evaluation import MIXTURE_GS_GAMMA, SampleQuality, geometry_gamma, real_subset
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.data.datasets import build_dataset
 from stiefel_gan.gan.builder import build_gan
+from stiefel_gan.measure.quality import MIXTURE_GS_GAMMA, SampleQuality, geometry_gamma, real_subset
 from stiefel_gan.metrics import relative_living_times
 from stiefel_gan.metrics.geometry import GAMMA_PER_5000_POINTS
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stiefel_gan.gan.losses import LOSS_KINDS, discriminator_loss, generator_loss
+from stiefel_gan.config.schema import LOSS_KINDS
+from stiefel_gan.gan.losses import discriminator_loss, generator_loss
 
 
 def test_hinge_hand_computed():

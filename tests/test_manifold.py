@@ -12,9 +12,23 @@ from geoopt import ManifoldParameter
 from geoopt.manifolds import EuclideanStiefel
 from torch import nn
 
-from stiefel_gan.manifold import (CayleyStiefel, FixedCurve, LearnableCurve, LearnableGrid, QRStiefel,
-                                  StiefelConv2d, StiefelLinear, build_spectrum, curve_values, load_optimizer_state, make_optimizer,
-                                  manifold_drift, parameter_groups, stiefel_layers, stiefelize)
+from stiefel_gan.manifold import (
+    CayleyStiefel,
+    FixedCurve,
+    LearnableCurve,
+    LearnableGrid,
+    QRStiefel,
+    StiefelConv2d,
+    StiefelLinear,
+    build_spectrum,
+    curve_values,
+    load_optimizer_state,
+    make_optimizer,
+    manifold_drift,
+    parameter_groups,
+    stiefel_layers,
+    stiefelize,
+)
 
 SPECTRA = {
     "fixed": lambda: FixedCurve(tau=0.5, eps=0.2, sigma=1.5),

@@ -6,9 +6,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stiefel_gan.cli import compose_config
-from stiefel_gan.runner import execute, prepare
-from stiefel_gan.tracking import read_metrics
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.measure.table import HEADLINE, METRIC_GOALS
+from stiefel_gan.run.records import read_metrics
+from stiefel_gan.run.runner import execute, prepare
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 #: The study's variants (configs/variant/<name>.yaml).
@@ -28,7 +29,8 @@ def test_hydra_axes_and_wandb_sweep_agree():
     assert {key: [str(v) for v in spec["values"]] for key, spec in sweep["parameters"].items()} == axes
     assert sweep["method"] == "grid"
     assert sweep["command"] == ["stiefel-gan", "train", "experiment=mixtures", "${args_no_hyphens}"]
-    assert sweep["metric"] == {"name": "quality/modes_covered", "goal": "maximize"}  # logged by every mixture run
+    assert HEADLINE["ring8"] == HEADLINE["grid25"]  # one headline for both mixtures
+    assert sweep["metric"] == {"name": HEADLINE["ring8"], "goal": METRIC_GOALS[HEADLINE["ring8"]]}  # the table's headline
 
 
 def _budget_of(cfg):

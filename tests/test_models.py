@@ -6,10 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from stiefel_gan._modules import select_layers
+from stiefel_gan.config.schema import ARCHITECTURES, RESNET_IMAGE_SIZES, STANDARD_CNN_IMAGE_SIZES
 from stiefel_gan.gan.models import (
-    ARCHITECTURES,
-    RESNET_IMAGE_SIZES,
-    STANDARD_CNN_IMAGE_SIZES,
     LatentGenerator,
     MLPDiscriminator,
     MLPGenerator,

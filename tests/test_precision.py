@@ -4,13 +4,14 @@ one-line errors for the options a machine cannot run."""
 import pytest
 import torch
 
-from stiefel_gan.cli import compose_config, main
-from stiefel_gan.data import data_shape
+from stiefel_gan.commands.cli import main
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.data.datasets import data_shape
 from stiefel_gan.gan.builder import build_gan
 from stiefel_gan.gan.train import Precision, discriminator_step, generator_step, sample_fake
 from stiefel_gan.manifold import stiefel_layers
-from stiefel_gan.runner import run
-from stiefel_gan.tracking import read_metrics
+from stiefel_gan.run.records import read_metrics
+from stiefel_gan.run.runner import run
 
 TINY_CNN = ["data=digits", "model=standard_cnn", "model.g_width=4", "model.d_width=4", "model.z_dim=8",
             "train.batch_size=8"]

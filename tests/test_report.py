@@ -8,11 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stiefel_gan.cli import compose_config, main
-from stiefel_gan.data import mixture_centers, mixture_std
-from stiefel_gan.report import Baseline, Run, baseline_check, baseline_learned, choose_baseline, find_run_dirs, group_variants, scatter_figure, tuning_table
-from stiefel_gan.runner import run
-from stiefel_gan.tracking import read_metrics
+from stiefel_gan.commands.cli import main
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.data.mixtures import mixture_centers, mixture_std
+from stiefel_gan.measure.plots import scatter_figure
+from stiefel_gan.report.discovery import Run, find_run_dirs, group_variants
+from stiefel_gan.report.markdown import tuning_table
+from stiefel_gan.report.summary import Baseline, baseline_check, baseline_learned, choose_baseline
+from stiefel_gan.run.records import read_metrics
+from stiefel_gan.run.runner import run
 
 TINY = ["train.steps=4", "train.batch_size=8", "train.log_every=1", "train.sample_every=4", "train.checkpoint_every=4",
         "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled", "metrics.n_samples=100",

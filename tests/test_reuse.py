@@ -16,11 +16,27 @@ import torchvision
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from stiefel_gan.manifold import (FixedCurve, LearnableCurve, LearnableGrid, StiefelConv1d, StiefelConv2d,
-                                  StiefelConv3d, StiefelConvTranspose1d, StiefelConvTranspose2d,
-                                  StiefelConvTranspose3d, StiefelLayer, StiefelLinear, factor_costs, haar_,
-                                  make_optimizer, manifold_drift, optimizer_step_flops, stiefel_layers,
-                                  stiefel_summary, stiefelize)
+from stiefel_gan.manifold import (
+    FixedCurve,
+    LearnableCurve,
+    LearnableGrid,
+    StiefelConv1d,
+    StiefelConv2d,
+    StiefelConv3d,
+    StiefelConvTranspose1d,
+    StiefelConvTranspose2d,
+    StiefelConvTranspose3d,
+    StiefelLayer,
+    StiefelLinear,
+    factor_costs,
+    haar_,
+    make_optimizer,
+    manifold_drift,
+    optimizer_step_flops,
+    stiefel_layers,
+    stiefel_summary,
+    stiefelize,
+)
 from stiefel_gan.manifold.retractions import _householder_q_factor
 
 # (Stiefel class, torch class, spatial dims, kernel size)

@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 from PIL import Image
-
-from stiefel_gan.cli import compose_config, main
-from stiefel_gan.runner import run
-from stiefel_gan.tracking import Tracker, read_metrics, read_series
 from wandb_records import read_offline_run
+
+from stiefel_gan.commands.cli import main
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.run.records import read_metrics, read_series
+from stiefel_gan.run.runner import run
+from stiefel_gan.run.tracker import Tracker
 
 DISC_PRESETS = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "configs" / "disc").glob("*.yaml"))
 TINY = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
@@ -65,7 +67,7 @@ def test_every_disc_trains_with_every_model(tmp_path, disc, model):
 
 
 def test_stiefel_variants_replace_every_discriminator_layer(tmp_path):
-    from stiefel_gan.data import data_shape
+    from stiefel_gan.data.datasets import data_shape
     from stiefel_gan.gan.builder import build_gan
     from stiefel_gan.manifold import stiefel_layers
 
@@ -158,7 +160,7 @@ def test_wandb_offline_run_reads_back(tmp_path):
 
 
 def test_wandb_groups_differ_by_anything_but_the_seed(tmp_path):
-    from stiefel_gan.runner import wandb_group
+    from stiefel_gan.config.naming import wandb_group
 
     base = tiny(tmp_path, "disc=stiefel_fixed", *MODELS["standard_cnn"])
     group = lambda *extra: wandb_group(compose_config([*base, *extra]))  # noqa: E731
@@ -197,7 +199,7 @@ def test_a_stopped_run_crosses_a_process_boundary_whole():
     import pickle
     import signal
 
-    from stiefel_gan.runner import RunInterrupted
+    from stiefel_gan.run.signals import RunInterrupted
 
     stopped = pickle.loads(pickle.dumps(RunInterrupted("SIGTERM stopped the run at step 3", signal.SIGTERM)))
     assert isinstance(stopped, RunInterrupted)
@@ -290,7 +292,7 @@ def test_scheduler_signal_checkpoints_the_current_step_then_goes_to_the_schedule
     import os
     import signal
 
-    from stiefel_gan.runner import RunInterrupted
+    from stiefel_gan.run.signals import RunInterrupted
 
     overrides = tiny(tmp_path, "disc=sn", "train.steps=6", "train.checkpoint_every=100", "run_name=pre",
                      *MODELS["standard_cnn"])

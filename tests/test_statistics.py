@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from stiefel_gan.statistics import curve_area, last_mean, paired_bootstrap, summarize
+from stiefel_gan.measure.statistics import curve_area, last_mean, paired_bootstrap, summarize
 
 
 def synthetic_study(delta, n_seeds, rng, seed_spread=10.0, noise=0.5):

@@ -12,10 +12,12 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from stiefel_gan.app import SOURCE_CONFIG_DIR as CONFIG_DIR
-from stiefel_gan.cli import compose_config, main
-from stiefel_gan.config import register_configs
-from stiefel_gan.runner import check_config, default_run_name, run_tags, wandb_group
+from stiefel_gan.commands.cli import main
+from stiefel_gan.config.checks import check_config
+from stiefel_gan.config.compose import SOURCE_CONFIG_DIR as CONFIG_DIR
+from stiefel_gan.config.compose import compose_config
+from stiefel_gan.config.naming import default_run_name, run_tags, wandb_group
+from stiefel_gan.config.schema import register_configs
 
 STUDIES = ("baselines", "shapes", "learnable", "optimizers", "tuning", "saturation")
 #: the variant presets other studies (the 2-D mixtures) rely on

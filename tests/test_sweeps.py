@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from stiefel_gan.cli import main
-from stiefel_gan.rundir import RunDir
-from stiefel_gan.wandb_sweeps import available_studies, load_sweep, study_commands
 from wandb_records import read_offline_run
+
+from stiefel_gan.commands.cli import main
+from stiefel_gan.commands.sweeps import available_studies, load_sweep, study_commands
+from stiefel_gan.config.paths import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_FILES = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
@@ -60,7 +60,7 @@ def test_sweep_expands_into_the_agents_command_lines(path):
 
 
 def test_bad_sweep_files_are_refused_in_one_line(tmp_path, monkeypatch, capsys):
-    import stiefel_gan.wandb_sweeps as wandb_sweeps
+    from stiefel_gan.commands import sweeps as wandb_sweeps
 
     sweeps_dir = tmp_path / "sweeps"
     sweeps_dir.mkdir()

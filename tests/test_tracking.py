@@ -15,10 +15,12 @@ import pytest
 import torch
 import wandb
 from PIL import Image
-
-from stiefel_gan import tracking
-from stiefel_gan.tracking import WANDB_MODES, Tracker, read_metrics, read_series
 from wandb_records import read_offline_run
+
+from stiefel_gan.config.schema import WANDB_MODES
+from stiefel_gan.run import tracker as tracker_module
+from stiefel_gan.run.records import read_metrics, read_series
+from stiefel_gan.run.tracker import Tracker
 
 CONFIG = {
     "model": {"lr": 2e-4, "betas": [0.0, 0.9], "spectrum": {"tau": 0.5, "eps": 0.1}},
@@ -122,10 +124,10 @@ def test_quality_metrics_summarize_best_and_last_against_the_generator_step(tmp_
     run = read_offline_run(tmp_path / "run")
     assert run.job_type == "study"
     # every row carries the generator step, declared as the x-axis of every metric
-    assert [row[tracking.STEP_METRIC] for row in run.history] == [1, 2, 3]
+    assert [row[tracker_module.STEP_METRIC] for row in run.history] == [1, 2, 3]
     assert run.metrics["quality/fd"]["summary"] == {"min": True, "last": True}
     assert run.metrics["quality/coverage"]["summary"] == {"max": True, "last": True}
-    assert run.metrics["quality/coverage"]["step_metric"] == tracking.STEP_METRIC
+    assert run.metrics["quality/coverage"]["step_metric"] == tracker_module.STEP_METRIC
     with pytest.raises(ValueError, match=r"metric_goals\['quality/fd'\]='lower' is not allowed"):
         _tracker(tmp_path / "bad", "disabled", metric_goals={"quality/fd": "lower"})
 
@@ -232,7 +234,7 @@ def test_auto_without_credentials_goes_offline_with_one_sync_hint(tmp_path, caps
                                                 ("disabled", "disabled"), ("online", "online")])
 def test_auto_respects_wandb_mode(monkeypatch, env_mode, resolved):
     monkeypatch.setenv("WANDB_MODE", env_mode)
-    assert tracking._resolve_mode("auto")[0] == resolved
+    assert tracker_module._resolve_mode("auto")[0] == resolved
 
 
 def test_auto_goes_online_only_when_credentials_exist_and_the_host_answers(monkeypatch):
@@ -240,11 +242,11 @@ def test_auto_goes_online_only_when_credentials_exist_and_the_host_answers(monke
     with socket.create_server(("127.0.0.1", 0)) as listening:
         monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{listening.getsockname()[1]}")
         wandb.teardown()  # wandb reads its environment once per session
-        assert tracking._resolve_mode("auto")[0] == "online"
+        assert tracker_module._resolve_mode("auto")[0] == "online"
         closed_port = listening.getsockname()[1]
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{closed_port}")
     wandb.teardown()
-    mode, reason = tracking._resolve_mode("auto")
+    mode, reason = tracker_module._resolve_mode("auto")
     assert mode == "offline" and f"127.0.0.1:{closed_port} unreachable" in reason
     wandb.teardown()
 
@@ -256,7 +258,7 @@ def test_netrc_credentials_count(monkeypatch, tmp_path):
         (tmp_path / "home" / "netrc").parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "home" / "netrc").write_text(f"machine {host}\n  login user\n  password {'n' * 40}\n")
         wandb.teardown()
-        assert tracking._resolve_mode("auto")[0] == "online"
+        assert tracker_module._resolve_mode("auto")[0] == "online"
     wandb.teardown()
 
 
@@ -336,7 +338,7 @@ def test_uint8_and_path_images_are_accepted(tmp_path):
     with _tracker(tmp_path / "run", "disabled") as tracker:
         tracker.log_images(0, {"path": png, "uint8_chw": torch.full((1, 4, 4), 255, dtype=torch.uint8)})
     np.testing.assert_array_equal(
-        tracking._image_as_uint8("x", torch.tensor([[[0.0, 0.5]], [[1.0, 0.25]], [[0.2, 0.8]]])),
+        tracker_module._image_as_uint8("x", torch.tensor([[[0.0, 0.5]], [[1.0, 0.25]], [[0.2, 0.8]]])),
         np.array([[[0, 255, 51], [128, 64, 204]]], dtype=np.uint8))
 
 

@@ -73,3 +73,90 @@ def test_installed_entry_point_trains_outside_the_repository(installed, tmp_path
     rows = [yaml.safe_load(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "loss/d" in row] == [1, 2]
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "checkpoints" / "last.pt").is_file()
+
+
+#: A ``sitecustomize`` under which every installed distribution that ``pip install stiefel-gan`` (no
+#: extras) would not bring raises ModuleNotFoundError on import: what stays importable is the standard
+#: library, ``stiefel_gan``, torch, geoopt, numpy and, transitively, their own requirements (read from
+#: the installed distributions' metadata), as where only the core wheel is installed.
+CORE_ONLY = r'''
+import importlib.metadata, re, sys
+
+def _requirements(name, seen):
+    key = re.sub(r"[-_.]+", "-", name).lower()
+    if key in seen:
+        return
+    seen.add(key)
+    try:
+        requires = importlib.metadata.requires(name) or []
+    except importlib.metadata.PackageNotFoundError:
+        return
+    for line in requires:
+        if "extra ==" not in line:
+            _requirements(re.split(r"[ ;<>=!~\[(]", line, maxsplit=1)[0], seen)
+
+_distributions = set()
+for root in ("torch", "geoopt", "numpy"):
+    _requirements(root, _distributions)
+_owners = importlib.metadata.packages_distributions()
+_blocked = {module for module, owners in _owners.items()
+            if not any(re.sub(r"[-_.]+", "-", o).lower() in _distributions for o in owners)} - {"stiefel_gan"}
+
+# None in sys.modules is how Python marks a module absent: import raises ModuleNotFoundError, and
+# importlib.util.find_spec answers None (torch probes optional packages that way)
+for _module in _blocked - set(sys.stdlib_module_names):
+    sys.modules[_module] = None
+'''
+
+CORE_USE = r'''
+import torch
+from torch import nn
+import stiefel_gan.manifold, stiefel_gan.spectral, stiefel_gan.effective_weights
+from stiefel_gan.manifold import FixedCurve, make_optimizer, stiefel_layers, stiefelize
+from stiefel_gan.spectral import reshape_singular_values
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+stiefelize(model, spectrum=FixedCurve(tau=2.0, eps=0.1))
+optimizer = make_optimizer(model, "radam", lr=1e-2)
+loss = model(torch.randn(5, 3, 8, 8)).square().mean()
+loss.backward()
+optimizer.step()
+for name, layer in stiefel_layers(model):
+    exact = layer.singular_values().detach()
+    assert torch.allclose(reshape_singular_values(layer.weight).detach(), exact, atol=1e-5), name
+try:
+    import hydra  # noqa: F401  (installed here, but not a requirement of the core wheel)
+except ModuleNotFoundError:
+    print("core ok")
+'''
+
+
+def _core_only_env(env: dict, tmp_path: Path) -> dict:
+    site = tmp_path / "core_only"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(CORE_ONLY)
+    return {**env, "PYTHONPATH": os.pathsep.join([str(site), env["PYTHONPATH"]])}
+
+
+def test_the_core_wheel_alone_trains_a_stiefelized_model_one_step(installed, tmp_path):
+    _, _, _, env = installed
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    result = subprocess.run([sys.executable, "-c", CORE_USE], cwd=work, env=_core_only_env(env, tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "core ok"
+
+
+def test_a_suite_command_without_the_suite_extra_says_which_extra_in_one_line(installed, tmp_path):
+    _, _, command, env = installed
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    for argv in ([*command, "compare"], [sys.executable, "-m", "stiefel_gan", "train"]):
+        result = subprocess.run(argv, cwd=work, env=_core_only_env(env, tmp_path), capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 2, result.stderr[-3000:]
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "stiefel-gan[suite]" in lines[0] and "hydra-core" in lines[0], lines
+        assert not (work / "runs").exists()

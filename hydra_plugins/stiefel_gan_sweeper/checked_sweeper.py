@@ -1,7 +1,7 @@
 """The default sweeper of ``stiefel-gan train -m`` (``configs/hydra/sweeper/checked.yaml``).
 
 Hydra instantiates sweepers only from the ``hydra_plugins`` namespace package, hence this module;
-the checks themselves live in :mod:`stiefel_gan.app`.
+the checks themselves live in :mod:`stiefel_gan.config.checks`.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from stiefel_gan.app import NAMED_KEYS, UsageError, check_job, check_launcher, job_config, one_line
-from stiefel_gan.config import disc_label
-from stiefel_gan.rundir import label, run_name_for
+from stiefel_gan.config.checks import check_job, check_launcher
+from stiefel_gan.config.compose import UsageError, job_config, one_line
+from stiefel_gan.config.naming import NAMED_KEYS, run_name_for, swept_wandb_group
 
 
 class CheckedSweeper(BasicSweeper):
@@ -62,7 +62,7 @@ class CheckedSweeper(BasicSweeper):
             values = dict(o.split("=", 1) for o in job if "=" in o)
             tail = "_".join((values[k] if "." not in k else f"{k}={values[k]}").replace("/", "-") for k in extra_keys)
             base = run_name_for(cfg.run_name, cfg.variant, cfg.disc, cfg.optim.name, cfg.train.seed)
-            group = f"{cfg.name}/{cfg.variant or f'{disc_label(cfg.disc)}-{label(cfg.optim.name)}'}_{tail}"
+            group = swept_wandb_group(cfg, tail)
             extra = [f"run_name='{base}_{tail}'"] if cfg.run_name is None else []
             extra += [f"wandb.group='{group}'"] if cfg.wandb.group is None else []
             named.append(job + extra)

@@ -1,7 +1,9 @@
 """Build a GAN from a config: architectures, D's parameterization, optimizers, penalties, diagnostics.
 
-This is the one place that knows layer types. The training loop only sees :class:`GAN`: it asks it
-for optimizers, the regularization term and a dictionary of diagnostics.
+Of the GAN code, this is the module that knows layer types (the D parameterizations: SN, the Stiefel
+layers, the baselines); the training loop only sees :class:`GAN`: it asks it for optimizers, the
+regularization term and a dictionary of diagnostics. The measurements that read layers are
+:mod:`stiefel_gan.effective_weights` (any model's effective weights) and the diagnostics built on it.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..config import Config, DiscConfig, OptimConfig
 from .._modules import eval_mode
+from ..config.schema import Config, DiscConfig, OptimConfig
 from ..effective_weights import weighted_layers
 from ..manifold import FrobeniusNormalized, build_spectrum, make_optimizer, stiefelize
 from ..spectral import apply_normalization, orthogonal_penalty, reshape_singular_values
@@ -22,7 +24,7 @@ def spectrum_from_config(disc: DiscConfig):
     """The unbound spectrum of ``disc.kind=stiefel``: ``disc.spectrum``, rescaled by ``disc.normalize``.
 
     A curve's largest value is ``disc.sigma``; ``disc.max_value`` rescales a grid only
-    (:func:`stiefel_gan.runner.check_config` refuses a ``max_value`` that contradicts a curve's sigma).
+    (:func:`stiefel_gan.config.checks.check_config` refuses a ``max_value`` that contradicts a curve's sigma).
     """
     curve = {"tau": disc.tau, "eps": disc.eps, "sigma": disc.sigma}
     if disc.spectrum == "curve":
@@ -100,7 +102,7 @@ class GAN(nn.Module):
 
         Measured in eval mode, so that reading an SN layer's weight does not run a power iteration
         (that would change the training trajectory). The full spectral and gradient diagnostics are
-        :class:`stiefel_gan.diagnostics.DiscriminatorDiagnostics`, run less often.
+        :class:`stiefel_gan.measure.diagnostics.DiscriminatorDiagnostics`, run less often.
         """
         with eval_mode(self.discriminator):
             return {f"sigma_max/{name}": reshape_singular_values(layer.weight)[0].item()

@@ -22,8 +22,9 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config.schema import LOSS_KINDS
+
 #: Loss kinds accepted by :func:`discriminator_loss` and :func:`generator_loss`.
-LOSS_KINDS = ("hinge", "vanilla")
 
 
 def _require_kind(kind: str) -> None:

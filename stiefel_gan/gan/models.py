@@ -25,11 +25,9 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-#: Architectures known to :func:`build_models`.
-ARCHITECTURES = ("standard_cnn", "resnet", "mlp")
-#: Square image sizes each convolutional architecture supports.
-STANDARD_CNN_IMAGE_SIZES = (16, 32, 48)
-RESNET_IMAGE_SIZES = (32, 48)
+# the architectures and the image sizes each takes are facts of the config schema, so that a config is
+# checked without building a model (stiefel_gan.config.checks)
+from ..config.schema import RESNET_IMAGE_SIZES, STANDARD_CNN_IMAGE_SIZES, model_input_problem
 
 #: Slope of the leaky ReLU in the standard CNN discriminator (Miyato et al. 2018, Appendix B).
 LEAKY_RELU_SLOPE = 0.1
@@ -550,19 +548,14 @@ def build_models(
     (LatentGenerator, nn.Module)
         ``(G, D)``, freshly initialized.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"arch={arch!r} is not allowed: use one of {ARCHITECTURES}")
-    if not isinstance(data_shape, (tuple, list, torch.Size)):
-        raise ValueError(f"data_shape={data_shape!r} is not allowed: use a tuple such as (3, 32, 32) or (2,)")
+    problem = model_input_problem(arch, data_shape)
+    if problem is not None:
+        raise ValueError(problem)
     shape = tuple(data_shape)
-    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
-        raise ValueError(f"data_shape={shape!r} is not allowed: use positive integers")
     # only pass the options that were given, so that the classes' defaults apply otherwise
     g_kwargs = {"z_dim": z_dim} if z_dim is not None else {}
 
     if arch == "mlp":
-        if len(shape) != 1:
-            raise ValueError(f"data_shape={shape!r} is not allowed for arch='mlp': use (dim,), e.g. (2,)")
         if g_width is not None:
             g_kwargs["hidden"] = g_width
         d_kwargs = {"hidden": d_width} if d_width is not None else {}
@@ -571,11 +564,6 @@ def build_models(
             MLPDiscriminator(in_dim=shape[0], depth=mlp_depth, **d_kwargs),
         )
 
-    sizes = STANDARD_CNN_IMAGE_SIZES if arch == "standard_cnn" else RESNET_IMAGE_SIZES
-    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in sizes:
-        raise ValueError(
-            f"data_shape={shape!r} is not allowed for arch={arch!r}: use (channels, s, s) with s in {sizes}"
-        )
     channels, image_size = shape[0], shape[1]
     if g_width is not None:
         g_kwargs["width"] = g_width

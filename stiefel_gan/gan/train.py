@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 from .builder import GAN
 from .losses import discriminator_loss, generator_loss
 
-CHECKPOINT_NAME = "last.pt"
 
 
 class TrainingDiverged(RuntimeError):
@@ -30,8 +29,8 @@ class TrainingDiverged(RuntimeError):
 
 
 #: ``train.precision`` -> the autocast dtype of G's and D's forward passes (fp32: no autocast).
-LR_DECAYS = ("constant", "linear")
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+#: the dtype autocast runs the forward passes in, per ``train.precision`` (None: no autocast)
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass
@@ -60,9 +59,9 @@ class Precision:
         return cls(name, device.type, scalers)
 
     def autocast(self) -> AbstractContextManager:
-        if PRECISIONS[self.name] is None:
+        if AUTOCAST_DTYPES[self.name] is None:
             return torch.autocast(self.device_type, enabled=False)
-        return torch.autocast(self.device_type, dtype=PRECISIONS[self.name])
+        return torch.autocast(self.device_type, dtype=AUTOCAST_DTYPES[self.name])
 
     def backward_and_step(self, loss: Tensor, optimizer: torch.optim.Optimizer, which: str) -> None:
         """``loss.backward(); optimizer.step()``, through the loss scaler ``which`` under fp16."""

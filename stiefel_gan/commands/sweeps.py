@@ -13,9 +13,8 @@ an agent runs exactly ``stiefel-gan train experiment=<study> variant=sn train.se
 from __future__ import annotations
 
 import sys
-from typing import Sequence
-
 import warnings
+from typing import Sequence
 
 import yaml
 
@@ -25,7 +24,7 @@ with warnings.catch_warnings():
     import sweeps
 from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-from .app import UsageError, config_files, job_config, one_line
+from ..config.compose import UsageError, config_files, job_config, one_line
 
 SWEEPS_DIR = "sweeps"
 
@@ -75,7 +74,7 @@ def agent_command(sweep: dict, params: dict) -> list[str]:
 def study_commands(study: str, extra: Sequence[str] = ()) -> list[list[str]]:
     """The agent's command lines for every run of the study, each job's config composed and checked
     (a parameter that is not a config key, a value that is not allowed: one line, before anything runs)."""
-    from .runner import check_config
+    from ..config.checks import check_config
 
     sweep = load_sweep(study)
     commands = [agent_command(sweep, params) + list(extra) for params in proposed_runs(sweep)]
@@ -92,7 +91,7 @@ def study_commands(study: str, extra: Sequence[str] = ()) -> list[list[str]]:
 
 def run_local_sweep(study: str, extra: Sequence[str] = ()) -> int:
     """Run every job of the study here, one after the other; the first failing job's exit status."""
-    from .app import run_train
+    from .train import run_train
 
     for command in study_commands(study, extra):
         print(f"[sweep {study}] {' '.join(command)}", file=sys.stderr)
@@ -106,7 +105,7 @@ def create_sweep(study: str, project: str | None, entity: str | None) -> tuple[s
     """Register the sweep on the W&B server; returns its id and the ``wandb agent`` line to run."""
     import wandb
 
-    from .tracking import require_online
+    from ..run.tracker import require_online
 
     study_commands(study)  # every job checked before the sweep exists
     require_online("stiefel-gan sweep (use --local to run the sweep here without a server)")

@@ -1,52 +1,40 @@
-"""``stiefel-gan train``: the Hydra application.
+"""Composing configs: ``configs/config.yaml`` and Hydra overrides -> a typed :class:`~.schema.Config`.
 
-Hydra's own command line is kept whole: ``--cfg job``, ``--help`` (the config groups), ``--info``,
-``--shell-completion``, ``-m`` with Hydra's sweepers (the default one here is
-``hydra_plugins.stiefel_gan_sweeper.CheckedSweeper``;
-``hydra/sweeper=optuna`` optimizes the value the task returns, the dataset's headline quality metric)
-and ``hydra/launcher=basic|submitit_local|submitit_slurm`` (hydra-submitit-launcher; presets in
-``configs/hydra/launcher/``).
+This is the composition every caller uses: the Hydra app, ``compare``, the checked sweeper, the W&B
+sweeps, the tests and the benchmarks. Configs load from the package ``stiefel_gan.configs`` (the
+repository's top-level ``configs/``, mapped into the package by ``pyproject.toml``) through Hydra's
+``pkg://`` search path, in editable and non-editable installs alike; a source checkout on
+``PYTHONPATH`` without an install reads its own ``configs/`` directory (:func:`config_source`).
 
-Configs load from the package ``stiefel_gan.configs`` (the repository's top-level ``configs/``,
-mapped into the package by ``pyproject.toml``) through Hydra's ``pkg://`` search path, in editable and
-non-editable installs alike; a source checkout on ``PYTHONPATH`` without an install reads its own
-``configs/`` directory (:func:`config_source`).
-
-Bad input is refused before anything is written: one line on stderr, exit status 2 (:class:`UsageError`).
-A single run is checked by :func:`preflight` before Hydra creates its output directory; the jobs of a
-sweep are each composed and checked by that sweeper before the first one is launched.
+A bad override is a :class:`UsageError`: one line (:func:`one_line`), exit status 2 at the command line.
 """
 
 from __future__ import annotations
 
 import importlib.resources
 import importlib.util
-import shutil
-import sys
 from pathlib import Path
 from typing import Sequence
 
-import hydra
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from .config import Config, register_configs
-from .rundir import HYDRA_DIR, run_name_for
+from .naming import run_name_for
+from .paths import HYDRA_DIR, RunDir
+from .schema import Config, register_configs
 
 #: the package of the checked sweeper (``hydra/sweeper=checked``, the default)
 SWEEPER_PACKAGE = "hydra_plugins.stiefel_gan_sweeper"
 
-APP_NAME = "stiefel-gan train"
+
 CONFIG_PACKAGE = "stiefel_gan.configs"
+
+
 #: the repository's configs/ next to the package, for a source checkout that is not installed
-SOURCE_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-#: the config keys that already appear in a run's default name (rundir.run_name_for)
-NAMED_KEYS = ("variant", "disc", "disc.kind", "optim", "optim.name", "train.seed", "experiment", "run_name")
+SOURCE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 
 class UsageError(ValueError):
@@ -77,7 +65,7 @@ def config_source() -> str:
     """Where Hydra reads the configs: ``pkg://stiefel_gan.configs`` when that package belongs to the
     imported ``stiefel_gan`` (a wheel, or an editable install mapping ``configs/``), else the
     checkout's own ``configs/`` directory (``PYTHONPATH`` pointing at a source tree)."""
-    package_dir = Path(__file__).resolve().parent
+    package_dir = Path(__file__).resolve().parents[1]
     try:
         spec = importlib.util.find_spec(CONFIG_PACKAGE)
     except ImportError:
@@ -190,8 +178,6 @@ def compose_config(overrides: Sequence[str]) -> Config:
 
 def resume_config(overrides: Sequence[str]) -> Config:
     """``resume=<run dir>``: the run's own saved config, plus ``key=value`` overrides (train.steps=...)."""
-    from .runner import load_run_config
-
     resume = next(o.split("=", 1)[1] for o in overrides if o.startswith("resume="))
     saved = load_run_config(Path(resume))
     others = [o for o in overrides if not o.startswith("resume=") and not _hydra_override(o)]
@@ -207,145 +193,18 @@ def resume_config(overrides: Sequence[str]) -> Config:
         raise UsageError(one_line(error)) from None
 
 
-def _resumes_a_directory(overrides: Sequence[str]) -> bool:
+def resumes_a_directory(overrides: Sequence[str]) -> bool:
     return any(o.startswith("resume=") and o != "resume=auto" for o in overrides)
 
 
 def job_config(overrides: Sequence[str]) -> Config:
     """The typed config of one job: composed, or a run's own config for ``resume=<run dir>``."""
-    return resume_config(overrides) if _resumes_a_directory(overrides) else compose_config(overrides)
+    return resume_config(overrides) if resumes_a_directory(overrides) else compose_config(overrides)
 
 
-def check_job(cfg: Config, here: bool = True) -> None:
-    """Everything :func:`stiefel_gan.runner.prepare` checks (config, data on disk, models, a resume
-    checkpoint), with nothing written; a failure is a :class:`UsageError`.
-
-    ``here=False`` for a job that runs on another machine (a Slurm node): only the config is checked,
-    since the data, the device and the run directories are the node's, not this machine's.
-    """
-    from .runner import check_config, prepare
-
-    try:
-        prepare(cfg) if here else check_config(cfg)
-    except UsageError:
-        raise
-    except ValueError as error:
-        raise UsageError(one_line(error)) from None
-
-
-def preflight(overrides: Sequence[str]) -> None:
-    """Check a single run's command line before Hydra creates its output directory."""
-    try:
-        OverridesParser.create().parse_overrides(list(overrides))
-    except HydraException as error:
-        raise UsageError(one_line(error)) from None
-    check_job(job_config(overrides))
-
-
-# ----------------------------------------------------------------------------------------- launchers
-
-#: launcher keys that must be positive when set, with what they mean
-POSITIVE_LAUNCHER_KEYS = {"timeout_min": "minutes per job", "cpus_per_task": "CPUs per task",
-                          "mem_gb": "GB of memory", "nodes": "nodes", "tasks_per_node": "tasks per node",
-                          "array_parallelism": "jobs running at once"}
-
-
-def check_launcher(launcher: DictConfig) -> None:
-    """The hydra-submitit-launcher settings a scheduler would reject late (or worse, accept)."""
-    target = str(launcher.get("_target_", ""))
-    if "submitit_launcher" not in target:
-        return
-    gpus = launcher.get("gpus_per_node")
-    if gpus is not None and gpus < 0:
-        raise UsageError(f"hydra.launcher.gpus_per_node={gpus} is not allowed: use an integer >= 0")
-    for key, meaning in POSITIVE_LAUNCHER_KEYS.items():
-        value = launcher.get(key)
-        if value is not None and value < 1:
-            raise UsageError(f"hydra.launcher.{key}={value} is not allowed: use an integer >= 1 ({meaning})")
-    if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
-        raise UsageError("hydra/launcher=submitit_slurm is not allowed here: Slurm's sbatch is not on PATH "
-                         "(use hydra/launcher=submitit_local or basic on a machine without Slurm)")
-
-
-# -------------------------------------------------------------------------------------------- task
-
-
-def _claim_owner() -> str | None:
-    """The submitit job id when this job runs under submitit (it survives a Slurm requeue, so the
-    requeued job finds its own run directory), else ``None`` (a one-off owner)."""
-    try:
-        import submitit
-
-        return f"submitit-{submitit.JobEnvironment().job_id}"
-    except (ImportError, RuntimeError):
-        return None
-
-
-def task(composed: DictConfig) -> float | None:
-    """One job: check, claim the run directory Hydra named, train; returns the objective."""
-    from .gan.train import TrainingDiverged
-    from .runner import RunInterrupted, execute, objective, prepare
-
-    hydra_cfg = HydraConfig.get()
-    try:
-        cfg = job_config(list(hydra_cfg.overrides.task)) if _resumes_a_directory(hydra_cfg.overrides.task) \
-            else OmegaConf.to_object(composed)
-        prepared = prepare(cfg, base=Path(hydra_cfg.runtime.output_dir), owner=_claim_owner())
-    except ValueError as error:  # usage: the config, the data, a resume directory
-        print(f"stiefel-gan: error: {one_line(error)}", file=sys.stderr)
-        raise SystemExit(2) from None
-    try:
-        run_dir = execute(prepared)
-    except TrainingDiverged as error:
-        print(f"stiefel-gan: training diverged: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    except RunInterrupted as error:
-        print(f"stiefel-gan: {error}", file=sys.stderr)
-        raise SystemExit(error.exit_status) from None
-    print(run_dir)
-    return objective(run_dir, cfg)
-
-
-def hydra_app():
-    """The decorated Hydra entry point (built on demand: :func:`config_source` depends on the install)."""
-    source = config_source()
-    expose_sweeper_plugin()
-    return hydra.main(config_path=source, config_name="config", version_base="1.3")(task)
-
-
-HYDRA_FLAGS_WITHOUT_RUN = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i",
-                           "--shell-completion", "-sc", "--resolve", "-p", "--package")
-
-
-def run_train(argv: Sequence[str]) -> int:
-    """``stiefel-gan train ARGS``: check a single run first, then hand the command line to Hydra."""
-    argv = list(argv)
-    multirun = "-m" in argv or "--multirun" in argv
-    inspect_only = any(a.split("=", 1)[0] in HYDRA_FLAGS_WITHOUT_RUN for a in argv)
-    if not multirun and not inspect_only:
-        try:
-            preflight([a for a in argv if not a.startswith("-")])
-        except ValueError as error:
-            print(f"stiefel-gan: error: {one_line(error)}", file=sys.stderr)
-            return 2
-    saved_argv = sys.argv
-    sys.argv = [APP_NAME.replace(" ", "-"), *argv]
-    GlobalHydra.instance().clear()
-    try:
-        hydra_app()()
-    except ValueError as error:  # Hydra's own command-line checks ("Only one of --run, --multirun, ...")
-        print(f"stiefel-gan: error: {one_line(error)}", file=sys.stderr)
-        return 2
-    except SystemExit as exit_:
-        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
-    finally:
-        sys.argv = saved_argv
-        GlobalHydra.instance().clear()
-    return 0
-
-
-def main() -> None:
-    """``stiefel-gan-train``: the same app under a one-word name, which Hydra's shell completion needs
-    (its scripts run ``<first word> -sc query=...``):
-    ``eval "$(stiefel-gan-train --shell-completion install=bash)"``."""
-    sys.exit(run_train(sys.argv[1:]))
+def load_run_config(run_dir: Path) -> Config:
+    """The typed config saved in a run directory."""
+    path = RunDir(run_dir).config
+    if not path.is_file():
+        raise ValueError(f"resume={run_dir} is not allowed: {path} does not exist (resume takes a run directory)")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path)))

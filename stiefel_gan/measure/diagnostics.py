@@ -1,4 +1,4 @@
-r"""Spectral and gradient diagnostics of a discriminator, measured on one real and one fake batch.
+"""Spectral and gradient diagnostics of a discriminator, measured on one real and one fake batch.
 
 :class:`DiscriminatorDiagnostics` is built once per run and called at log steps. It reads, for every
 weighted layer of ``D`` (:func:`~stiefel_gan.effective_weights.weighted_layers`: plain, parametrized
@@ -90,20 +90,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ._modules import eval_mode
-from .effective_weights import effective_weight, parameterization, trained_factors, weight_producer, weighted_layers
-from .gan.losses import LOSS_KINDS, discriminator_loss
-from .manifold import LearnableCurve, StiefelLayer, fit_curve
-from .manifold.spectra import CURVE_PARAMETERS
-from .spectral import (
-    conv_operator_norm,
-    conv_singular_values,
-    record_conv_input_sizes,
-    reshape_singular_values,
-)
+from .._modules import eval_mode
+from ..config.schema import LOSS_KINDS
+from ..effective_weights import effective_weight, parameterization, trained_factors, weight_producer, weighted_layers
+from ..gan.losses import discriminator_loss
+from ..manifold import LearnableCurve, StiefelLayer, fit_curve
+from ..manifold.spectra import CURVE_PARAMETERS
+from ..spectral import conv_operator_norm, conv_singular_values, record_conv_input_sizes, reshape_singular_values
 
 #: Points of the common ``[0, 1]`` grid the per-layer spectra are interpolated onto.
 SPECTRUM_GRID_POINTS = 50
+
 
 #: Seed of the private generator of the interpolation weights ``alpha``.
 INTERPOLATION_SEED = 0

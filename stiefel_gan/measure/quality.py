@@ -24,17 +24,30 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ._modules import eval_mode
-from .config import Config
-from .data import MIXTURES, UInt8ImageDataset, mixture_centers, mixture_std, uint8_to_unit_range
-from .metrics import (PROTOCOLS, DigitsEvaluator, compute_fidelity, geometry_score, mode_metrics, plot_rlt,
-                      relative_living_times)
-from .metrics.geometry import GAMMA_PER_5000_POINTS
-from .rundir import RunDir
+from .._modules import eval_mode
+from ..config.paths import RunDir
+from ..config.schema import Config
+from ..data.images import UInt8ImageDataset, uint8_to_unit_range
+from ..data.mixtures import MIXTURES, mixture_centers, mixture_std
+from ..metrics import (
+    PROTOCOLS,
+    DigitsEvaluator,
+    compute_fidelity,
+    geometry_score,
+    mode_metrics,
+    plot_rlt,
+    relative_living_times,
+)
+from ..metrics.fidelity import INCEPTION
+from ..metrics.geometry import GAMMA_PER_5000_POINTS
 
 EVAL_SEED_OFFSET = 2_000_029  # latents of the evaluation samples, apart from training's and the grids'
+
+
 #: Seed of the random subset of real samples every evaluation compares with.
 REAL_SUBSET_SEED = 0
+
+
 #: The Geometry Score's ``gamma`` for 2-D point clouds, the value Khrulkov & Oseledets use on their
 #: 2-D examples: the image default (``1/128 * N / 5000``, their MNIST setting) stops the filtration
 #: so early that a filled 2-D mode still shows many short-lived holes.
@@ -70,11 +83,7 @@ class SampleQuality:
     def __init__(self, cfg: Config, dataset: Dataset, device: torch.device, run_dir: Path | None = None):
         self.cfg, self.dataset, self.device, self.run_dir = cfg, dataset, device, run_dir
         self.name = cfg.data.name
-        if self.name in ("cifar10", "stl10") and cfg.metrics.protocol not in PROTOCOLS:
-            raise ValueError(f"metrics.protocol={cfg.metrics.protocol!r} is not allowed: use one of "
-                             f"{', '.join(PROTOCOLS)}")
-        if cfg.metrics.inception_weights is not None and not Path(cfg.metrics.inception_weights).is_file():
-            raise ValueError(f"metrics.inception_weights={cfg.metrics.inception_weights} is not allowed: no such file")
+        # metrics.protocol and metrics.inception_weights were checked with the config (stiefel_gan.config.checks)
         self._digits = DigitsEvaluator() if self.name == "digits" else None
         self._real_rlt = None
 
@@ -104,6 +113,7 @@ class SampleQuality:
             protocol = PROTOCOLS[m.protocol]
             real = real_subset(self.dataset, protocol.n_real)
             scores.update({k: v for k, v in compute_fidelity(fake, real, protocol, weights_path=m.inception_weights,
+                                                             feature_extractor=m.feature_extractor or INCEPTION,
                                                              device=self.device).items()
                            if isinstance(v, (int, float))})
         if final and m.geometry_score:

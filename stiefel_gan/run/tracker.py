@@ -1,4 +1,4 @@
-r"""Every run's records: local JSONL files and a Weights & Biases run.
+"""Every run's records: local JSONL files and a Weights & Biases run.
 
 A :class:`Tracker` writes each record twice:
 
@@ -46,16 +46,13 @@ and wandb drops re-logged steps that are not larger than the last one it has.
 
 from __future__ import annotations
 
-import json
-import math
 import numbers
 import os
 import socket
 import sys
-import tempfile
 import urllib.request
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -64,126 +61,17 @@ import wandb
 from wandb.sdk import wandb_setup
 from wandb.sdk.lib import wbauth
 
-from .rundir import METRICS_FILE, SERIES_FILE
-
-WANDB_MODES = ("auto", "online", "offline", "disabled")
-
-#: wandb's own spellings of the resolved modes that ``WANDB_MODE`` may hold.
-_WANDB_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
-                    "disabled": "disabled"}
+from ..config.checks import WANDB_ENV_MODES, check_wandb_environment
+from ..config.paths import METRICS_FILE, SERIES_FILE
+from ..config.schema import WANDB_MODES
+from .records import encode_float, truncate_jsonl, write_line
 
 #: Seconds a TCP connect to the W&B host may take before "auto" mode settles on offline.
 REACHABILITY_TIMEOUT_S = 2.0
 
+
 #: The x-axis of every W&B panel: the generator step, logged with every row.
 STEP_METRIC = "train/step"
-
-#: Direction of each quality metric (stiefel_gan.evaluation): the run summary keeps its best value.
-METRIC_GOALS = {
-    "quality/digits_fd": "minimize", "quality/classes_covered": "maximize", "quality/class_kl": "minimize",
-    "quality/modes_covered": "maximize", "quality/high_quality_fraction": "maximize", "quality/mode_kl": "minimize",
-    "quality/inception_score_mean": "maximize", "quality/frechet_inception_distance": "minimize",
-    "quality/kernel_inception_distance_mean": "minimize", "quality/geometry_score": "minimize",
-}
-
-#: Each dataset's headline quality metric: what a sweep optimizes and a study compares.
-OBJECTIVES = {"digits": ("quality/digits_fd", "minimize"), "ring8": ("quality/mode_kl", "minimize"),
-              "grid25": ("quality/mode_kl", "minimize"),
-              "cifar10": ("quality/frechet_inception_distance", "minimize"),
-              "stl10": ("quality/frechet_inception_distance", "minimize")}
-
-#: How non-finite floats are spelled in the JSONL files (JSON itself has no NaN or infinity).
-_NONFINITE_TO_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
-_JSON_TO_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
-
-
-# --------------------------------------------------------------------------------- JSONL encoding
-
-
-def _encode_float(value: float) -> float | str:
-    """A float as JSON can hold it: finite values unchanged, ``nan``/``inf``/``-inf`` as strings."""
-    if math.isfinite(value):
-        return value
-    return _NONFINITE_TO_JSON[repr(value)]
-
-
-def _decode_float(value: float | int | str) -> float:
-    if isinstance(value, str):
-        return _JSON_TO_NONFINITE[value]
-    return float(value)
-
-
-def _write_line(handle, row: dict) -> None:
-    # allow_nan=False: a non-finite float that escaped _encode_float must fail here, not write a
-    # line ("NaN") that strict JSON readers reject.
-    handle.write(json.dumps(row, allow_nan=False) + "\n")
-    handle.flush()
-
-
-def _complete_lines(path: Path) -> Iterator[dict]:
-    """Yield the object of each complete line of a JSONL file.
-
-    A last line without its newline is a write torn by a crash and is skipped; a malformed complete
-    line is corruption and raises.
-    """
-    text = path.read_text(encoding="utf-8")
-    lines = text.split("\n")
-    # the element after the last "\n" is either "" or the torn tail: both are dropped
-    for number, line in enumerate(lines[:-1], start=1):
-        if not line.strip():
-            continue
-        try:
-            yield json.loads(line)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number} is not a JSON line ({error.msg})") from None
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of ``run_dir/metrics.jsonl``: ``{"step": int, name: float, ...}``, in logged order.
-
-    ``"nan"``, ``"inf"`` and ``"-inf"`` strings are returned as the floats they stand for.
-    """
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        raise ValueError(f"run_dir={str(run_dir)!r} has no {METRICS_FILE}")
-    return [
-        {key: (int(value) if key == "step" else _decode_float(value)) for key, value in row.items()}
-        for row in _complete_lines(path)
-    ]
-
-
-def read_series(run_dir: Path) -> list[dict]:
-    """The rows of ``run_dir/series.jsonl``: ``{"step", "key", "xs", "series"}`` with float lists."""
-    path = Path(run_dir) / SERIES_FILE
-    if not path.is_file():
-        raise ValueError(f"run_dir={str(run_dir)!r} has no {SERIES_FILE}")
-    return [
-        {
-            "step": int(row["step"]),
-            "key": row["key"],
-            "xs": [_decode_float(x) for x in row["xs"]],
-            "series": {name: [_decode_float(y) for y in ys] for name, ys in row["series"].items()},
-        }
-        for row in _complete_lines(path)
-    ]
-
-
-def _truncate_jsonl(path: Path, last_step: int) -> None:
-    """Keep the complete rows with ``step <= last_step``; rewrite through a temp file + ``os.replace``
-    so that a crash during the rewrite leaves either the old or the new file, never half of one."""
-    if not path.is_file():
-        return
-    kept = [row for row in _complete_lines(path) if row["step"] <= last_step]
-    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=path.name,
-                                     suffix=".tmp", delete=False) as handle:
-        for row in kept:
-            handle.write(json.dumps(row, allow_nan=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(handle.name, path)
-
-
-# ------------------------------------------------------------------------------------ input checks
 
 
 def _is_int(value) -> bool:
@@ -241,9 +129,6 @@ def _image_as_uint8(name: str, image) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-# ------------------------------------------------------------------------------------- mode choice
-
-
 def _connect_target(base_url: str) -> tuple[str, int]:
     """``(host, port)`` a TCP connection to ``base_url`` goes to first: the proxy if one applies."""
     parts = urlsplit(base_url)
@@ -254,32 +139,23 @@ def _connect_target(base_url: str) -> tuple[str, int]:
     return parts.hostname, parts.port or default_port
 
 
-def check_environment(mode: str) -> None:
-    """A one-line ValueError for a ``WANDB_MODE`` that wandb would refuse deep inside ``wandb.init``
-    (an empty value fails its settings validation with a pydantic traceback); checked with the config,
-    before a run directory is claimed."""
-    if mode != "disabled" and "WANDB_MODE" in os.environ and not os.environ["WANDB_MODE"].strip():
-        raise ValueError(f"WANDB_MODE='' is not allowed: unset it (unset WANDB_MODE) or use one of "
-                         f"{', '.join(_WANDB_ENV_MODES)}")
-
-
 def _resolve_mode(mode: str) -> tuple[str, str]:
     """``(resolved_mode, reason)`` for a checked ``mode``; the reason is shown when offline."""
-    check_environment(mode)
+    check_wandb_environment(mode)
     if mode != "auto":
         return mode, f"mode={mode!r}"
     env_mode = os.environ.get("WANDB_MODE", "").strip().lower()
     if env_mode:
-        if env_mode not in _WANDB_ENV_MODES:
+        if env_mode not in WANDB_ENV_MODES:
             raise ValueError(f"WANDB_MODE={env_mode!r} is not allowed with mode='auto': use one of "
-                             f"{', '.join(_WANDB_ENV_MODES)}")
-        return _WANDB_ENV_MODES[env_mode], f"WANDB_MODE={env_mode}"
+                             f"{', '.join(WANDB_ENV_MODES)}")
+        return WANDB_ENV_MODES[env_mode], f"WANDB_MODE={env_mode}"
     base_url = wandb_setup.singleton().settings.base_url
     try:
         # wandb's own lookup (environment, netrc, settings files); prompt/update_session off so that
         # nothing is asked and no session state changes
         credentials = wbauth.authenticate_session(
-            host=wbauth.HostUrl(base_url), source="stiefel_gan.tracking", prompt=False,
+            host=wbauth.HostUrl(base_url), source="stiefel_gan.run.tracker", prompt=False,
             update_session=False)
     except wandb.errors.AuthenticationError as error:
         return "offline", f"unusable W&B credentials: {error}"
@@ -299,9 +175,6 @@ def require_online(what: str) -> None:
     mode, reason = _resolve_mode("auto")
     if mode != "online":
         raise ValueError(f"{what} needs the W&B server, which is not usable here ({reason})")
-
-
-# ---------------------------------------------------------------------------------------- Tracker
 
 
 class Tracker:
@@ -369,8 +242,8 @@ class Tracker:
             file_mode = "w"
         else:
             self._last_step = resume_step
-            _truncate_jsonl(metrics_path, resume_step)
-            _truncate_jsonl(series_path, resume_step)
+            truncate_jsonl(metrics_path, resume_step)
+            truncate_jsonl(series_path, resume_step)
             file_mode = "a"
         self._resume_step = resume_step
         self._metrics = open(metrics_path, file_mode, encoding="utf-8")
@@ -431,7 +304,7 @@ class Tracker:
                 raise ValueError("scalar name 'step' is not allowed: it is the row's own step column")
             values[key] = _as_float(f"scalars[{key!r}]", value)
 
-        _write_line(self._metrics, {"step": int(step), **{k: _encode_float(v) for k, v in values.items()}})
+        write_line(self._metrics, {"step": int(step), **{k: encode_float(v) for k, v in values.items()}})
         if self._run is not None:
             self._run.log({STEP_METRIC: int(step), **values}, step=int(step))
         self._last_step = int(step)
@@ -485,9 +358,9 @@ class Tracker:
                 raise ValueError(f"series[{name!r}] has {len(lines[name])} values, not "
                                  f"len(xs)={len(x_values)}: give one value per x")
 
-        _write_line(self._series, {
-            "step": int(step), "key": key, "xs": [_encode_float(x) for x in x_values],
-            "series": {name: [_encode_float(y) for y in ys] for name, ys in lines.items()},
+        write_line(self._series, {
+            "step": int(step), "key": key, "xs": [encode_float(x) for x in x_values],
+            "series": {name: [encode_float(y) for y in ys] for name, ys in lines.items()},
         })
         if self._run is not None:
             rows = self._lines.setdefault(key, [])

@@ -12,13 +12,7 @@ from enum import StrEnum
 from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
-
-
-# Note [typed choices]
-# ~~~~~~~~~~~~~~~~~~~~
-# A choice is a StrEnum whose member names are its values, so OmegaConf itself rejects a misspelled
-# value ("Invalid value 'stiefl', expected one of [...]") when the config is composed, and a member
-# compares equal to its string (``cfg.disc.kind == "sn"``) and prints as it.
+from omegaconf import OmegaConf
 
 
 class DiscKind(StrEnum):
@@ -56,6 +50,41 @@ class SpectrumNormalization(StrEnum):
     frobenius = "frobenius"  # lambda rescaled to ||lambda||_2 = ||W||_F = disc.normalize_target
 
 
+#: ``loss.name``: the GAN losses (stiefel_gan.gan.losses)
+LOSS_KINDS = ("hinge", "vanilla")
+#: ``optim.lr_decay``: how every group's learning rate moves over ``train.steps``
+LR_DECAYS = ("constant", "linear")
+#: ``train.precision``: autocast of G's and D's forward passes (fp16 needs CUDA)
+PRECISIONS = ("fp32", "bf16", "fp16")
+#: ``model.arch``: the architectures of stiefel_gan.gan.models, and the square image sides each takes
+ARCHITECTURES = ("standard_cnn", "resnet", "mlp")
+STANDARD_CNN_IMAGE_SIZES = (16, 32, 48)
+RESNET_IMAGE_SIZES = (32, 48)
+MODEL_IMAGE_SIZES = {"standard_cnn": STANDARD_CNN_IMAGE_SIZES, "resnet": RESNET_IMAGE_SIZES}
+
+
+def model_input_problem(arch: str, data_shape) -> str | None:
+    """Why architecture ``arch`` cannot take samples of shape ``data_shape`` (one line), or None.
+
+    The MLPs take vectors ``(dim,)``; the convolutional models square images ``(channels, s, s)``
+    with ``s`` in :data:`MODEL_IMAGE_SIZES` (their strided stages halve ``s`` down to 4 or 6)."""
+    if arch not in ARCHITECTURES:
+        return f"arch={arch!r} is not allowed: use one of {ARCHITECTURES}"
+    if not isinstance(data_shape, (tuple, list)):
+        return f"data_shape={data_shape!r} is not allowed: use a tuple such as (3, 32, 32) or (2,)"
+    shape = tuple(data_shape)
+    if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        return f"data_shape={shape!r} is not allowed: use positive integers"
+    if arch == "mlp":
+        return None if len(shape) == 1 else f"data_shape={shape!r} is not allowed for arch='mlp': use (dim,), e.g. (2,)"
+    sizes = MODEL_IMAGE_SIZES[arch]
+    if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in sizes:
+        return f"data_shape={shape!r} is not allowed for arch={arch!r}: use (channels, s, s) with s in {sizes}"
+    return None
+
+
+#: ``wandb.mode`` (stiefel_gan.run.tracker resolves ``auto``)
+WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 @dataclass
@@ -145,12 +174,14 @@ class TrainConfig:
 
 @dataclass
 class MetricsConfig:
-    """What each run measures besides its losses (stiefel_gan.evaluation, stiefel_gan.diagnostics)."""
+    """What each run measures besides its losses (stiefel_gan.measure.quality, stiefel_gan.measure.diagnostics)."""
 
     every: int = 250  # sample-quality metrics every N generator steps and at the end (0: only at the end)
     n_samples: int = 1000  # generated samples per evaluation (digits, mixtures, geometry score)
     protocol: str = "quick"  # CIFAR-10 / STL-10: torch-fidelity protocol (quick | miyato | full50k)
     inception_weights: Optional[str] = None  # a local Inception file, for machines without network
+    # CIFAR-10 / STL-10: the torch-fidelity feature extractor by its registered name (null: its Inception v3)
+    feature_extractor: Optional[str] = None
     geometry_score: bool = True  # Geometry Score at the end of the run (Khrulkov & Oseledets 2018)
     gs_landmarks: int = 64  # L_0
     gs_gamma: Optional[float] = None  # default per dataset: 1/8 on the 2-D mixtures, 1/128 * N / 5000 on images
@@ -199,18 +230,6 @@ class Config:
     compare: CompareConfig = field(default_factory=CompareConfig)
 
 
-def disc_label(disc) -> str:
-    """A short name of D's parameterization: the kind, and for ``stiefel`` its spectrum, factorization and
-    normalization (``stiefel_grid``, ``stiefel_fixed_svd``, ``stiefel_fixed_frobenius``).
-    ``disc`` is a :class:`DiscConfig` or anything with its attributes (a run's saved config as a DictConfig)."""
-    if disc.kind != "stiefel":
-        return str(disc.kind)
-    parts = [f"stiefel_{disc.spectrum}"]
-    parts += [str(disc.factorization)] if disc.factorization != "diag" else []
-    parts += [str(disc.normalize)] if disc.normalize != "none" else []
-    return "_".join(parts)
-
-
 def flatten(tree: dict, prefix: str = "") -> dict:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``: a nested config as dotted keys."""
     flat = {}
@@ -226,3 +245,8 @@ def register_configs() -> None:
     """Register the schema so that ``configs/config.yaml`` can build on it (``- schema`` in its defaults)."""
     store = ConfigStore.instance()
     store.store(name="schema", node=Config)
+
+
+def config_dict(cfg: Config) -> dict:
+    """The config as plain Python values (choices as their strings: checkpoints, W&B)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True, enum_to_str=True)

@@ -2,7 +2,7 @@
 
 ``stiefel-gan dashboard --entity E --project P --study S`` saves a workspace view of the study's runs
 (``job_type == S``), grouped by W&B group (one group per variant, seeds inside: see
-:func:`stiefel_gan.runner.wandb_group`), so every line panel shows each variant's mean and spread
+:func:`stiefel_gan.config.naming.wandb_group`), so every line panel shows each variant's mean and spread
 next to the SN baseline's, which is drawn in black and thicker. Sections:
 
 - Quality: every ``quality/*`` metric against the generator step;
@@ -28,11 +28,13 @@ import json
 import warnings
 from pathlib import Path
 
-from .app import UsageError, config_files, job_config, one_line
-from .rundir import label
+from ..config.compose import UsageError, config_files, job_config, one_line
+from ..config.naming import label
 
 #: how an SN baseline group is drawn, so the comparison users come for stands out
 BASELINE_COLOR = "#000000"
+
+
 BASELINE_WIDTH = 3.0
 
 
@@ -50,8 +52,8 @@ def study_groups(study: str) -> tuple[list[str], list[str], str]:
     quality metric of its dataset."""
     from omegaconf import OmegaConf
 
-    from .runner import wandb_group
-    from .tracking import OBJECTIVES
+    from ..config.naming import wandb_group
+    from ..measure.table import OBJECTIVES
 
     path = config_files() / "experiment" / f"{study}.yaml"
     if not path.is_file():
@@ -77,7 +79,7 @@ def study_groups(study: str) -> tuple[list[str], list[str], str]:
 
 def build_workspace(entity: str, project: str, study: str):
     """The :class:`wandb_workspaces.workspaces.Workspace` of a study (nothing is sent)."""
-    from .tracking import STEP_METRIC
+    from ..run.tracker import STEP_METRIC
 
     wr, ws = _libraries()
     groups, baselines, headline = study_groups(study)
@@ -146,7 +148,7 @@ def write_spec(entity: str, project: str, study: str, path: Path) -> Path:
 
 def save_workspace(entity: str, project: str, study: str) -> str:
     """Save the view to W&B; returns its URL. Refused in one line when W&B is not reachable."""
-    from .tracking import require_online
+    from ..run.tracker import require_online
 
     workspace, _, _ = build_workspace(entity, project, study)  # bad input first, then the network
     try:

@@ -1,4 +1,4 @@
-r"""Statistics over seeds for the reports: summaries, curve statistics and paired bootstrap differences.
+"""Statistics over seeds for the reports: summaries, curve statistics and paired bootstrap differences.
 
 A study trains every variant with the same seeds (``train.seed: 0, 1, 2``), and a seed fixes the data
 order, the latents and, through ``torch.manual_seed``, the initialization. Two variants run with the same
@@ -26,10 +26,16 @@ import numpy as np
 
 #: Bootstrap resamples of the paired differences.
 BOOTSTRAP_RESAMPLES = 10_000
+
+
 #: Seed of the bootstrap's resampling, so that a report is reproducible.
 BOOTSTRAP_SEED = 0
+
+
 #: Coverage of the bootstrap interval.
 CONFIDENCE = 0.95
+
+
 #: The "late" statistic averages the last this many evaluations of a run.
 LAST_EVALUATIONS = 3
 

@@ -1,0 +1,315 @@
+"""Every check of a job, from its config and the files it names; nothing here builds or writes.
+
+Types refuse what they can when the config is composed (the Enums of :mod:`~.schema`); the rest is
+here: ranges, allowed names, combinations of keys (Note [one scale per spectrum]), whether the model
+takes the data's shape (facts of the schema, so no model is built), the dataset on disk, the device,
+a resume directory's checkpoint, the W&B environment, the launcher's settings. Each failure is a
+one-line ``ValueError`` (a :class:`~.compose.UsageError` from :func:`check_job`) that names the bad
+value and what is allowed.
+
+:func:`check_job` is what the CLI, the checked sweeper and ``compare`` call for every job before the
+first one trains; the run is then built once, in the process that trains it
+(:func:`stiefel_gan.run.runner.prepare`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from ..data.datasets import data_shape
+from ..data.images import missing_dataset
+from ..manifold import OPTIMIZERS, SECOND_MOMENTS
+from ..manifold.retractions import RETRACTIONS
+from ..metrics.fidelity import PROTOCOLS
+from .compose import UsageError, job_config, one_line
+from .naming import RESUMABLE_KEYS
+from .paths import RunDir
+from .schema import (
+    LOSS_KINDS,
+    LR_DECAYS,
+    PRECISIONS,
+    WANDB_MODES,
+    Config,
+    DiscConfig,
+    config_dict,
+    flatten,
+    model_input_problem,
+)
+
+
+def _fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def check_config(cfg: Config, require_data: bool = True) -> None:
+    """Checks that types cannot express; each failure is a one-line ValueError naming the fix.
+
+    ``require_data=False`` skips the check that the dataset is on disk, for callers that only need the
+    data's shape (the benchmarks time random batches of it)."""
+    positive = {"train.steps": cfg.train.steps, "train.batch_size": cfg.train.batch_size,
+                "optim.n_dis": cfg.optim.n_dis, "train.log_every": cfg.train.log_every,
+                "train.sample_every": cfg.train.sample_every, "train.checkpoint_every": cfg.train.checkpoint_every,
+                "train.n_grid_samples": cfg.train.n_grid_samples, "metrics.n_samples": cfg.metrics.n_samples}
+    for key, value in positive.items():
+        if value < 1:
+            _fail(f"{key}={value} is not allowed: use an integer >= 1")
+    # disc.kind, disc.spectrum, disc.factorization, ... are Enums: OmegaConf has already refused a bad name
+    choices = {"optim.name": (cfg.optim.name, OPTIMIZERS),
+               "optim.second_moment": (cfg.optim.second_moment, SECOND_MOMENTS),
+               "optim.lr_decay": (cfg.optim.lr_decay, LR_DECAYS),
+               "loss.name": (cfg.loss.name, LOSS_KINDS), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
+               "train.precision": (cfg.train.precision, tuple(PRECISIONS))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            _fail(f"{key}={value!r} is not allowed: use one of {', '.join(allowed)}")
+    if cfg.wandb.mode in WANDB_MODES:
+        check_wandb_environment(cfg.wandb.mode)
+    if cfg.train.threads is not None and cfg.train.threads < 1:
+        _fail(f"train.threads={cfg.train.threads} is not allowed: use an integer >= 1, or null for torch's default")
+    for key, every in (("metrics.every", cfg.metrics.every), ("metrics.diagnostics_every", cfg.metrics.diagnostics_every)):
+        if every < 0:
+            _fail(f"{key}={every} is not allowed: use an interval >= 1, or 0 (metrics: only at the end; "
+                  "diagnostics: never)")
+    for key, lr in (("optim.lr_g", cfg.optim.lr_g), ("optim.lr_d", cfg.optim.lr_d)):
+        if not lr > 0:
+            _fail(f"{key}={lr} is not allowed: use a learning rate > 0")
+    if cfg.disc.kind == "stiefel" and cfg.optim.name == "adam":
+        _fail(f"optim=adam is not allowed with disc.kind={cfg.disc.kind}: Adam leaves the Stiefel manifold; "
+              "use optim=radam (Adam off-manifold) or optim=rsgd")
+    if cfg.optim.second_moment != "matrix" and cfg.optim.name != "radam":
+        _fail(f"optim.second_moment={cfg.optim.second_moment!r} is not allowed with optim.name={cfg.optim.name}: "
+              "only radam has a per-entry variant (use optim.name=radam, or optim.second_moment=matrix)")
+    if cfg.train.compile:
+        unavailable = compile_unavailable()
+        if unavailable:
+            _fail(f"train.compile=true is not allowed here: torch.compile is unavailable ({unavailable}); "
+                  "use train.compile=false")
+    _check_disc(cfg.disc)
+    _check_model(cfg)
+    _check_metrics(cfg)
+    missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download) if require_data else None
+    if missing:
+        _fail(missing)
+
+
+def _check_model(cfg: Config) -> None:
+    """The data's shape (from the dataset's name and size alone) and whether ``model.arch`` takes it."""
+    shape = data_shape(cfg.data.name, cfg.data.image_size)  # a one-line ValueError for a bad name or size
+    problem = model_input_problem(cfg.model.arch, shape)
+    if problem is not None:
+        _fail(problem.replace("arch=", "model.arch=", 1) if problem.startswith("arch=") else problem)
+    for key, width in (("model.g_width", cfg.model.g_width), ("model.d_width", cfg.model.d_width)):
+        if width is not None and width < 1:
+            _fail(f"{key}={width} is not allowed: use a positive integer, or null for the model's default")
+    if cfg.data.n_samples is not None and cfg.data.n_samples < 1:
+        _fail(f"data.n_samples={cfg.data.n_samples} is not allowed: use an integer > 0, or null for all samples")
+    if cfg.disc.retraction not in RETRACTIONS:
+        _fail(f"disc.retraction={cfg.disc.retraction!r} is not allowed: use one of {', '.join(RETRACTIONS)}")
+
+
+def _check_metrics(cfg: Config) -> None:
+    m = cfg.metrics
+    if cfg.data.name in ("cifar10", "stl10") and m.protocol not in PROTOCOLS:
+        _fail(f"metrics.protocol={m.protocol!r} is not allowed: use one of {', '.join(PROTOCOLS)}")
+    if m.inception_weights is not None and not Path(m.inception_weights).is_file():
+        _fail(f"metrics.inception_weights={m.inception_weights} is not allowed: no such file")
+    if m.feature_extractor is not None and m.feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
+        _fail(f"metrics.feature_extractor={m.feature_extractor!r} is not allowed: use a torch-fidelity feature "
+              f"extractor registered in this process ({', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}), or null")
+    if m.operator_norm_iters < 1:
+        _fail(f"metrics.operator_norm_iters={m.operator_norm_iters} is not allowed: use an integer >= 1")
+
+
+def _check_disc(disc: DiscConfig) -> None:
+    """The disc keys that contradict each other (Note [one scale per spectrum])."""
+    positive = {"disc.clip_value": disc.clip_value, "disc.penalty_weight": disc.penalty_weight,
+                "disc.sigma": disc.sigma, "disc.tau": disc.tau}
+    for key, value in positive.items():
+        if not value > 0:
+            _fail(f"{key}={value} is not allowed: use a number > 0")
+    if not 0 < disc.eps < 1:
+        _fail(f"disc.eps={disc.eps} is not allowed: the smallest/largest singular value ratio must lie in (0, 1)")
+    if disc.max_value is not None and not disc.max_value > 0:
+        _fail(f"disc.max_value={disc.max_value} is not allowed: use a number > 0, or null to learn the top value")
+    if disc.normalize != "none" and disc.kind != "stiefel":
+        _fail(f"disc.normalize={disc.normalize} is not allowed with disc.kind={disc.kind}: it rescales a "
+              "Stiefel spectrum; use disc.kind=stiefel or disc.normalize=none")
+    if disc.kind != "stiefel":
+        return
+    # Note [one scale per spectrum]
+    # ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
+    # The overall scale of lambda is set by exactly one key: a curve's sigma (fixed or learned), a grid's
+    # max_value (or, with max_value=null, the grid's own top value, learned), or the Frobenius target.
+    # Two keys that both claim it would leave one silently ignored, so the combination is refused.
+    if disc.normalize == "frobenius":
+        if disc.normalize_target is None or not disc.normalize_target > 0:
+            _fail(f"disc.normalize_target={disc.normalize_target} is not allowed with disc.normalize=frobenius: "
+                  "use the Frobenius norm ||W||_F every layer gets, a number > 0")
+        # a curve's max_value is the grid-only key's default, unused by a curve: only a grid's would clash
+        if disc.spectrum == "grid" and disc.max_value is not None:
+            _fail(f"disc.max_value={disc.max_value} is not allowed with disc.normalize=frobenius: the Frobenius "
+                  "target sets the scale of lambda (it would win); set disc.max_value=null")
+    elif disc.spectrum != "grid" and disc.max_value is not None:
+        if disc.spectrum == "curve" and "sigma" in disc.learn:
+            _fail(f"disc.max_value={disc.max_value} is not allowed with a learned sigma "
+                  f"(disc.learn={list(disc.learn)}): the max_value would pin what sigma learns; set "
+                  "disc.max_value=null to learn the top value")
+        if disc.max_value != disc.sigma:
+            _fail(f"disc.max_value={disc.max_value} is not allowed with disc.spectrum={disc.spectrum} and "
+                  f"disc.sigma={disc.sigma}: a curve's largest value is sigma (sigma wins, max_value rescales "
+                  f"a grid only); set disc.sigma={disc.max_value}, or disc.max_value=null")
+
+
+def compile_unavailable() -> str | None:
+    """Why ``torch.compile`` cannot run in this process (None when it can)."""
+    from torch._dynamo import is_dynamo_supported
+
+    try:
+        supported = is_dynamo_supported()
+    except RuntimeError as error:  # e.g. a Python version this torch's dynamo does not support
+        return str(error).splitlines()[0]
+    if not supported:
+        return f"torch {torch.__version__} has no dynamo on this platform"
+    # inductor, torch.compile's default backend, builds C++ kernels for CPU code
+    if not any(shutil.which(name) for name in (os.environ.get("CXX", "g++"), "g++", "c++", "clang++")):
+        return "no C++ compiler on PATH for inductor's CPU kernels"
+    return None
+
+
+def check_device_options(cfg: Config, device: torch.device) -> None:
+    """Checks of ``train.*`` that depend on the device; one-line ValueErrors like :func:`check_config`."""
+    if cfg.train.precision == "fp16" and device.type != "cuda":
+        _fail(f"train.precision=fp16 is not allowed on {device.type}: fp16 needs a CUDA device (loss scaling); "
+              "use train.precision=bf16 or fp32")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        _fail(f"train.device={name!r} is not allowed: use auto, cpu, cuda or cuda:N")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        _fail(f"train.device={name!r} is not allowed here: no CUDA device is available (use auto or cpu)")
+    return device
+
+
+def read_checkpoint(path: Path) -> dict:
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # torch raises several types for a damaged zip / pickle
+        _fail(f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}): delete the run directory "
+              "or start a new run without resume=")
+    if not isinstance(checkpoint, dict) or "config" not in checkpoint or "step" not in checkpoint:
+        _fail(f"checkpoint {path} is not a stiefel_gan checkpoint: start a new run without resume=")
+    return checkpoint
+
+
+def config_mismatch(checkpoint: dict, cfg: Config) -> str | None:
+    """The first key, other than :data:`RESUMABLE_KEYS`, where the checkpoint's config differs."""
+    saved, wanted = flatten(checkpoint["config"]), flatten(config_dict(cfg))
+    for key in sorted(set(saved) | set(wanted)):
+        if key not in RESUMABLE_KEYS and saved.get(key) != wanted.get(key):
+            return f"{key}={saved.get(key)!r}, not {wanted.get(key)!r}"
+    return None
+
+
+def checkpoint_to_resume(run_dir: Path, cfg: Config) -> dict:
+    path = RunDir(run_dir).checkpoint
+    if not path.is_file():
+        _fail(f"resume={run_dir} is not allowed: it holds no checkpoint ({path} is missing)")
+    checkpoint = read_checkpoint(path)
+    mismatch = config_mismatch(checkpoint, cfg)
+    if mismatch is not None:
+        _fail(f"checkpoint {path} was written with {mismatch}: "
+              f"resume with the run's own config (only {', '.join(RESUMABLE_KEYS[1:])} may change)")
+    if checkpoint["step"] >= cfg.train.steps:
+        _fail(f"resume={run_dir}: the run already did {checkpoint['step']} of train.steps={cfg.train.steps}; "
+              "pass a larger train.steps to continue it")
+    return checkpoint
+
+
+def check_wandb_environment(mode: str) -> None:
+    """A one-line ValueError for a ``WANDB_MODE`` that wandb would refuse deep inside ``wandb.init``
+    (an empty value fails its settings validation with a pydantic traceback); checked with the config,
+    before a run directory is claimed."""
+    if mode != "disabled" and "WANDB_MODE" in os.environ and not os.environ["WANDB_MODE"].strip():
+        raise ValueError(f"WANDB_MODE='' is not allowed: unset it (unset WANDB_MODE) or use one of "
+                         f"{', '.join(WANDB_ENV_MODES)}")
+
+
+def check_resume(cfg: Config) -> None:
+    """``resume=<run dir>``: the directory exists and holds a readable checkpoint of this very config
+    that has steps left (``resume=auto`` looks for its run when it starts: stiefel_gan.run.runner)."""
+    if cfg.resume is None or cfg.resume == "auto":
+        return
+    run_dir = Path(cfg.resume)
+    if not run_dir.is_dir():
+        _fail(f"resume={cfg.resume} is not allowed: no such run directory (use a run directory or auto)")
+    checkpoint_to_resume(run_dir, cfg)
+
+
+def check_job(cfg: Config, here: bool = True) -> None:
+    """Every check of one job, from its config and the files it names; a failure is a :class:`UsageError`.
+
+    Nothing is built (no dataset, model, optimizer or feature extractor) and nothing is written: the
+    run is built once, by the process that trains it (stiefel_gan.run.runner.prepare).
+    ``here=False`` for a job that runs on another machine (a Slurm node): only the config is checked,
+    since the data, the device and the run directories are the node's, not this machine's.
+    """
+    try:
+        check_config(cfg, require_data=here)
+        if here:
+            check_device_options(cfg, resolve_device(cfg.train.device))
+            check_resume(cfg)
+    except UsageError:
+        raise
+    except ValueError as error:
+        raise UsageError(one_line(error)) from None
+
+
+def preflight(overrides: Sequence[str]) -> None:
+    """Check a single run's command line before Hydra creates its output directory."""
+    try:
+        OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as error:
+        raise UsageError(one_line(error)) from None
+    check_job(job_config(overrides))
+
+
+#: launcher keys that must be positive when set, with what they mean
+POSITIVE_LAUNCHER_KEYS = {"timeout_min": "minutes per job", "cpus_per_task": "CPUs per task",
+                          "mem_gb": "GB of memory", "nodes": "nodes", "tasks_per_node": "tasks per node",
+                          "array_parallelism": "jobs running at once"}
+
+
+def check_launcher(launcher: DictConfig) -> None:
+    """The hydra-submitit-launcher settings a scheduler would reject late (or worse, accept)."""
+    target = str(launcher.get("_target_", ""))
+    if "submitit_launcher" not in target:
+        return
+    gpus = launcher.get("gpus_per_node")
+    if gpus is not None and gpus < 0:
+        raise UsageError(f"hydra.launcher.gpus_per_node={gpus} is not allowed: use an integer >= 0")
+    for key, meaning in POSITIVE_LAUNCHER_KEYS.items():
+        value = launcher.get(key)
+        if value is not None and value < 1:
+            raise UsageError(f"hydra.launcher.{key}={value} is not allowed: use an integer >= 1 ({meaning})")
+    if target.endswith("SlurmLauncher") and shutil.which("sbatch") is None:
+        raise UsageError("hydra/launcher=submitit_slurm is not allowed here: Slurm's sbatch is not on PATH "
+                         "(use hydra/launcher=submitit_local or basic on a machine without Slurm)")
+
+
+#: wandb's own spellings of the resolved modes that ``WANDB_MODE`` may hold.
+WANDB_ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+                    "disabled": "disabled"}

@@ -1,0 +1,92 @@
+"""The one table of quality metrics: every ``quality/*`` key a run can log, its direction, the datasets
+that log it, and each dataset's headline metric.
+
+Everything that names a quality metric reads it from here: the W&B summary (best and last value in
+the right direction, :mod:`stiefel_gan.run.tracker`), the objective a Hydra sweeper optimizes
+(:func:`stiefel_gan.run.runner.objective`), the report's directions and ranking
+(:mod:`stiefel_gan.report.summary`), the dashboard's headline panel and the W&B sweep files
+(``configs/sweeps/*.yaml``, whose ``metric`` a test compares with :data:`HEADLINE`). A test runs every
+dataset kind and checks that each ``quality/*`` key a run emits is a row of :data:`METRICS`.
+
+A row's ``goal`` is ``"minimize"`` or ``"maximize"`` for a quality number, ``None`` for a number that
+says how the quality was measured (a protocol's sample counts, the Geometry Score's ``gamma``, a spread
+within one run): those are logged next to the numbers and listed by the report, never compared.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "quality/"
+
+IMAGE_DATASETS = ("cifar10", "stl10")
+MIXTURE_DATASETS = ("ring8", "grid25")
+ALL_DATASETS = ("digits", *MIXTURE_DATASETS, *IMAGE_DATASETS)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One ``quality/<name>`` key: ``goal`` is ``minimize``, ``maximize`` or None (a measurement setting)."""
+
+    name: str
+    goal: str | None
+    datasets: tuple[str, ...]
+    meaning: str
+
+    @property
+    def key(self) -> str:
+        return PREFIX + self.name
+
+
+METRICS = (
+    # the digits (stiefel_gan.metrics.digits): features of the project's digits classifier
+    Metric("digits_fd", "minimize", ("digits",), "Frechet distance in the digits classifier's features"),
+    Metric("classes_covered", "maximize", ("digits",), "digit classes with at least their share of samples"),
+    Metric("class_kl", "minimize", ("digits",), "KL of the predicted-class histogram from uniform"),
+    # the 2-D mixtures (stiefel_gan.metrics.toy)
+    Metric("modes_covered", "maximize", MIXTURE_DATASETS, "modes nearest to a high-quality sample"),
+    Metric("high_quality_fraction", "maximize", MIXTURE_DATASETS, "samples within 3 std of their nearest mode"),
+    Metric("mode_kl", "minimize", MIXTURE_DATASETS, "KL of the mode histogram from uniform"),
+    Metric("n_modes", None, MIXTURE_DATASETS, "the mixture's number of modes"),
+    # CIFAR-10 / STL-10 through torch-fidelity (stiefel_gan.metrics.fidelity), with the protocol's counts
+    Metric("isc_mean", "maximize", IMAGE_DATASETS, "Inception Score, mean over splits"),
+    Metric("isc_std", None, IMAGE_DATASETS, "Inception Score, std over splits"),
+    Metric("fid", "minimize", IMAGE_DATASETS, "Frechet Inception Distance"),
+    Metric("kid_mean", "minimize", IMAGE_DATASETS, "Kernel Inception Distance, mean over subsets"),
+    Metric("kid_std", None, IMAGE_DATASETS, "Kernel Inception Distance, std over subsets"),
+    Metric("n_fake", None, IMAGE_DATASETS, "generated images of the protocol"),
+    Metric("n_real", None, IMAGE_DATASETS, "real images of the protocol"),
+    Metric("n_is", None, IMAGE_DATASETS, "generated images the Inception Score sees"),
+    Metric("is_splits", None, IMAGE_DATASETS, "splits of the Inception Score"),
+    Metric("kid_subsets", None, IMAGE_DATASETS, "subsets of the KID"),
+    Metric("kid_subset_size", None, IMAGE_DATASETS, "images per KID subset"),
+    # every dataset, at the end of a run (stiefel_gan.metrics.geometry)
+    Metric("geometry_score", "minimize", ALL_DATASETS, "Geometry Score of real vs generated samples"),
+    Metric("geometry_gamma", None, ALL_DATASETS, "the Geometry Score's filtration parameter gamma"),
+)
+BY_KEY = {metric.key: metric for metric in METRICS}
+BY_NAME = {metric.name: metric for metric in METRICS}
+
+#: Each dataset's headline quality metric: what a sweep optimizes, W&B's headline panel shows and a
+#: study compares first.
+HEADLINE = {"digits": "quality/digits_fd", "ring8": "quality/mode_kl", "grid25": "quality/mode_kl",
+            "cifar10": "quality/fid", "stl10": "quality/fid"}
+
+#: The metric that ranks a report's settings and picks its median seed: the first of these the report
+#: has (the 2-D mixtures rank by modes covered, then by the high-quality fraction, as the first round's
+#: reports did; their headline for sweeps stays the mode KL, which does not saturate at 8 of 8).
+REPORT_RANKING = ("fid", "digits_fd", "isc_mean", "modes_covered", "high_quality_fraction", "mode_kl",
+                  "geometry_score")
+
+#: ``quality/<key>`` -> ``minimize`` | ``maximize`` for every compared metric (the W&B summary keeps its best)
+METRIC_GOALS = {metric.key: metric.goal for metric in METRICS if metric.goal is not None}
+
+#: dataset -> ``(headline key, goal)``
+OBJECTIVES = {dataset: (key, BY_KEY[key].goal) for dataset, key in HEADLINE.items()}
+
+
+def goal_of(name: str) -> str | None:
+    """``minimize`` / ``maximize`` for a metric name with or without the ``quality/`` prefix; None for a
+    measurement setting or a name the table does not have."""
+    metric = BY_NAME.get(name.removeprefix(PREFIX))
+    return metric.goal if metric is not None else None

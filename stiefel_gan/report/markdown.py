@@ -1,0 +1,290 @@
+"""Local reports from finished runs: ``report.md`` with statistics over seeds, and PNG figures.
+
+Runs are grouped into *variants*: by the config's ``variant`` label where a study set one (the
+``configs/variant/*`` presets), otherwise by what differs between the runs' configs apart from the seed
+and names. Within a variant the runs are seeds. The report (documented table by table in
+``docs/report.md``):
+
+1. **Sample quality first**, one table per quality metric: per variant the number of seeds ``n``, the
+   final value, the mean of the last :data:`~stiefel_gan.measure.statistics.LAST_EVALUATIONS` evaluations and the
+   area under the quality curve (its time average, :func:`~stiefel_gan.measure.statistics.curve_area`), each as
+   mean ± std over seeds; and each one's difference from the SN baseline, paired by seed, with a
+   bootstrap 95% interval (:func:`~stiefel_gan.measure.statistics.paired_bootstrap`), marked *inconclusive* where
+   the interval contains 0.
+2. In a tuning study (labels ``<method>@<setting>``), per method its best and its median setting.
+3. Losses and D's outputs; then the scalar diagnostics (Lipschitz bounds, saturation); each in its own table.
+4. Per layer: the spectrum curve fitted to each layer's reshaped spectrum, and the operator-norm and
+   FFT-norm ratios to the reshaped norm (SN vs fair SN first).
+5. Figures: curves with seed bands, samples, squared spectra (Miyato's Fig. 3 view), reshaped vs
+   operator spectra, gradient norms; every seed, or the median seed when a variant has more than
+   :data:`MAX_SEEDS_SHOWN` (said in the caption).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from ..config.paths import REPORT_FILE
+from ..measure.statistics import (
+    CONFIDENCE,
+    LAST_EVALUATIONS,
+    PairedDifference,
+    Summary,
+    last_mean,
+    paired_bootstrap,
+    summarize,
+)
+from .discovery import SETTING_SEPARATOR, Run, group_variants, load_config, load_runs, records_by_layer
+from .figures import plot_curves, plot_gradient_norms, plot_operator_spectra, plot_samples, plot_spectra
+from .summary import (
+    HEADLINE,
+    MAX_SEEDS_SHOWN,
+    MEASUREMENT_SETTINGS,
+    PER_LAYER_PREFIXES,
+    PREFIX,
+    Baseline,
+    baseline_check,
+    better_direction,
+    choose_baseline,
+    format_number,
+    metric_name,
+    quality_keys,
+    ranking_value,
+    seed_statistic,
+)
+
+
+def _summary(summary: Summary) -> str:
+    if summary.n == 0:
+        return "-"
+    if summary.n == 1:
+        return format_number(summary.mean)
+    return f"{format_number(summary.mean)} ± {float(summary.std):.2g}"
+
+
+def _difference(difference: PairedDifference, direction: str | None) -> str:
+    if difference.n == 0:
+        return "-"
+    text = f"{difference.mean:+.4g}"
+    if difference.n < 2:
+        return f"{text} (1 seed: no interval)"
+    text += f" [{difference.low:+.3g}, {difference.high:+.3g}]"
+    if difference.inconclusive:
+        return f"{text} inconclusive"
+    if direction is None:
+        return text + (" higher" if difference.mean > 0 else " lower")
+    improved = (difference.mean < 0) == (direction == "lower")
+    return text + (" **better**" if improved else " **worse**")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseline) -> list[str]:
+    lines = []
+    statistics = ("final", "last", "area")
+    for key in keys:
+        direction = better_direction(key)
+        lines += ["", f"### {key}" + (f" ({direction} is better)" if direction else ""), ""]
+        header = ["variant", "n", "final", f"last {LAST_EVALUATIONS}", "AUC"]
+        if baseline.label is not None:
+            header += [f"Δ final vs {baseline.label}", f"Δ last {LAST_EVALUATIONS}", "Δ AUC"]
+        rows = []
+        for label, rs in runs.items():
+            per_seed = {s: seed_statistic(rs, key, s) for s in statistics}
+            summaries = [summarize(list(per_seed[s].values())) for s in statistics]
+            row = [label, str(summaries[0].n)] + [_summary(s) for s in summaries]
+            if baseline.label is not None:
+                if label == baseline.label:
+                    row += ["baseline"] * 3
+                else:
+                    row += [_difference(paired_bootstrap(per_seed[s], seed_statistic(runs[baseline.label], key, s)),
+                                        direction) for s in statistics]
+            rows.append(row)
+        lines += _table(header, rows)
+    return lines
+
+
+def tuning_table(runs: dict[str, list[Run]], key: str | None) -> list[str]:
+    """Per method of a tuning study (labels ``<method>@<setting>``): its best and its median setting."""
+    methods: dict[str, list[str]] = defaultdict(list)
+    for label in runs:
+        if SETTING_SEPARATOR in label:
+            methods[label.split(SETTING_SEPARATOR, 1)[0]].append(label)
+    if not methods or key is None:
+        return []
+    rows = []
+    for method, labels in methods.items():
+        ranked = sorted(labels, key=lambda label: ranking_value(runs[label], key))
+        best, median = ranked[0], ranked[(len(ranked) - 1) // 2]
+        rows.append([method, str(len(labels))]
+                    + [cell for label in (best, median) for cell in
+                       (label.split(SETTING_SEPARATOR, 1)[1],
+                        _summary(summarize(list(seed_statistic(runs[label], key, "final").values()))))])
+    return (["", f"## Tuning: best and median setting per method (by the final {key}, mean over seeds)", "",
+             "The median is the lower median of the settings ranked by that mean; a method's best setting "
+             "is its own tuned value, its median what an untuned choice would give.", ""]
+            + _table(["method", "settings", "best setting", "its final", "median setting", "its final"], rows))
+
+
+def scalar_table(runs: dict[str, list[Run]], keys: list[str], with_last: bool) -> list[str]:
+    """Per variant and key: the final value's mean ± std over seeds, and with ``with_last`` the mean over
+    seeds of each run's mean of its last logged values."""
+    header = ["variant", "n"] + keys
+    rows = []
+    for label, rs in runs.items():
+        cells = []
+        for key in keys:
+            finals = summarize([r.final(key) for r in rs])
+            cell = _summary(finals)
+            if with_last and finals.n:
+                lasts = summarize([last_mean(r.curve(key)[1]) for r in rs if r.curve(key)[1]])
+                cell += f" (last {LAST_EVALUATIONS}: {format_number(lasts.mean)})"
+            cells.append(cell)
+        rows.append([label, str(len(rs))] + cells)
+    return _table(header, rows)
+
+
+def _sn_first(labels: list[str], runs: dict[str, list[Run]]) -> list[str]:
+    kind = {label: runs[label][0].config["disc"]["kind"] for label in labels}
+    order = {"sn": 0, "fair_sn": 1}
+    return sorted(labels, key=lambda label: order.get(kind[label], 2))
+
+
+def fit_table(runs: dict[str, list[Run]]) -> list[str]:
+    records = records_by_layer(runs)
+    layers = [layer for layer, per in records.items() if any("fit" in r for rs in per.values() for r in rs)]
+    if not layers:
+        return []
+    labels = list(runs)
+    rows = []
+    for layer in layers:
+        row = [layer]
+        for label in labels:
+            fits = [r["fit"] for r in records[layer].get(label, []) if "fit" in r]
+            if fits:
+                tau = summarize([f["tau"] for f in fits])
+                eps = summarize([f["eps"] for f in fits])
+                rmse = summarize([f["rmse"] for f in fits])
+                row.append(f"τ {_summary(tau)}, ε {_summary(eps)} (rmse {format_number(rmse.mean)})")
+            else:
+                row.append("-")
+        rows.append(row)
+    return (["", "## Spectrum shape per layer (last diagnostics step)", "",
+             "The curve ε + (1 - ε)(1 - t)^τ of docs/design.md fitted by least squares to each layer's reshaped "
+             "singular values divided by the largest (mean ± std over seeds; rmse: RMS residual). τ < 1 is "
+             "concave; in Miyato's squared view (spectra.png) the curve is squared and concave for τ < 0.5.", ""]
+            + _table(["layer"] + labels, rows))
+
+
+def norm_ratio_tables(runs: dict[str, list[Run]]) -> list[str]:
+    records = records_by_layer(runs)
+    convs = [layer for layer, per in records.items() if any("input_size" in r for rs in per.values() for r in rs)]
+    if not convs:
+        return []
+    labels = _sn_first(list(runs), runs)
+    lines = ["", "## Operator norm and FFT norm relative to the reshaped norm, per conv layer", "",
+             "operator / reshaped: the largest singular value of the real (zero-padded, strided) convolution over "
+             "that of the reshaped kernel, which SN divides by; FFT / reshaped: the same for the circular, "
+             "stride-1 convolution (Sedghi et al.). Last diagnostics step, mean ± std over seeds."]
+    for title, numerator in (("operator / reshaped", "operator_norm"), ("FFT / reshaped", "fft_norm")):
+        rows = []
+        for layer in convs:
+            row = [layer]
+            for label in labels:
+                ratios = [r[numerator] / r["reshaped"][0] for r in records[layer].get(label, [])
+                          if numerator in r and r["reshaped"] and r["reshaped"][0] > 0]
+                row.append(_summary(summarize(ratios)))
+            rows.append(row)
+        lines += ["", f"### {title}", ""] + _table(["layer"] + labels, rows)
+    return lines
+
+
+def write_reports(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> list[Path]:
+    """:func:`write_comparison` of the runs, one report per dataset: runs on different data compare nothing
+    (a study over ``data=ring8,grid25`` gets ``out_dir/ring8/report.md`` and ``out_dir/grid25/report.md``,
+    each against its own SN baseline)."""
+    by_dataset: dict[str, list[Path]] = defaultdict(list)
+    for run_dir in run_dirs:
+        by_dataset[load_config(run_dir)["data"]["name"]].append(run_dir)
+    if len(by_dataset) == 1:
+        return [write_comparison(run_dirs, out_dir, all_seed_samples)]
+    return [write_comparison(dirs, Path(out_dir) / dataset, all_seed_samples) for dataset, dirs in sorted(by_dataset.items())]
+
+
+def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> Path:
+    """Write ``out_dir/report.md`` and its figures comparing the runs' variants (module docstring);
+    ``all_seed_samples=False`` leaves out ``samples_all_seeds.png``, the one figure that grows with the seeds."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    groups = group_variants(run_dirs)
+    runs = load_runs(groups)
+    keys = quality_keys(runs)
+    primary = keys[0] if keys else None
+    baseline = choose_baseline(runs, primary)
+    if baseline.label is not None:  # the baseline first
+        runs = {baseline.label: runs[baseline.label], **{k: v for k, v in runs.items() if k != baseline.label}}
+    labelled = any(r.config.get("variant") for rs in runs.values() for r in rs)
+    all_keys = set().union(*(r.keys() for rs in runs.values() for r in rs))
+    settings = sorted(k for k in all_keys if k.startswith(PREFIX) and metric_name(k) in MEASUREMENT_SETTINGS)
+
+    lines = ["# stiefel_gan report", "",
+             f"{len(run_dirs)} run(s) in {len(runs)} variant(s), grouped by "
+             + ("the config's `variant` label." if labelled else "the config keys that differ between runs."),
+             f"Baseline: **{baseline.label}** ({baseline.reason})." if baseline.label
+             else f"Baseline: none ({baseline.reason}).",
+             f"Per variant over seeds: mean ± std of the final value, of the mean of the last {LAST_EVALUATIONS} "
+             "evaluations and of the area under the curve (its time average); n is the number of seeds. "
+             f"Δ: variant minus baseline paired by seed, mean [{CONFIDENCE:.0%} percentile-bootstrap interval], "
+             "*inconclusive* where the interval contains 0 (with 2 or 3 seeds the interval is the range of the "
+             "per-seed differences: a difference is called only when every seed agrees).", ""]
+    lines += baseline_check(runs, baseline, primary)
+    if keys:
+        lines += ["## Sample quality"] + quality_tables(runs, keys, baseline)
+    if settings:
+        lines += ["", "Measured with: " + ", ".join(
+            f"{key} = {_summary(summarize([r.final(key) for rs in runs.values() for r in rs]))}" for key in settings)]
+    lines += tuning_table(runs, primary)
+    losses = [k for k in HEADLINE if k in all_keys]
+    if losses:
+        lines += ["", "## Losses and D's outputs (final, mean ± std over seeds; last "
+                  f"{LAST_EVALUATIONS}: mean of the last {LAST_EVALUATIONS} logged values)", ""]
+        lines += scalar_table(runs, losses, with_last=True)
+    order = ("lipschitz/", "saturation/")
+    diagnostics = sorted((k for k in all_keys if k not in HEADLINE and not k.startswith(PREFIX)
+                          and not k.startswith(PER_LAYER_PREFIXES)),
+                         key=lambda k: (next((i for i, p in enumerate(order) if k.startswith(p)), len(order)), k))
+    if diagnostics:
+        lines += ["", "## Diagnostics (final, mean ± std over seeds)", ""] + scalar_table(runs, diagnostics,
+                                                                                            with_last=False)
+    lines += fit_table(runs)
+    lines += norm_ratio_tables(runs)
+
+    some_hidden = any(len(rs) > MAX_SEEDS_SHOWN for rs in runs.values())
+    seeds_note = (f"every seed, except variants with more than {MAX_SEEDS_SHOWN} seeds: their median seed by the "
+                  f"final {primary}") if some_hidden else "every seed"
+    figures = (
+        (f"Samples (final; the median seed of each variant by the final {primary})",
+         plot_samples(runs, primary, out_dir / "samples.png", every_seed=False)),
+        (f"Samples of every seed (final; {seeds_note})",
+         plot_samples(runs, primary, out_dir / "samples_all_seeds.png") if all_seed_samples else None),
+        ("Metrics vs step (mean over seeds; band: the seeds' minimum to maximum)",
+         plot_curves(runs, keys + losses, out_dir / "curves.png")),
+        (f"Normalized squared spectra of D's layers, Miyato's Fig. 3 view (last diagnostics step; {seeds_note}; "
+         "dashed: the fitted curve, squared)", plot_spectra(runs, primary, out_dir / "spectra.png")),
+        (f"Reshaped (solid) vs circular-FFT operator (dashed) spectra of D's convs, squared and normalized "
+         f"({seeds_note})", plot_operator_spectra(runs, primary, out_dir / "operator_spectra.png")),
+        (f"Gradient norms of D's loss per layer (final; {seeds_note})",
+         plot_gradient_norms(runs, primary, out_dir / "gradients.png")),
+    )
+    for title, figure in figures:
+        if figure is not None:
+            lines += ["", f"## {title}", "", f"![{title}]({figure.name})"]
+    lines += ["", "## Runs", ""] + [f"- {label}: " + ", ".join(f"{r.run_dir} (seed {r.seed})" for r in rs)
+                                    for label, rs in runs.items()]
+    report = out_dir / REPORT_FILE
+    report.write_text("\n".join(lines) + "\n")
+    return report

@@ -1,0 +1,108 @@
+"""The run's local records: ``metrics.jsonl`` and ``series.jsonl``, written and read back.
+
+JSON has no non-finite numbers, so ``nan``, ``inf`` and ``-inf`` are written as the *strings* ``"nan"``,
+``"inf"`` and ``"-inf"`` (lossless, unlike ``null``, which would merge a diverged ``inf`` loss with a
+``nan`` one); :func:`read_metrics` and :func:`read_series` turn them back into floats. Every line is
+flushed when written, so a crash loses at most the line being written; a torn last line (no
+trailing newline) is ignored by the readers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from ..config.paths import METRICS_FILE, SERIES_FILE
+
+#: How non-finite floats are spelled in the JSONL files (JSON itself has no NaN or infinity).
+_NONFINITE_TO_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
+
+
+_JSON_TO_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def encode_float(value: float) -> float | str:
+    """A float as JSON can hold it: finite values unchanged, ``nan``/``inf``/``-inf`` as strings."""
+    if math.isfinite(value):
+        return value
+    return _NONFINITE_TO_JSON[repr(value)]
+
+
+def decode_float(value: float | int | str) -> float:
+    if isinstance(value, str):
+        return _JSON_TO_NONFINITE[value]
+    return float(value)
+
+
+def write_line(handle, row: dict) -> None:
+    # allow_nan=False: a non-finite float that escaped encode_float must fail here, not write a
+    # line ("NaN") that strict JSON readers reject.
+    handle.write(json.dumps(row, allow_nan=False) + "\n")
+    handle.flush()
+
+
+def _complete_lines(path: Path) -> Iterator[dict]:
+    """Yield the object of each complete line of a JSONL file.
+
+    A last line without its newline is a write torn by a crash and is skipped; a malformed complete
+    line is corruption and raises.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")
+    # the element after the last "\n" is either "" or the torn tail: both are dropped
+    for number, line in enumerate(lines[:-1], start=1):
+        if not line.strip():
+            continue
+        try:
+            yield json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number} is not a JSON line ({error.msg})") from None
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir/metrics.jsonl``: ``{"step": int, name: float, ...}``, in logged order.
+
+    ``"nan"``, ``"inf"`` and ``"-inf"`` strings are returned as the floats they stand for.
+    """
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        raise ValueError(f"run_dir={str(run_dir)!r} has no {METRICS_FILE}")
+    return [
+        {key: (int(value) if key == "step" else decode_float(value)) for key, value in row.items()}
+        for row in _complete_lines(path)
+    ]
+
+
+def read_series(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir/series.jsonl``: ``{"step", "key", "xs", "series"}`` with float lists."""
+    path = Path(run_dir) / SERIES_FILE
+    if not path.is_file():
+        raise ValueError(f"run_dir={str(run_dir)!r} has no {SERIES_FILE}")
+    return [
+        {
+            "step": int(row["step"]),
+            "key": row["key"],
+            "xs": [decode_float(x) for x in row["xs"]],
+            "series": {name: [decode_float(y) for y in ys] for name, ys in row["series"].items()},
+        }
+        for row in _complete_lines(path)
+    ]
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keep the complete rows with ``step <= last_step``; rewrite through a temp file + ``os.replace``
+    so that a crash during the rewrite leaves either the old or the new file, never half of one."""
+    if not path.is_file():
+        return
+    kept = [row for row in _complete_lines(path) if row["step"] <= last_step]
+    with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=path.name,
+                                     suffix=".tmp", delete=False) as handle:
+        for row in kept:
+            handle.write(json.dumps(row, allow_nan=False) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(handle.name, path)

@@ -1,0 +1,267 @@
+"""From a composed config to a trained, logged, checkpointed run directory.
+
+Two phases, so that bad input never leaves anything behind:
+
+1. :func:`prepare` checks the config, loads the data, builds the models and optimizers and, for
+   ``resume=<run dir>`` or ``resume=auto``, reads and checks the checkpoint. It writes nothing.
+2. :func:`execute` claims ``runs/<name>/<run_name>/`` (:mod:`stiefel_gan.config.paths` owns its layout and
+   the claim), writes the resolved config and trains.
+
+SIGTERM and SIGINT (what Slurm sends before preemption, and Ctrl-C) end the current step, write the
+checkpoint and raise :class:`RunInterrupted`; the same command with ``resume=auto`` continues it.
+Under submitit, its requeue signal does the same and is then handed to submitit, which requeues the job.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torchvision.utils import save_image
+
+from .._modules import eval_mode
+from ..config.checks import (
+    _fail,
+    check_config,
+    check_device_options,
+    checkpoint_to_resume,
+    config_mismatch,
+    read_checkpoint,
+    resolve_device,
+)
+from ..config.naming import run_tags, wandb_group
+from ..config.paths import RunDir, run_base
+from ..config.schema import Config, config_dict
+from ..data.batches import infinite_batches
+from ..data.datasets import build_dataset, data_shape
+from ..data.mixtures import MIXTURES
+from ..gan.builder import build_gan
+from ..gan.train import LoopSettings, Periodic, Precision, TrainingState, train
+from ..manifold import load_optimizer_state
+from ..measure.diagnostics import DiscriminatorDiagnostics
+from ..measure.plots import scatter_png
+from ..measure.quality import SampleQuality
+from ..measure.table import METRIC_GOALS, OBJECTIVES
+from .records import read_metrics
+from .rundir import candidates, claim_owner, claim_run_dir, new_owner
+from .signals import RunInterrupted, StopRequest
+from .tracker import Tracker
+
+FIXED_Z_SEED_OFFSET = 1_000_003  # the sample-grid latents get their own stream, apart from training's
+
+
+DIAGNOSTIC_SEED_OFFSET = 3_000_017  # the real batch the spectral diagnostics see
+
+
+def _own_run(cfg: Config, base: Path, owner: str) -> tuple[Path | None, dict | None]:
+    """The run directory this command continues, with its checkpoint, or ``(None, None)`` for a new run.
+
+    A directory continues when ``owner`` claimed it (a requeued Slurm job: the same job id), or, with
+    ``resume=auto``, when it holds a checkpoint of this very config (the same command run again).
+    """
+    for candidate in candidates(base):
+        if not candidate.is_dir():
+            return None, None
+        mine = claim_owner(candidate) == owner
+        path = RunDir(candidate).checkpoint
+        if (mine or cfg.resume == "auto") and path.is_file():
+            checkpoint = read_checkpoint(path)
+            mismatch = config_mismatch(checkpoint, cfg)
+            if mismatch is None:
+                return candidate, checkpoint
+            if mine:
+                _fail(f"{candidate} was claimed by this job with another config ({mismatch}): "
+                      "start a new run without resume=")
+        elif mine:  # claimed, killed before its first checkpoint: start it over in place
+            return candidate, None
+    raise AssertionError("unreachable: candidates() never ends")
+
+
+@dataclass
+class PreparedRun:
+    cfg: Config
+    base: Path  # where the run goes; a -2, -3... suffix when another run holds it
+    run_dir: Path | None  # the run this one continues, None for a new run
+    owner: str  # who claims the run directory (rundir.claim_run_dir)
+    device: torch.device
+    state: TrainingState
+    batches: object
+    checkpoint: dict | None
+    quality: SampleQuality
+    diagnostics: DiscriminatorDiagnostics
+    diagnostic_batch: torch.Tensor  # a fixed real batch and fixed latents, the same at every diagnostics step
+    diagnostic_z: torch.Tensor
+
+    @property
+    def finished(self) -> bool:
+        """A ``resume=auto`` or requeued run whose checkpoint already reached ``train.steps``."""
+        return self.checkpoint is not None and self.checkpoint["step"] >= self.cfg.train.steps
+
+
+def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> PreparedRun:
+    """Check and build everything; write nothing (see the module docstring).
+
+    ``base`` is the run directory's name (default :func:`run_base`; the Hydra app passes its own
+    output directory), ``owner`` who claims it (default: a one-off token; the Hydra app passes the
+    submitit job id, which survives a requeue).
+    """
+    check_config(cfg)
+    device = resolve_device(cfg.train.device)
+    check_device_options(cfg, device)
+    if cfg.train.threads is not None:
+        torch.set_num_threads(cfg.train.threads)
+    base = Path(base) if base is not None else run_base(cfg)
+    owner = owner or new_owner()
+    if cfg.resume is not None and cfg.resume != "auto":
+        run_dir = Path(cfg.resume)
+        if not run_dir.is_dir():
+            _fail(f"resume={cfg.resume} is not allowed: no such run directory (use a run directory or auto)")
+        checkpoint = checkpoint_to_resume(run_dir, cfg)
+    else:
+        run_dir, checkpoint = _own_run(cfg, base, owner)
+    shape = data_shape(cfg.data.name, cfg.data.image_size)
+    dataset = build_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size,
+                            download=cfg.data.download, seed=cfg.train.seed, n_samples=cfg.data.n_samples)
+    torch.manual_seed(cfg.train.seed)  # model initialization (and SN's initial u) follow the seed
+    gan = build_gan(cfg, shape).to(device)
+    opt_g, opt_d = gan.optimizers(cfg.optim)
+    if cfg.train.compile:  # in place: the state dict keys stay those of the eager modules
+        gan.generator.compile()
+        gan.discriminator.compile()
+    z_generator = torch.Generator().manual_seed(cfg.train.seed)
+    fixed_z = gan.generator.sample_z(cfg.train.n_grid_samples,
+                                     torch.Generator().manual_seed(cfg.train.seed + FIXED_Z_SEED_OFFSET), "cpu")
+    state = TrainingState(gan, opt_g, opt_d, z_generator, fixed_z, precision=Precision.build(cfg.train.precision, device))
+    if checkpoint is not None:
+        try:
+            gan.generator.load_state_dict(checkpoint["generator"])
+            gan.discriminator.load_state_dict(checkpoint["discriminator"])
+            opt_g.load_state_dict(checkpoint["opt_g"])
+            load_optimizer_state(opt_d, checkpoint["opt_d"])
+            for name, scaler in state.precision.scalers.items():
+                scaler.load_state_dict(checkpoint["grad_scalers"][name])
+        except (KeyError, RuntimeError, ValueError) as error:
+            _fail(f"checkpoint in {run_dir} does not fit this config ({type(error).__name__}): start a new run")
+        z_generator.set_state(checkpoint["z_generator"])
+        state.fixed_z, state.step = checkpoint["fixed_z"], checkpoint["step"]
+    # each generator update consumes n_dis real batches: a resumed stream skips what was used
+    batches = infinite_batches(dataset, cfg.train.batch_size, seed=cfg.train.seed, device=device,
+                               start=state.step * cfg.optim.n_dis)
+    quality = SampleQuality(cfg, dataset, device, run_dir)  # run_dir is set when it is claimed
+    diagnostics = DiscriminatorDiagnostics(gan.discriminator, shape, cfg.loss.name, cfg.metrics.operator_norm_iters)
+    diagnostic_seed = cfg.train.seed + DIAGNOSTIC_SEED_OFFSET
+    diagnostic_batch = next(infinite_batches(dataset, cfg.train.batch_size, seed=diagnostic_seed, device=device))
+    diagnostic_z = gan.generator.sample_z(cfg.train.batch_size, torch.Generator().manual_seed(diagnostic_seed), device)
+    return PreparedRun(cfg, base, run_dir, owner, device, state, batches, checkpoint, quality, diagnostics,
+                       diagnostic_batch, diagnostic_z)
+
+
+def _save_samples(path: Path, samples: torch.Tensor, data_name: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if samples.ndim == 4:
+        save_image(samples, path, nrow=int(round(samples.shape[0] ** 0.5)), normalize=True, value_range=(-1, 1))
+        return
+    scatter_png(samples.numpy(), path, mixture=data_name if data_name in MIXTURES else None)
+
+
+def _claim(prepared: PreparedRun) -> Path:
+    """The run directory, claimed for ``prepared.owner`` (Note [Claiming a run directory])."""
+    if prepared.run_dir is not None:  # continued: the claim passes to this process
+        prepared.run_dir.mkdir(parents=True, exist_ok=True)
+        RunDir(prepared.run_dir).claim.write_text(prepared.owner)
+        return prepared.run_dir
+    run_dir, _ = claim_run_dir(prepared.base, prepared.owner)
+    hydra_records = RunDir(prepared.base).hydra
+    if run_dir != prepared.base and hydra_records.is_dir():
+        # Hydra wrote this job's .hydra/ into the name another run holds: the records go with the run
+        shutil.copytree(hydra_records, RunDir(run_dir).hydra, dirs_exist_ok=True)
+    return run_dir
+
+
+def execute(prepared: PreparedRun) -> Path:
+    """Claim the run directory and train; returns the run directory.
+
+    A run continued by ``resume=auto`` (or a requeued job) that had already finished is returned as
+    it is. Raises :class:`RunInterrupted` when SIGTERM / SIGINT stopped it (checkpoint written).
+    """
+    cfg, state = prepared.cfg, prepared.state
+    if prepared.finished:
+        print(f"stiefel-gan: {prepared.run_dir} already finished its train.steps={cfg.train.steps}; "
+              "nothing to do", file=sys.stderr)
+        return prepared.run_dir
+    run_dir = _claim(prepared)
+    paths = RunDir(run_dir)
+    prepared.quality.run_dir = run_dir
+    OmegaConf.save(OmegaConf.structured(cfg), paths.config)
+    checkpoint = prepared.checkpoint or {}
+    tracker = Tracker(run_dir, config_dict(cfg), project=cfg.wandb.project, entity=cfg.wandb.entity,
+                      group=wandb_group(cfg), job_type=cfg.name, tags=run_tags(cfg), name=run_dir.name,
+                      mode=cfg.wandb.mode, run_id=checkpoint.get("wandb_run_id"),
+                      resume_step=checkpoint.get("step"), metric_goals=METRIC_GOALS)
+    saved_config = config_dict(cfg)
+
+    def payload(current: TrainingState) -> dict:
+        return {**current.state_dict(), "config": saved_config, "wandb_run_id": tracker.run_id}
+
+    generator = state.gan.generator
+
+    def save_samples(step: int, finished: bool) -> None:
+        with eval_mode(generator), torch.no_grad():
+            samples = generator(state.fixed_z.to(prepared.device)).cpu()
+        path = paths.samples(step)
+        _save_samples(path, samples, cfg.data.name)
+        tracker.log_images(step, {"samples": path})
+
+    def evaluate(step: int, finished: bool) -> None:
+        tracker.log(step, prepared.quality(generator, final=finished))
+        if finished and paths.geometry_plot.is_file():
+            tracker.log_images(step, {"geometry_rlt": paths.geometry_plot})
+
+    def diagnose(step: int, finished: bool) -> None:
+        with eval_mode(generator), torch.no_grad():
+            fake = generator(prepared.diagnostic_z)
+        measured = prepared.diagnostics(prepared.diagnostic_batch, fake)
+        tracker.log(step, measured.scalars)
+        for key, (xs, series) in measured.series.items():
+            tracker.log_series(step, key, xs, series, title=key)
+        paths.spectra_dir.mkdir(exist_ok=True)
+        paths.spectra(step).write_text(json.dumps({"step": step, **measured.spectra}))
+
+    settings = LoopSettings(steps=cfg.train.steps, batch_size=cfg.train.batch_size, n_dis=cfg.optim.n_dis,
+                            loss=cfg.loss.name, log_every=cfg.train.log_every,
+                            checkpoint_every=cfg.train.checkpoint_every, lr_decay=cfg.optim.lr_decay)
+    periodic = [Periodic(cfg.train.sample_every, save_samples), Periodic(cfg.metrics.every or cfg.train.steps, evaluate),
+                Periodic(cfg.metrics.diagnostics_every, diagnose)]
+    stop = StopRequest()
+    with stop, tracker:
+        train(state, prepared.batches, settings, prepared.device, paths.checkpoint,
+              payload, tracker.log, periodic, progress=cfg.train.progress,
+              last_good=checkpoint.get("step"), should_stop=stop.requested)
+        if cfg.wandb.log_checkpoints:
+            # the loop wrote the checkpoint of its last step, finished or stopped
+            tracker.log_checkpoint(state.step, paths.checkpoint)
+    if stop.signum is not None:
+        stop.forward()  # submitit: requeue this job (it exits); otherwise nothing
+        raise RunInterrupted(f"{signal.Signals(stop.signum).name} stopped the run at step {state.step} of "
+                             f"{cfg.train.steps}; checkpoint in {paths.checkpoint}; continue it with the same "
+                             f"command and resume=auto, or resume={run_dir}", stop.signum)
+    return run_dir
+
+
+def objective(run_dir: Path, cfg: Config) -> float | None:
+    """The run's final value of its dataset's headline quality metric (:data:`OBJECTIVES`), the
+    number a Hydra sweeper such as Optuna optimizes; ``None`` when the run never measured it."""
+    key, _ = OBJECTIVES[cfg.data.name]
+    values = [row[key] for row in read_metrics(run_dir) if key in row]
+    return values[-1] if values else None
+
+
+def run(cfg: Config, base: Path | None = None, owner: str | None = None) -> Path:
+    """Prepare (no writes), then train. Returns the run directory."""
+    return execute(prepare(cfg, base, owner))

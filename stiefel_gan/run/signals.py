@@ -1,0 +1,70 @@
+"""Stopping a run on a signal: SIGTERM / SIGINT (Slurm before preemption, ``timeout``, Ctrl-C) become a
+request the training loop honours between steps, and :class:`RunInterrupted` carries the exit status.
+"""
+
+from __future__ import annotations
+
+import signal
+
+
+class RunInterrupted(RuntimeError):
+    """A signal stopped a run after writing its checkpoint; ``exit_status`` is 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_status = 128 + signum
+
+    def __reduce__(self):  # it crosses process boundaries (compare's workers): keep both arguments
+        return type(self), (self.args[0], self.exit_status - 128)
+
+
+class StopRequest:
+    """Turns SIGTERM / SIGINT (and SIGUSR1 / SIGUSR2 where a scheduler such as submitit handles them)
+    into a flag the training loop polls after each step.
+
+    Note [Stopping between steps]: a signal arriving mid-step must not leave half-updated optimizer
+    state in a checkpoint, and Python runs a handler between bytecodes, so the handler only records
+    the signal; the loop finishes its step, writes the checkpoint and returns. A second signal while
+    the first is pending goes to the previous handler at once, so a second Ctrl-C still stops a hung
+    run. Handlers can only be installed from the main thread; elsewhere nothing is installed.
+
+    Note [Chaining to submitit]: under submitit, Slurm's warning signal before a timeout or a
+    preemption (SIGUSR2 by default) belongs to submitit, whose handler requeues the job and exits.
+    Taken over here, it first lets the run checkpoint its current step; :meth:`forward` then hands
+    the signal to submitit's handler, so the requeued job continues from that very step.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+    SCHEDULER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # taken only where a Python handler owns them
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # a second signal: the previous handler takes it now
+            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+            return
+        self.signum = signum
+
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def forward(self) -> None:
+        """Call the previous Python handler of the signal that stopped the run (submitit's requeue)."""
+        handler = self._previous.get(self.signum)
+        if callable(handler):
+            handler(self.signum, None)
+
+    def __enter__(self) -> "StopRequest":
+        owned = [s for s in self.SCHEDULER_SIGNALS if callable(signal.getsignal(s))]
+        try:
+            self._previous = {s: signal.signal(s, self._handle) for s in (*self.SIGNALS, *owned)}
+        except ValueError:  # not the main thread
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
