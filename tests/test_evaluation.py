@@ -41,7 +41,7 @@ def test_mixture_geometry_score_uses_gamma_one_eighth_and_logs_it_next_to_the_sc
     torch.manual_seed(0)
     gan = build_gan(cfg, (2,))
     quality = SampleQuality(cfg, dataset, torch.device("cpu"), tmp_path)
-    scores = quality(gan.generator, final=True)
+    scores = quality(gan.generator, final=True).scores
     assert scores["quality/geometry_gamma"] == 1 / 8
     fake = quality.samples(gan.generator, 200).numpy().astype(np.float64)
     real = real_subset(dataset, 200).numpy().astype(np.float64)

@@ -82,7 +82,7 @@ SHORT_SN_BOUNDS = {"ring8": (6, 0.2), "grid25": (18, 0.04)}
 @pytest.mark.parametrize("data", sorted(SHORT_SN_BOUNDS))
 def test_short_sn_baseline_learns(tmp_path, data):
     prepared = prepare(compose_config([*SHORT_SN_BASELINE, f"data={data}", f"out_dir={tmp_path}"]))
-    untrained = prepared.quality(prepared.state.gan.generator)
+    untrained = prepared.quality(prepared.state.gan.generator).scores
     run_dir = execute(prepared)
     (final,) = [row for row in read_metrics(run_dir) if "quality/modes_covered" in row]
     assert final["step"] == 1500

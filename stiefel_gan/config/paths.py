@@ -7,6 +7,7 @@
       config.yaml            the resolved, typed config
       metrics.jsonl          one JSON object per logged step
       series.jsonl           line plots (normalized spectra, lambda) per diagnostics step
+      metric_status.jsonl    why a metric is NaN at a step ({"step", "quality/<metric>_status": reason})
       samples/step_*.png     sample grids from fixed latents (scatter plots for 2-D data)
       spectra/step_*.json    every D layer's spectra, norms and lambda per diagnostics step
       geometry_rlt.png       mean relative-living-time curves of the final Geometry Score
@@ -34,6 +35,9 @@ METRICS_FILE = "metrics.jsonl"
 
 
 SERIES_FILE = "series.jsonl"
+
+
+METRIC_STATUS_FILE = "metric_status.jsonl"
 
 
 CHECKPOINT_FILE = "last.pt"
@@ -71,6 +75,10 @@ class RunDir:
     @property
     def series(self) -> Path:
         return self.path / SERIES_FILE
+
+    @property
+    def metric_status(self) -> Path:
+        return self.path / METRIC_STATUS_FILE
 
     @property
     def checkpoint(self) -> Path:

@@ -77,21 +77,31 @@ def fit_curve(values) -> CurveFit:
     own parameters back; Miyato's squared view of the fit is :math:`(\varepsilon + (1 - \varepsilon)
     (1 - t)^\tau)^2`.
 
+    The cost is fixed by ``k`` alone: :data:`FIT_TAU_GRID_POINTS` profile evaluations and a bounded Brent
+    search (at most 500 more), ``O(k)`` each.
+
     Parameters
     ----------
     values : array_like, shape (k,)
         Singular values, ``k >= 3`` (two points fix ``eps`` but not ``tau``), finite, the largest ``> 0``.
-        Sorted here: the order a layer keeps them in does not matter.
+        Sorted here: the order a layer keeps them in does not matter. ``k = 1`` (a rank-one layer) and
+        ``k = 2`` raise ``ValueError`` at once.
 
     Returns
     -------
     CurveFit
+        For equal values (a flat spectrum) ``eps = 1``, ``rmse = 0`` and ``tau = NaN``: with
+        :math:`\varepsilon = 1` every :math:`\tau` gives the same flat curve, so none is fitted. Values
+        ``(s, 0, ..., 0)`` (a rank-one matrix with ``k >= 3``) give ``eps = 0`` and ``tau`` at the upper
+        end of :data:`FIT_TAU_BOUNDS`, towards which the residual keeps decreasing.
     """
     y = np.sort(np.asarray(values, dtype=np.float64).reshape(-1))[::-1]
     if y.size < 3 or not np.isfinite(y).all() or not y[0] > 0:
         raise ValueError(f"values of shape {np.shape(values)} (largest {y[0] if y.size else None}) are not allowed: "
                          "fit_curve needs k >= 3 finite singular values with the largest > 0")
     sigma = float(y[0])
+    if y[-1] == y[0]:
+        return CurveFit(tau=math.nan, eps=1.0, sigma=sigma, rmse=0.0)
     y = y / sigma
     one_minus_t = 1.0 - np.linspace(0.0, 1.0, y.size)
 

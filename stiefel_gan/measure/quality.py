@@ -10,6 +10,10 @@
   (:mod:`stiefel_gan.metrics.geometry`), with the mean relative-living-time curves plotted and the
   filtration's ``gamma`` logged next to the score (``quality/geometry_gamma``).
 
+A metric the generated samples make undefined or too costly (NaN images of a diverged generator, the
+witness complex of a collapsed one: :class:`~stiefel_gan.metrics.status.MetricUnavailable`) is NaN, with
+its reason beside it in :attr:`Evaluation.unavailable`; the other metrics are still computed.
+
 Generated samples come from their own seeded latents, so evaluating never moves the training RNG.
 Real reference samples (FID / KID, Geometry Score) are a random subset of the dataset drawn with
 the fixed seed :data:`REAL_SUBSET_SEED`: every run of every variant is compared with the same
@@ -18,7 +22,9 @@ real images, and they are not the dataset's first images (which may be ordered, 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,6 +38,7 @@ from ..data.mixtures import MIXTURES, mixture_centers, mixture_std
 from ..metrics import (
     PROTOCOLS,
     DigitsEvaluator,
+    MetricUnavailable,
     compute_fidelity,
     geometry_score,
     mode_metrics,
@@ -40,9 +47,9 @@ from ..metrics import (
 )
 from ..metrics.fidelity import INCEPTION
 from ..metrics.geometry import GAMMA_PER_5000_POINTS
+from .table import PREFIX, compared_keys
 
 EVAL_SEED_OFFSET = 2_000_029  # latents of the evaluation samples, apart from training's and the grids'
-
 
 #: Seed of the random subset of real samples every evaluation compares with.
 REAL_SUBSET_SEED = 0
@@ -77,8 +84,27 @@ def real_subset(dataset: Dataset, size: int, seed: int = REAL_SUBSET_SEED) -> to
     return uint8_to_unit_range(samples) if isinstance(dataset, UInt8ImageDataset) else samples
 
 
+@dataclass
+class Evaluation:
+    """What one evaluation measured: ``scores`` maps ``quality/<metric>`` to its value (NaN where the
+    metric was unavailable), ``unavailable`` maps each NaN key to the reason its computation gave."""
+
+    scores: dict[str, float] = field(default_factory=dict)
+    unavailable: dict[str, MetricUnavailable] = field(default_factory=dict)
+
+    def add(self, group: str, dataset: str, compute: Callable[[], dict[str, float]]) -> None:
+        """The scores ``compute()`` returns (names without the prefix), or NaN for every compared key of
+        ``group`` (:func:`~stiefel_gan.measure.table.compared_keys`) when it raises MetricUnavailable."""
+        try:
+            self.scores.update({PREFIX + name: float(value) for name, value in compute().items()})
+        except MetricUnavailable as error:
+            for key in compared_keys(group, dataset):
+                self.scores[key] = float("nan")
+                self.unavailable[key] = error
+
+
 class SampleQuality:
-    """Callable ``(generator, final) -> {"quality/<metric>": value}`` for one run's dataset."""
+    """Callable ``(generator, final) -> Evaluation`` for one run's dataset."""
 
     def __init__(self, cfg: Config, dataset: Dataset, device: torch.device, run_dir: Path | None = None):
         self.cfg, self.dataset, self.device, self.run_dir = cfg, dataset, device, run_dir
@@ -97,34 +123,40 @@ class SampleQuality:
                 chunks.append(generator(z).cpu())
         return torch.cat(chunks)
 
-    def __call__(self, generator, final: bool = False) -> dict[str, float]:
+    def __call__(self, generator, final: bool = False) -> Evaluation:
         m = self.cfg.metrics
         n = m.n_samples
         if self.name in ("cifar10", "stl10"):
             n = max(n, PROTOCOLS[m.protocol].n_generated)
         fake = self.samples(generator, n)
-        scores: dict[str, float] = {}
+        evaluation = Evaluation()
         if self._digits is not None:
-            scores["digits_fd"] = self._digits.frechet_distance(fake)
-            scores.update(self._digits.class_coverage(fake))
+            evaluation.add("digits_fd", self.name, lambda: {"digits_fd": self._digits.frechet_distance(fake)})
+            evaluation.add("class_coverage", self.name, lambda: self._digits.class_coverage(fake))
         elif self.name in MIXTURES:
-            scores.update(mode_metrics(fake.numpy(), mixture_centers(self.name).numpy(), mixture_std(self.name)))
+            evaluation.add("mode_metrics", self.name, lambda: mode_metrics(
+                fake.numpy(), mixture_centers(self.name).numpy(), mixture_std(self.name)))
         else:
-            protocol = PROTOCOLS[m.protocol]
-            real = real_subset(self.dataset, protocol.n_real)
-            scores.update({k: v for k, v in compute_fidelity(fake, real, protocol, weights_path=m.inception_weights,
-                                                             feature_extractor=m.feature_extractor or INCEPTION,
-                                                             device=self.device).items()
-                           if isinstance(v, (int, float))})
+            evaluation.add("fidelity", self.name, lambda: self.fidelity(fake))
         if final and m.geometry_score:
-            scores["geometry_score"], scores["geometry_gamma"] = self.geometry(fake[: m.n_samples])
-        return {f"quality/{key}": float(value) for key, value in scores.items()}
+            gamma = geometry_gamma(self.name, m.n_samples, m.gs_gamma)
+            evaluation.scores[PREFIX + "geometry_gamma"] = gamma
+            evaluation.add("geometry", self.name, lambda: {"geometry_score": self.geometry(fake[: m.n_samples], gamma)})
+        return evaluation
 
-    def geometry(self, fake: torch.Tensor) -> tuple[float, float]:
-        """Geometry Score of real vs generated samples (flattened) and the ``gamma`` it used
+    def fidelity(self, fake: torch.Tensor) -> dict[str, float]:
+        """IS / FID / KID and the protocol's counts (its names and other strings are not logged)."""
+        m = self.cfg.metrics
+        protocol = PROTOCOLS[m.protocol]
+        real = real_subset(self.dataset, protocol.n_real)
+        measured = compute_fidelity(fake, real, protocol, weights_path=m.inception_weights,
+                                    feature_extractor=m.feature_extractor or INCEPTION, device=self.device)
+        return {key: value for key, value in measured.items() if isinstance(value, (int, float))}
+
+    def geometry(self, fake: torch.Tensor, gamma: float) -> float:
+        """Geometry Score of real vs generated samples (flattened) at filtration parameter ``gamma``
         (:func:`geometry_gamma`); the RLT curves go to a PNG."""
         m = self.cfg.metrics
-        gamma = geometry_gamma(self.name, len(fake), m.gs_gamma)
         options = {"L_0": m.gs_landmarks, "gamma": gamma, "i_max": m.gs_i_max, "n": m.gs_n,
                    "seed": self.cfg.train.seed}
         if self._real_rlt is None:
@@ -133,4 +165,4 @@ class SampleQuality:
         fake_rlt = relative_living_times(fake.reshape(len(fake), -1).numpy().astype(np.float64), **options)
         if self.run_dir is not None:
             plot_rlt({"real": self._real_rlt, "generated": fake_rlt}, RunDir(self.run_dir).geometry_plot)
-        return geometry_score(self._real_rlt, fake_rlt), gamma
+        return geometry_score(self._real_rlt, fake_rlt)

@@ -26,11 +26,14 @@ ALL_DATASETS = ("digits", *MIXTURE_DATASETS, *IMAGE_DATASETS)
 
 @dataclass(frozen=True)
 class Metric:
-    """One ``quality/<name>`` key: ``goal`` is ``minimize``, ``maximize`` or None (a measurement setting)."""
+    """One ``quality/<name>`` key: ``goal`` is ``minimize``, ``maximize`` or None (a measurement setting);
+    ``group`` names the computation that gives it, whose keys are NaN together when it is unavailable
+    (:class:`~stiefel_gan.metrics.status.MetricUnavailable`)."""
 
     name: str
     goal: str | None
     datasets: tuple[str, ...]
+    group: str
     meaning: str
 
     @property
@@ -40,32 +43,40 @@ class Metric:
 
 METRICS = (
     # the digits (stiefel_gan.metrics.digits): features of the project's digits classifier
-    Metric("digits_fd", "minimize", ("digits",), "Frechet distance in the digits classifier's features"),
-    Metric("classes_covered", "maximize", ("digits",), "digit classes with at least their share of samples"),
-    Metric("class_kl", "minimize", ("digits",), "KL of the predicted-class histogram from uniform"),
+    Metric("digits_fd", "minimize", ("digits",), "digits_fd", "Frechet distance in the digits classifier's features"),
+    Metric("classes_covered", "maximize", ("digits",), "class_coverage",
+           "digit classes with at least their share of samples"),
+    Metric("class_kl", "minimize", ("digits",), "class_coverage", "KL of the predicted-class histogram from uniform"),
     # the 2-D mixtures (stiefel_gan.metrics.toy)
-    Metric("modes_covered", "maximize", MIXTURE_DATASETS, "modes nearest to a high-quality sample"),
-    Metric("high_quality_fraction", "maximize", MIXTURE_DATASETS, "samples within 3 std of their nearest mode"),
-    Metric("mode_kl", "minimize", MIXTURE_DATASETS, "KL of the mode histogram from uniform"),
-    Metric("n_modes", None, MIXTURE_DATASETS, "the mixture's number of modes"),
+    Metric("modes_covered", "maximize", MIXTURE_DATASETS, "mode_metrics", "modes nearest to a high-quality sample"),
+    Metric("high_quality_fraction", "maximize", MIXTURE_DATASETS, "mode_metrics",
+           "samples within 3 std of their nearest mode"),
+    Metric("mode_kl", "minimize", MIXTURE_DATASETS, "mode_metrics", "KL of the mode histogram from uniform"),
+    Metric("n_modes", None, MIXTURE_DATASETS, "mode_metrics", "the mixture's number of modes"),
     # CIFAR-10 / STL-10 through torch-fidelity (stiefel_gan.metrics.fidelity), with the protocol's counts
-    Metric("isc_mean", "maximize", IMAGE_DATASETS, "Inception Score, mean over splits"),
-    Metric("isc_std", None, IMAGE_DATASETS, "Inception Score, std over splits"),
-    Metric("fid", "minimize", IMAGE_DATASETS, "Frechet Inception Distance"),
-    Metric("kid_mean", "minimize", IMAGE_DATASETS, "Kernel Inception Distance, mean over subsets"),
-    Metric("kid_std", None, IMAGE_DATASETS, "Kernel Inception Distance, std over subsets"),
-    Metric("n_fake", None, IMAGE_DATASETS, "generated images of the protocol"),
-    Metric("n_real", None, IMAGE_DATASETS, "real images of the protocol"),
-    Metric("n_is", None, IMAGE_DATASETS, "generated images the Inception Score sees"),
-    Metric("is_splits", None, IMAGE_DATASETS, "splits of the Inception Score"),
-    Metric("kid_subsets", None, IMAGE_DATASETS, "subsets of the KID"),
-    Metric("kid_subset_size", None, IMAGE_DATASETS, "images per KID subset"),
+    Metric("isc_mean", "maximize", IMAGE_DATASETS, "fidelity", "Inception Score, mean over splits"),
+    Metric("isc_std", None, IMAGE_DATASETS, "fidelity", "Inception Score, std over splits"),
+    Metric("fid", "minimize", IMAGE_DATASETS, "fidelity", "Frechet Inception Distance"),
+    Metric("kid_mean", "minimize", IMAGE_DATASETS, "fidelity", "Kernel Inception Distance, mean over subsets"),
+    Metric("kid_std", None, IMAGE_DATASETS, "fidelity", "Kernel Inception Distance, std over subsets"),
+    Metric("n_fake", None, IMAGE_DATASETS, "fidelity", "generated images of the protocol"),
+    Metric("n_real", None, IMAGE_DATASETS, "fidelity", "real images of the protocol"),
+    Metric("n_is", None, IMAGE_DATASETS, "fidelity", "generated images the Inception Score sees"),
+    Metric("is_splits", None, IMAGE_DATASETS, "fidelity", "splits of the Inception Score"),
+    Metric("kid_subsets", None, IMAGE_DATASETS, "fidelity", "subsets of the KID"),
+    Metric("kid_subset_size", None, IMAGE_DATASETS, "fidelity", "images per KID subset"),
     # every dataset, at the end of a run (stiefel_gan.metrics.geometry)
-    Metric("geometry_score", "minimize", ALL_DATASETS, "Geometry Score of real vs generated samples"),
-    Metric("geometry_gamma", None, ALL_DATASETS, "the Geometry Score's filtration parameter gamma"),
+    Metric("geometry_score", "minimize", ALL_DATASETS, "geometry", "Geometry Score of real vs generated samples"),
+    Metric("geometry_gamma", None, ALL_DATASETS, "geometry", "the Geometry Score's filtration parameter gamma"),
 )
 BY_KEY = {metric.key: metric for metric in METRICS}
 BY_NAME = {metric.name: metric for metric in METRICS}
+
+
+def compared_keys(group: str, dataset: str) -> tuple[str, ...]:
+    """The ``quality/*`` keys with a goal that computation ``group`` gives on ``dataset``: what is NaN
+    when that computation is unavailable (its settings rows, such as ``geometry_gamma``, are not)."""
+    return tuple(m.key for m in METRICS if m.group == group and m.goal is not None and dataset in m.datasets)
 
 #: Each dataset's headline quality metric: what a sweep optimizes, W&B's headline panel shows and a
 #: study compares first.

@@ -5,6 +5,10 @@
 - :mod:`.geometry`: Geometry Score (relative living times of 1-d homology).
 - :mod:`.digits`: a digits classifier's Fréchet distance and class coverage (8x8 digits).
 - :mod:`.fidelity`: IS / FID / KID through torch-fidelity, with the sampling protocol.
+- :mod:`.status`: :class:`MetricUnavailable`, raised with a machine-readable ``reason`` when
+  the generated samples make a metric undefined (``"nonfinite"``) or too costly
+  (``"complex_too_large"``).  Every metric's cost is bounded whatever the generator produced:
+  a collapsed generator gets a number or this exception, never a hang.
 """
 
 from .digits import (
@@ -16,6 +20,7 @@ from .digits import (
 from .fidelity import PROTOCOLS, FidelityProtocol, compute_fidelity
 from .frechet import feature_statistics, frechet_distance
 from .geometry import geometry_score, plot_rlt, relative_living_times
+from .status import MetricUnavailable
 from .toy import mode_metrics
 
 __all__ = [
@@ -23,6 +28,7 @@ __all__ = [
     "DigitsClassifier",
     "DigitsEvaluator",
     "FidelityProtocol",
+    "MetricUnavailable",
     "compute_fidelity",
     "feature_statistics",
     "frechet_distance",

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .frechet import feature_statistics, frechet_distance
+from .status import NONFINITE, MetricUnavailable
 
 #: Version of the architecture + training recipe; part of the cache file name.
 CLASSIFIER_VERSION = 1
@@ -177,6 +178,14 @@ class DigitsEvaluator:
     down to 8x8 by ``F.adaptive_avg_pool2d``).  The reference statistics are those of the
     classifier's features over all 1797 real digits.
 
+    Both metrics cost a fixed number of forward passes per image, whatever the images show.
+    Images with a NaN or infinite pixel raise
+    :class:`~stiefel_gan.metrics.status.MetricUnavailable` (``reason = "nonfinite"``): a NaN
+    image has NaN features and logits, whose ``argmax`` would be an arbitrary class.  Identical
+    images (a collapsed generator) are well defined: their features are a point mass, whose
+    Fréchet distance is ``||mu - mu_real||^2 + Tr C_real`` exactly, and they cover one class
+    with ``class_kl = log 10``.
+
     Parameters
     ----------
     classifier : DigitsClassifier, optional
@@ -210,6 +219,8 @@ class DigitsEvaluator:
 
         See :func:`stiefel_gan.metrics.frechet.frechet_distance`; needs at least 2 images,
         and like FID it is biased upwards for small sets (compare equal sample sizes).
+        Raises :class:`~stiefel_gan.metrics.status.MetricUnavailable` (``"nonfinite"``) for
+        images with a NaN or infinite pixel.
         """
         mu, cov = feature_statistics(self.features(fake_images))
         return frechet_distance(mu, cov, self.reference_mu, self.reference_cov)
@@ -228,6 +239,11 @@ class DigitsEvaluator:
                 of the predicted-class histogram :math:`\hat p` from uniform: 0 for a
                 balanced set, ``log 10 = 2.303`` for a single class.  Empty classes
                 contribute exactly 0, so no smoothing is involved.
+
+        Raises
+        ------
+        MetricUnavailable
+            ``reason = "nonfinite"`` when an image has a NaN or infinite pixel.
         """
         if not (0 < min_fraction <= 1):
             raise ValueError(f"min_fraction={min_fraction!r}: expected a float in (0, 1]")
@@ -257,6 +273,8 @@ def _to_classifier_input(images: torch.Tensor) -> torch.Tensor:
     height, width = images.shape[-2:]
     if height != width or height < DIGITS_SIZE:
         raise ValueError(f"images are {height}x{width}: expected square images of side >= {DIGITS_SIZE}")
+    if not torch.isfinite(images).all():
+        raise MetricUnavailable(NONFINITE, "images contain NaN or inf")
     images = images.detach().to("cpu", torch.float32)
     if images.shape[1] == 3:
         images = images.mean(dim=1, keepdim=True)

@@ -10,6 +10,10 @@ Inception weights: torch-fidelity downloads them to ``torch.hub.get_dir()/checkp
 on first use.  Without network and without ``weights_path``,
 :func:`compute_fidelity` logs one warning and returns ``{}``: a training run never fails
 (or hangs on a firewalled network) for want of an evaluation network.
+
+Float images with a NaN or infinite pixel raise
+:class:`~stiefel_gan.metrics.status.MetricUnavailable` (``reason = "nonfinite"``) before any
+network is loaded: converted to uint8 they would silently become arbitrary pixels.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ import torch_fidelity
 from torch.utils.data import Dataset
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+from .status import NONFINITE, MetricUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +177,11 @@ def compute_fidelity(
         (``protocol``, ``n_fake``, ``n_real``, ``is_splits``, ``kid_subsets``,
         ``kid_subset_size``, ``real_split``, ``n_is``, ``feature_extractor``); ``{}`` when the
         Inception weights are neither given nor downloadable (one warning is logged).
+
+    Raises
+    ------
+    MetricUnavailable
+        ``reason = "nonfinite"`` when a float image has a NaN or infinite pixel.
     """
     if isinstance(protocol, str) and protocol in PROTOCOLS:
         protocol = PROTOCOLS[protocol]
@@ -267,6 +278,8 @@ def _validated_images(images, name: str, needed: int) -> torch.Tensor:
         raise ValueError(f"{name} has {len(images)} images: the protocol needs at least {needed}")
     images = images.detach().cpu()
     if images.is_floating_point():
+        if not torch.isfinite(images).all():
+            raise MetricUnavailable(NONFINITE, f"{name} contain NaN or inf")
         low, high = float(images.min()), float(images.max())
         if low < -1 - _RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
             raise ValueError(f"{name} spans [{low:.4g}, {high:.4g}]: float images must lie in [-1, 1]")

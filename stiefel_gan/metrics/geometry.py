@@ -29,6 +29,21 @@ takes "distances" and relaxes them additively; the table here holds Euclidean di
 same units as the ``alpha_max`` above, as in the authors' implementation, and their
 default ``gamma`` keeps its meaning.
 Simplices up to dimension 2 are built: triangles are what fill 1-cycles.
+
+Collapsed clouds and the cost bound.  Coincident points add no witness and no landmark that
+their first copy does not already give (a duplicate witness witnesses the same simplices at
+the same ``alpha``), so every point is kept once, and landmarks are drawn among the *distinct*
+points; on a cloud of distinct points this changes nothing, draw for draw.  A cloud with
+fewer distinct points than ``L_0`` has all of them as landmarks (see
+:func:`relative_living_times`).  What is left to bound is gudhi's enumeration: a witness
+``w`` examines the ``(k+1)``-subsets of its landmarks within ``alpha_max`` of its
+``(k+1)``-th nearest, so a cloud whose witnesses see many landmarks at almost the same
+distance (identical samples before deduplication; most samples in one tight cluster and a
+few far away, which a collapsing generator produces too) makes each witness try every
+landmark triple: ``1000 * C(64, 3)`` candidates, about 13 s, per draw.  The candidates are
+counted before gudhi runs, and a cloud over budget raises
+:class:`~stiefel_gan.metrics.status.MetricUnavailable` with ``reason = "complex_too_large"``;
+NaN or infinite points raise it with ``reason = "nonfinite"``.
 """
 
 from __future__ import annotations
@@ -41,10 +56,21 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from .frechet import _as_float64_array
+from .status import COMPLEX_TOO_LARGE, NONFINITE, MetricUnavailable
 
 #: ``gamma = GAMMA_PER_5000_POINTS * N / 5000``: the default of the authors' implementation
 #: (github.com/KhrulkovV/geometry-score), which stops the filtration earlier for smaller clouds.
 GAMMA_PER_5000_POINTS = 1.0 / 128
+#: Default budget of :func:`relative_living_times`: candidate simplices per landmark draw, on
+#: average over the draws.  Measured at N = 1000, L_0 = 64: clouds of distinct samples need
+#: 3e3 - 1.1e4 at the default gamma (digits, Gaussians in 256 and 3072 dimensions); the 2-D
+#: mixtures at the suite's gamma = 1/8 need 1.4e5 (ring8) and 5.1e5 (grid25, the largest real
+#: cloud the suite scores: the budget leaves it a factor 2), a 2-D Gaussian smear 1.3e6 (over
+#: budget).  Collapsed clouds at the default gamma: four tight clusters and an outlier 8.2e5
+#: (250 s for n = 1000), three 1.9e6 and one 4.4e7 (both over budget).  Gudhi spends
+#: 1.3e-7 - 3e-7 s per candidate on a 2-core machine, so n = 1000 draws within budget take at
+#: most about 5 minutes of enumeration.
+MAX_CANDIDATE_SIMPLICES_PER_DRAW = 10**6
 
 
 def relative_living_times(
@@ -54,19 +80,22 @@ def relative_living_times(
     i_max: int = 100,
     n: int = 1000,
     seed: int = 0,
+    max_candidate_simplices_per_draw: int = MAX_CANDIDATE_SIMPLICES_PER_DRAW,
 ) -> np.ndarray:
-    """Mean relative living times of 1-dimensional holes (Algorithm 1 of the paper).
+    r"""Mean relative living times of 1-dimensional holes (Algorithm 1 of the paper).
 
     Parameters
     ----------
     X : array_like, shape (N, D)
-        The point cloud; every point is a witness.
+        The point cloud; every distinct point is a witness.
     L_0 : int
-        Number of landmarks per draw, drawn uniformly without replacement
-        (``2 <= L_0 <= N``; the authors' code draws with replacement, which only wastes
-        landmarks on duplicates).
+        Number of landmarks per draw, drawn uniformly without replacement among the distinct
+        points (``2 <= L_0 <= N``; the authors' code draws with replacement, which only wastes
+        landmarks on duplicates).  With fewer than ``L_0`` distinct points, all of them are the
+        landmarks of every draw, and the mean over these identical draws is computed once.
     gamma : float, optional
-        ``alpha_max = gamma * max_{l, x} ||l - x||``.  Default ``(1/128) * N / 5000``.
+        ``alpha_max = gamma * max_{l, x} ||l - x||``.  Default ``(1/128) * N / 5000`` (``N``
+        counts every row of ``X``, duplicates included).
         With few witnesses per landmark (``N`` of a few hundred) that ``alpha_max`` is too
         small for the complex to close the gaps between landmarks, and even a filled disc
         shows many short-lived holes; a larger ``gamma`` (about 1/8 for ``N = 400``,
@@ -78,17 +107,49 @@ def relative_living_times(
         Number of independent landmark draws averaged.
     seed : int
         Seed of the landmark draws (``numpy.random.default_rng``).
+    max_candidate_simplices_per_draw : int
+        Budget of the witness complexes: all draws together may examine at most ``n`` times
+        this many candidate simplices (Notes).  Default
+        :data:`MAX_CANDIDATE_SIMPLICES_PER_DRAW`.
 
     Returns
     -------
     np.ndarray, shape (i_max,)
-        ``mRLT(i)``, ``i = 0 .. i_max - 1``.
+        ``mRLT(i)``, ``i = 0 .. i_max - 1``.  ``(1, 0, 0, ...)`` exactly for a cloud of at most
+        two distinct points: a complex on ``V <= 2`` vertices has ``E <= V - 1`` edges, so its
+        graph is a forest with cycle rank ``E - V + c = 0`` (``c`` components), and
+        ``beta_1(alpha) = 0`` for every ``alpha``.
+
+    Raises
+    ------
+    MetricUnavailable
+        ``reason = "nonfinite"`` when ``X`` has a NaN or infinite entry (or distances that
+        overflow float64); ``reason = "complex_too_large"`` when the draws would examine more
+        than ``n * max_candidate_simplices_per_draw`` candidate simplices.  Both are raised
+        before gudhi runs.
+
+    Notes
+    -----
+    The cost.  For ``k = 0, 1, 2``, gudhi lets witness ``w`` examine a ``(k+1)``-subset
+    ``sigma`` of landmarks only if every ``l in sigma`` has ``d(w, l) <= d(w, l') + alpha_max``,
+    ``l'`` the nearest landmark not in ``sigma``, which is at most the ``(k+1)``-th nearest
+    ``l_(k)(w)`` (0-based).  So a draw examines at most
+
+    .. math:: \sum_{w} \sum_{k=0}^{2} \binom{n_k(w)}{k + 1}, \qquad
+              n_k(w) = \#\{l : d(w, l) \le d(w, l_{(k)}(w)) + \alpha_{max}\}
+
+    candidate simplices, its enumeration takes time proportional to that count, and the
+    persistence of the complex (at most the full 2-skeleton on ``L_0`` vertices, 43744
+    simplices for ``L_0 = 64``) takes under 0.02 s.  The counts of all draws are summed before
+    the first gudhi call.  The remaining cost does not depend on the values of ``X``:
+    ``O(N^2 D)`` for the distances between distinct points (computed once, ``8 N^2`` bytes)
+    and ``O(n N L_0 log L_0)`` to sort them per draw.
     """
     points = _as_float64_array(X)
     if points.ndim != 2 or points.shape[0] < 2:
         raise ValueError(f"X has shape {points.shape}: expected (N, D) with N >= 2")
     if not np.isfinite(points).all():
-        raise ValueError("X contains NaN or inf: only finite values are allowed")
+        raise MetricUnavailable(NONFINITE, "X contains NaN or inf")
     num_points = points.shape[0]
     if not (isinstance(L_0, (int, np.integer)) and 2 <= L_0 <= num_points):
         raise ValueError(f"L_0={L_0!r}: expected an integer in [2, N={num_points}]")
@@ -96,17 +157,39 @@ def relative_living_times(
         gamma = GAMMA_PER_5000_POINTS * num_points / 5000
     if not (np.isfinite(gamma) and gamma > 0):
         raise ValueError(f"gamma={gamma!r}: expected a positive finite float")
-    for name, value in (("i_max", i_max), ("n", n)):
+    budget_per_draw = ("max_candidate_simplices_per_draw", max_candidate_simplices_per_draw)
+    for name, value in (("i_max", i_max), ("n", n), budget_per_draw):
         if not (isinstance(value, (int, np.integer)) and value >= 1):
             raise ValueError(f"{name}={value!r}: expected a positive integer")
 
-    rng = np.random.default_rng(seed)
+    # each point once, where its first copy was: a cloud of distinct points keeps its order, hence its draws
+    _, first_copies = np.unique(points, axis=0, return_index=True)
+    distinct = points[np.sort(first_copies)]
+    distances = cdist(distinct, distinct)
+    if not np.isfinite(distances).all():
+        raise MetricUnavailable(NONFINITE, "distances between points of X overflow float64")
+    num_distinct = distinct.shape[0]
+    if num_distinct < L_0:
+        # every draw would be all the distinct points: one of them is the mean
+        landmark_draws = [np.arange(num_distinct)]
+    else:
+        rng = np.random.default_rng(seed)
+        landmark_draws = [rng.choice(num_distinct, size=L_0, replace=False) for _ in range(n)]
+
+    candidates = sum(_candidate_simplices(distances[:, landmarks], gamma) for landmarks in landmark_draws)
+    budget = n * max_candidate_simplices_per_draw
+    if candidates > budget:
+        raise MetricUnavailable(
+            COMPLEX_TOO_LARGE,
+            f"the witness complexes of {len(landmark_draws)} landmark draws would examine {candidates:.3g} candidate "
+            f"simplices, over the budget of {budget:.3g} (n * max_candidate_simplices_per_draw); {num_distinct} "
+            f"distinct points of {num_points}",
+        )
     total = np.zeros(i_max)
-    for _ in range(n):
-        landmarks = points[rng.choice(num_points, size=L_0, replace=False)]
-        intervals, alpha_max = _witness_persistence_dim1(points, landmarks, gamma)
+    for landmarks in landmark_draws:
+        intervals, alpha_max = _witness_persistence_dim1(distances[:, landmarks], gamma)
         total += _relative_living_times_of_barcode(intervals, alpha_max, i_max)
-    return total / n
+    return total / len(landmark_draws)
 
 
 def geometry_score(rlt_a, rlt_b) -> float:
@@ -121,10 +204,17 @@ def geometry_score(rlt_a, rlt_b) -> float:
     -------
     float
         ``0`` for identical curves; at most ``2`` (two curves with disjoint unit mass).
+
+    Raises
+    ------
+    MetricUnavailable
+        ``reason = "nonfinite"`` when a curve has a NaN or infinite entry.
     """
     a, b = np.asarray(rlt_a, dtype=np.float64), np.asarray(rlt_b, dtype=np.float64)
     if a.ndim != 1 or a.shape != b.shape:
         raise ValueError(f"RLT curves have shapes {a.shape} and {b.shape}: expected two equal (i_max,) vectors")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise MetricUnavailable(NONFINITE, "an RLT curve contains NaN or inf")
     return float(np.sum((a - b) ** 2))
 
 
@@ -173,11 +263,11 @@ def plot_rlt(curves: Mapping[str, np.ndarray], path: str | os.PathLike) -> None:
     figure.savefig(path, format="png")
 
 
-def _witness_persistence_dim1(
-    points: np.ndarray, landmarks: np.ndarray, gamma: float
-) -> tuple[np.ndarray, float]:
-    """H1 persistence intervals of ``W(landmarks, points, alpha)``, ``alpha <= alpha_max``."""
-    distances = cdist(points, landmarks)
+def _witness_persistence_dim1(distances: np.ndarray, gamma: float) -> tuple[np.ndarray, float]:
+    """H1 persistence intervals of ``W(landmarks, witnesses, alpha)``, ``alpha <= alpha_max``.
+
+    ``distances[w, l]`` is the Euclidean distance from witness ``w`` to landmark ``l``.
+    """
     alpha_max = gamma * float(distances.max())
     order = np.argsort(distances, axis=1)
     sorted_distances = np.take_along_axis(distances, order, axis=1)
@@ -189,6 +279,26 @@ def _witness_persistence_dim1(
     simplex_tree.compute_persistence(homology_coeff_field=2)
     intervals = np.asarray(simplex_tree.persistence_intervals_in_dimension(1), dtype=np.float64).reshape(-1, 2)
     return intervals, alpha_max
+
+
+def _candidate_simplices(distances: np.ndarray, gamma: float) -> int:
+    """Upper bound on the simplices of dimension <= 2 gudhi examines for ``W(landmarks, witnesses, alpha_max)``.
+
+    ``sum_w sum_{k=0}^{2} C(n_k(w), k + 1)`` with ``n_k(w)`` the landmarks within ``alpha_max`` of
+    ``w``'s ``(k+1)``-th nearest (:func:`relative_living_times`, Notes); ``distances`` as in
+    :func:`_witness_persistence_dim1`.
+    """
+    alpha_max = gamma * float(distances.max())
+    sorted_distances = np.sort(distances, axis=1)
+    count = 0
+    for k in range(min(3, distances.shape[1])):
+        within = np.count_nonzero(sorted_distances <= sorted_distances[:, k : k + 1] + alpha_max, axis=1)
+        # C(m, k + 1) for m = within, exactly: each partial product C(m, j + 1) is an integer, and C(L_0, 3) fits int64
+        subsets = np.ones_like(within)
+        for j in range(k + 1):
+            subsets = subsets * (within - j) // (j + 1)
+        count += int(subsets.sum())
+    return count
 
 
 def _relative_living_times_of_barcode(intervals: np.ndarray, alpha_max: float, i_max: int) -> np.ndarray:

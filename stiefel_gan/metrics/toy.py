@@ -8,6 +8,12 @@ Metz et al. 2017 (Unrolled GAN, arXiv 1611.02163) on the same 2-D mixtures:
   high-quality samples.  VEEGAN uses 1 (the default here); PacGAN (Lin et al. 2018,
   arXiv 1712.04086) calls a mode lost below a fifth of its expected share, i.e.
   ``min_samples_per_mode = N / (5 M)``, which does not grow more lenient with ``N``.
+
+The cost is one ``N x M`` distance table, whatever the samples are.  A collapsed generator
+(every sample the same point) gets defined numbers: one mode covered, all samples high quality
+and ``mode_kl = log M`` when the point lies within ``3 std`` of a centre; no mode, no
+high-quality sample and ``mode_kl = NaN`` otherwise.  NaN or infinite samples raise
+:class:`~stiefel_gan.metrics.status.MetricUnavailable` (``reason = "nonfinite"``).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import numpy as np
 from scipy.spatial.distance import cdist
 
 from .frechet import _as_float64_array
+from .status import NONFINITE, MetricUnavailable
 
 #: Radius of the high-quality ball, in standard deviations (VEEGAN: "three standard deviations").
 HIGH_QUALITY_STDS = 3.0
@@ -55,9 +62,18 @@ def mode_metrics(samples, centers, std: float, min_samples_per_mode: int = 1) ->
             and a single mode gives the maximum ``log M``).  Empty modes contribute
             ``0 log 0 = 0`` exactly, so no smoothing is needed or applied; with no
             high-quality sample at all the histogram is undefined and ``mode_kl`` is NaN.
+
+    Raises
+    ------
+    MetricUnavailable
+        ``reason = "nonfinite"`` when a sample is NaN or infinite.
     """
     points = _as_float64_matrix(samples, "samples")
+    if not np.isfinite(points).all():
+        raise MetricUnavailable(NONFINITE, "samples contain NaN or inf")
     modes = _as_float64_matrix(centers, "centers")
+    if not np.isfinite(modes).all():
+        raise ValueError("centers contain NaN or inf: only finite values are allowed")
     if points.shape[1] != modes.shape[1]:
         raise ValueError(
             f"samples have dimension {points.shape[1]} and centers {modes.shape[1]}: they must match"
@@ -92,6 +108,4 @@ def _as_float64_matrix(values, name: str) -> np.ndarray:
     array = _as_float64_array(values)
     if array.ndim != 2 or array.shape[0] < 1:
         raise ValueError(f"{name} has shape {array.shape}: expected (count, D) with count >= 1")
-    if not np.isfinite(array).all():
-        raise ValueError(f"{name} contains NaN or inf: only finite values are allowed")
     return array

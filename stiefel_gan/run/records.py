@@ -1,4 +1,5 @@
-"""The run's local records: ``metrics.jsonl`` and ``series.jsonl``, written and read back.
+"""The run's local records: ``metrics.jsonl``, ``series.jsonl`` and ``metric_status.jsonl``, written and
+read back.
 
 JSON has no non-finite numbers, so ``nan``, ``inf`` and ``-inf`` are written as the *strings* ``"nan"``,
 ``"inf"`` and ``"-inf"`` (lossless, unlike ``null``, which would merge a diverged ``inf`` loss with a
@@ -16,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from ..config.paths import METRICS_FILE, SERIES_FILE
+from ..config.paths import METRIC_STATUS_FILE, METRICS_FILE, SERIES_FILE
 
 #: How non-finite floats are spelled in the JSONL files (JSON itself has no NaN or infinity).
 _NONFINITE_TO_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
@@ -91,6 +92,13 @@ def read_series(run_dir: Path) -> list[dict]:
         }
         for row in _complete_lines(path)
     ]
+
+
+def read_metric_status(run_dir: Path) -> list[dict]:
+    """The rows of ``run_dir/metric_status.jsonl``: ``{"step": int, "quality/<metric>_status": reason}``
+    for each evaluation that left a metric NaN; ``[]`` when none did (the file is then absent)."""
+    path = Path(run_dir) / METRIC_STATUS_FILE
+    return list(_complete_lines(path)) if path.is_file() else []
 
 
 def truncate_jsonl(path: Path, last_step: int) -> None:

@@ -54,8 +54,6 @@ from .signals import RunInterrupted, StopRequest
 from .tracker import Tracker
 
 FIXED_Z_SEED_OFFSET = 1_000_003  # the sample-grid latents get their own stream, apart from training's
-
-
 DIAGNOSTIC_SEED_OFFSET = 3_000_017  # the real batch the spectral diagnostics see
 
 
@@ -219,7 +217,14 @@ def execute(prepared: PreparedRun) -> Path:
         tracker.log_images(step, {"samples": path})
 
     def evaluate(step: int, finished: bool) -> None:
-        tracker.log(step, prepared.quality(generator, final=finished))
+        evaluation = prepared.quality(generator, final=finished)
+        tracker.log(step, evaluation.scores)
+        if evaluation.unavailable:
+            tracker.log_statuses(step, {f"{key}_status": error.reason for key, error in evaluation.unavailable.items()})
+            for error in dict.fromkeys(evaluation.unavailable.values()):  # one line per computation, in order
+                keys = [key for key, e in evaluation.unavailable.items() if e is error]
+                print(f"stiefel-gan: step {step}: {', '.join(keys)} unavailable, logged as NaN: {error}",
+                      file=sys.stderr)
         if finished and paths.geometry_plot.is_file():
             tracker.log_images(step, {"geometry_rlt": paths.geometry_plot})
 

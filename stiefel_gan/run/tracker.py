@@ -62,7 +62,7 @@ from wandb.sdk import wandb_setup
 from wandb.sdk.lib import wbauth
 
 from ..config.checks import WANDB_ENV_MODES, check_wandb_environment
-from ..config.paths import METRICS_FILE, SERIES_FILE
+from ..config.paths import METRIC_STATUS_FILE, METRICS_FILE, SERIES_FILE
 from ..config.schema import WANDB_MODES
 from .records import encode_float, truncate_jsonl, write_line
 
@@ -237,13 +237,15 @@ class Tracker:
         self.run_dir.mkdir(parents=True, exist_ok=True)
 
         metrics_path, series_path = self.run_dir / METRICS_FILE, self.run_dir / SERIES_FILE
+        self._metric_status_path = self.run_dir / METRIC_STATUS_FILE  # written on the first status only
         if resume_step is None:
             self._last_step = -1
             file_mode = "w"
+            self._metric_status_path.unlink(missing_ok=True)
         else:
             self._last_step = resume_step
-            truncate_jsonl(metrics_path, resume_step)
-            truncate_jsonl(series_path, resume_step)
+            for path in (metrics_path, series_path, self._metric_status_path):
+                truncate_jsonl(path, resume_step)
             file_mode = "a"
         self._resume_step = resume_step
         self._metrics = open(metrics_path, file_mode, encoding="utf-8")
@@ -307,6 +309,21 @@ class Tracker:
         write_line(self._metrics, {"step": int(step), **{k: encode_float(v) for k, v in values.items()}})
         if self._run is not None:
             self._run.log({STEP_METRIC: int(step), **values}, step=int(step))
+        self._last_step = int(step)
+
+    def log_statuses(self, step: int, statuses: dict[str, str]) -> None:
+        """Why metrics logged at ``step`` are NaN: ``{"quality/<metric>_status": reason}``, appended to
+        ``metric_status.jsonl`` and set in the W&B summary (a status is text: no history chart holds it)."""
+        self._check_open_and_step(step)
+        if not isinstance(statuses, Mapping) or not statuses:
+            raise ValueError(f"statuses={statuses!r} is not allowed: use a non-empty dict name -> reason")
+        for key, reason in statuses.items():
+            _check_name("status name", key)
+            _check_name(f"statuses[{key!r}]", reason)
+        with open(self._metric_status_path, "a", encoding="utf-8") as handle:
+            write_line(handle, {"step": int(step), **statuses})
+        if self._run is not None:
+            self._run.summary.update(dict(statuses))
         self._last_step = int(step)
 
     def log_images(self, step: int, images: dict[str, Path | np.ndarray | torch.Tensor]) -> None:
