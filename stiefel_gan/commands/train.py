@@ -41,7 +41,7 @@ def _claim_owner() -> str | None:
 
 def task(composed: DictConfig) -> float | None:
     """One job: check, claim the run directory Hydra named, train; returns the objective."""
-    from ..gan.train import TrainingDiverged
+    from ..gan.train import CheckpointWriteFailed, TrainingDiverged
     from ..run.runner import execute, objective, prepare
     from ..run.signals import RunInterrupted
 
@@ -57,6 +57,9 @@ def task(composed: DictConfig) -> float | None:
         run_dir = execute(prepared)
     except TrainingDiverged as error:
         print(f"stiefel-gan: training diverged: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except CheckpointWriteFailed as error:
+        print(f"stiefel-gan: checkpoint not written: {error}", file=sys.stderr)
         raise SystemExit(1) from None
     except RunInterrupted as error:
         print(f"stiefel-gan: {error}", file=sys.stderr)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -204,15 +205,55 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def read_checkpoint(path: Path) -> dict:
+def _load_checkpoint(path: Path) -> tuple[dict | None, str | None]:
+    """``(checkpoint, None)``, or ``(None, why it cannot be used)`` for a missing, damaged or foreign file."""
+    if not path.is_file():
+        return None, "missing"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as error:  # torch raises several types for a damaged zip / pickle
-        _fail(f"checkpoint {path} is corrupt or unreadable ({type(error).__name__}): delete the run directory "
-              "or start a new run without resume=")
+        return None, f"unreadable: {type(error).__name__}"
     if not isinstance(checkpoint, dict) or "config" not in checkpoint or "step" not in checkpoint:
-        _fail(f"checkpoint {path} is not a stiefel_gan checkpoint: start a new run without resume=")
-    return checkpoint
+        return None, "not a stiefel_gan checkpoint"
+    return checkpoint, None
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The newest usable checkpoint of a run directory: ``path`` and what it holds; ``skipped`` is the
+    newer ``last.pt`` that could not be used, with why (``None`` when ``last.pt`` itself is used)."""
+
+    path: Path
+    checkpoint: dict
+    skipped: tuple[Path, str] | None = None
+
+    @property
+    def fallback_note(self) -> str | None:
+        """The one line a run prints when it falls back to the previous checkpoint."""
+        if self.skipped is None:
+            return None
+        path, why = self.skipped
+        return f"{path} is {why}; resuming from {self.path} (step {self.checkpoint['step']})"
+
+
+def resume_point(run_dir: Path) -> ResumePoint | None:
+    """``last.pt``, or ``previous.pt`` when ``last.pt`` is missing, unreadable or not a checkpoint
+    (a write cut short, a damaged disk); ``None`` when the run directory holds neither file.
+
+    Raises :class:`UsageError` when checkpoint files exist and none can be used; the message names each
+    file and never suggests deleting one.
+    """
+    paths = RunDir(run_dir)
+    if not paths.has_checkpoint():
+        return None
+    checkpoint, why_not_last = _load_checkpoint(paths.checkpoint)
+    if checkpoint is not None:
+        return ResumePoint(paths.checkpoint, checkpoint)
+    previous, why_not_previous = _load_checkpoint(paths.previous_checkpoint)
+    if previous is not None:
+        return ResumePoint(paths.previous_checkpoint, previous, skipped=(paths.checkpoint, why_not_last))
+    _fail(f"no usable checkpoint in {run_dir}: {paths.checkpoint} is {why_not_last}, {paths.previous_checkpoint} is "
+          f"{why_not_previous}; start a fresh run beside it without resume= (it gets a directory of its own)")
 
 
 def config_mismatch(checkpoint: dict, cfg: Config) -> str | None:
@@ -224,19 +265,20 @@ def config_mismatch(checkpoint: dict, cfg: Config) -> str | None:
     return None
 
 
-def checkpoint_to_resume(run_dir: Path, cfg: Config) -> dict:
-    path = RunDir(run_dir).checkpoint
-    if not path.is_file():
-        _fail(f"resume={run_dir} is not allowed: it holds no checkpoint ({path} is missing)")
-    checkpoint = read_checkpoint(path)
-    mismatch = config_mismatch(checkpoint, cfg)
+def checkpoint_to_resume(run_dir: Path, cfg: Config) -> ResumePoint:
+    """The checkpoint ``resume=<run_dir>`` continues (:func:`resume_point`): of this very config, with
+    steps left."""
+    point = resume_point(run_dir)
+    if point is None:
+        _fail(f"resume={run_dir} is not allowed: it holds no checkpoint ({RunDir(run_dir).checkpoint} is missing)")
+    mismatch = config_mismatch(point.checkpoint, cfg)
     if mismatch is not None:
-        _fail(f"checkpoint {path} was written with {mismatch}: "
+        _fail(f"checkpoint {point.path} was written with {mismatch}: "
               f"resume with the run's own config (only {', '.join(RESUMABLE_KEYS[1:])} may change)")
-    if checkpoint["step"] >= cfg.train.steps:
-        _fail(f"resume={run_dir}: the run already did {checkpoint['step']} of train.steps={cfg.train.steps}; "
+    if point.checkpoint["step"] >= cfg.train.steps:
+        _fail(f"resume={run_dir}: the run already did {point.checkpoint['step']} of train.steps={cfg.train.steps}; "
               "pass a larger train.steps to continue it")
-    return checkpoint
+    return point
 
 
 def check_wandb_environment(mode: str) -> None:

@@ -12,6 +12,8 @@
       spectra/step_*.json    every D layer's spectra, norms and lambda per diagnostics step
       geometry_rlt.png       mean relative-living-time curves of the final Geometry Score
       checkpoints/last.pt    G, D, both optimizers, latent RNG, step, W&B id (atomic writes)
+      checkpoints/previous.pt  the checkpoint before it, which a resume falls back to
+      checkpoints/last.unreadable.pt  a last.pt that could not be read, set aside by that fallback
       wandb/                 the W&B run
 
 Every module that writes or reads a run goes through :class:`RunDir`, so a file name is spelled once.
@@ -41,6 +43,12 @@ METRIC_STATUS_FILE = "metric_status.jsonl"
 
 
 CHECKPOINT_FILE = "last.pt"
+
+
+PREVIOUS_CHECKPOINT_FILE = "previous.pt"
+
+
+UNREADABLE_CHECKPOINT_FILE = "last.unreadable.pt"
 
 
 GEOMETRY_PLOT = "geometry_rlt.png"
@@ -83,6 +91,17 @@ class RunDir:
     @property
     def checkpoint(self) -> Path:
         return self.path / "checkpoints" / CHECKPOINT_FILE
+
+    @property
+    def previous_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / PREVIOUS_CHECKPOINT_FILE
+
+    @property
+    def unreadable_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / UNREADABLE_CHECKPOINT_FILE
+
+    def has_checkpoint(self) -> bool:
+        return self.checkpoint.is_file() or self.previous_checkpoint.is_file()
 
     @property
     def samples_dir(self) -> Path:

@@ -23,13 +23,15 @@ from .builder import GAN
 from .losses import discriminator_loss, generator_loss
 
 
-
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
+class CheckpointWriteFailed(RuntimeError):
+    """Writing a checkpoint failed (a full disk, an I/O error); the checkpoints before it are intact."""
+
+
 #: ``train.precision`` -> the autocast dtype of G's and D's forward passes (fp32: no autocast).
-#: the dtype autocast runs the forward passes in, per ``train.precision`` (None: no autocast)
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -176,13 +178,45 @@ def decay_learning_rates(optimizers: tuple[torch.optim.Optimizer, ...], decay: s
             group["lr"] = group["initial_lr"] * factor
 
 
-def save_checkpoint(path: Path, payload: dict) -> None:
-    """Write atomically: a temp file in the same directory, then ``os.replace`` (a crash mid-write
-    leaves the previous checkpoint intact)."""
+def save_checkpoint(path: Path, payload: dict, previous: Path | None = None) -> None:
+    """Write ``payload`` to ``path`` atomically, keeping the checkpoint it replaces as ``previous``.
+
+    The new checkpoint goes to a temp file in the same directory, flushed to disk; only then is
+    ``path`` renamed to ``previous`` and the temp file to ``path`` (``os.replace``, atomic on POSIX).
+    So a crash or a full disk at any point leaves the last complete checkpoint readable as ``path``
+    or, between the two renames, as ``previous``. A write that fails removes its temp file and raises
+    :class:`CheckpointWriteFailed` naming the path and the error.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    try:
+        # through a Python file, so that a failed write raises the OSError with its errno (torch's own
+        # writer, given a path, reports a full disk as a RuntimeError without one)
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if previous is not None and path.exists():
+            os.replace(path, previous)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as error:
+        failed_io = _os_error_behind(error)
+        if failed_io is None:
+            raise
+        kept = [str(p) for p in (path, previous) if p is not None and p.exists()]
+        kept_text = f"{' and '.join(kept)} kept as they were" if kept else "no checkpoint was written yet"
+        raise CheckpointWriteFailed(f"writing {path} failed ({failed_io.strerror or failed_io}); {kept_text}") from None
+    finally:
+        tmp.unlink(missing_ok=True)  # a failed write leaves no partial file (after a success it is gone)
+
+
+def _os_error_behind(error: BaseException) -> OSError | None:
+    """``error`` itself if it is an OSError, else the OSError it was raised while handling, if any: a
+    write torch's zip writer could not finish fails again when the writer closes, with a RuntimeError
+    whose context is the original OSError."""
+    while error is not None and not isinstance(error, OSError):
+        error = error.__cause__ or error.__context__
+    return error
 
 
 def _check_finite(name: str, value: Tensor, step: int, checkpoint: Path, last_good: int | None) -> None:
@@ -196,7 +230,7 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
           checkpoint_path: Path, payload: Callable[[TrainingState], dict],
           log: Callable[[int, dict], None], periodic: list[Periodic] = (),
           progress: bool = True, last_good: int | None = None,
-          should_stop: Callable[[], bool] | None = None) -> TrainingState:
+          should_stop: Callable[[], bool] | None = None, previous_checkpoint: Path | None = None) -> TrainingState:
     """Run from ``state.step`` to ``settings.steps`` generator updates (:func:`discriminator_step`
     ``n_dis`` times, each on a fresh real and fake batch, then :func:`generator_step`).
 
@@ -204,8 +238,10 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
     ``periodic`` actions run (samples, evaluation, spectral diagnostics), then the checkpoint is written,
     so a checkpoint always follows everything logged for its step.
 
-    ``should_stop`` is asked after each update (a SIGTERM / SIGINT flag): when it says yes, the
-    checkpoint is written and the loop returns early, with ``state.step < settings.steps``.
+    ``should_stop`` is asked after each update and after each checkpoint write (a SIGTERM / SIGINT
+    flag): when it says yes, the step's checkpoint is written (or finished) and the loop returns early,
+    with ``state.step < settings.steps``. Each checkpoint write keeps the one before as
+    ``previous_checkpoint`` (:func:`save_checkpoint`).
     With ``progress``, a terminal gets a progress bar and anything else (a file, a Slurm log) one line
     per ``log_every`` steps, since a bar's carriage returns would fill a log with partial lines.
     """
@@ -250,8 +286,9 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
                 hook.action(state.step, finished)
         stop = should_stop is not None and should_stop()
         if state.step % settings.checkpoint_every == 0 or finished or stop:
-            save_checkpoint(checkpoint_path, payload(state))
+            save_checkpoint(checkpoint_path, payload(state), previous_checkpoint)
             last_good = state.step
+            stop = should_stop is not None and should_stop()  # a signal during the write: it is complete now
         if stop:
             break
     bar.close()

@@ -9,17 +9,25 @@ Two phases, so that bad input never leaves anything behind:
 
 SIGTERM and SIGINT (what Slurm sends before preemption, and Ctrl-C) end the current step, write the
 checkpoint and raise :class:`RunInterrupted`; the same command with ``resume=auto`` continues it.
-Under submitit, its requeue signal does the same and is then handed to submitit, which requeues the job.
+During an evaluation, the diagnostics or a sample grid they stop the run at once and nothing new is
+saved: the last checkpoint stands and the resumed run redoes what came after it (Note [Stopping an
+evaluation] in :mod:`stiefel_gan.run.signals`). Under submitit, its requeue signal does the same and is
+then handed to submitit, which requeues the job.
+
+Each checkpoint write keeps the one before (``checkpoints/previous.pt``); a resume whose ``last.pt`` is
+unreadable falls back to it, says so in one line, and sets the unreadable file aside.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
@@ -27,13 +35,14 @@ from torchvision.utils import save_image
 
 from .._modules import eval_mode
 from ..config.checks import (
+    ResumePoint,
     _fail,
     check_config,
     check_device_options,
     checkpoint_to_resume,
     config_mismatch,
-    read_checkpoint,
     resolve_device,
+    resume_point,
 )
 from ..config.naming import run_tags, wandb_group
 from ..config.paths import RunDir, run_base
@@ -50,14 +59,14 @@ from ..measure.quality import SampleQuality
 from ..measure.table import METRIC_GOALS, OBJECTIVES
 from .records import read_metrics
 from .rundir import candidates, claim_owner, claim_run_dir, new_owner
-from .signals import RunInterrupted, StopRequest
+from .signals import RunInterrupted, StopNow, StopRequest
 from .tracker import Tracker
 
 FIXED_Z_SEED_OFFSET = 1_000_003  # the sample-grid latents get their own stream, apart from training's
 DIAGNOSTIC_SEED_OFFSET = 3_000_017  # the real batch the spectral diagnostics see
 
 
-def _own_run(cfg: Config, base: Path, owner: str) -> tuple[Path | None, dict | None]:
+def _own_run(cfg: Config, base: Path, owner: str) -> tuple[Path | None, ResumePoint | None]:
     """The run directory this command continues, with its checkpoint, or ``(None, None)`` for a new run.
 
     A directory continues when ``owner`` claimed it (a requeued Slurm job: the same job id), or, with
@@ -67,12 +76,11 @@ def _own_run(cfg: Config, base: Path, owner: str) -> tuple[Path | None, dict | N
         if not candidate.is_dir():
             return None, None
         mine = claim_owner(candidate) == owner
-        path = RunDir(candidate).checkpoint
-        if (mine or cfg.resume == "auto") and path.is_file():
-            checkpoint = read_checkpoint(path)
-            mismatch = config_mismatch(checkpoint, cfg)
+        if (mine or cfg.resume == "auto") and RunDir(candidate).has_checkpoint():
+            point = resume_point(candidate)
+            mismatch = config_mismatch(point.checkpoint, cfg)
             if mismatch is None:
-                return candidate, checkpoint
+                return candidate, point
             if mine:
                 _fail(f"{candidate} was claimed by this job with another config ({mismatch}): "
                       "start a new run without resume=")
@@ -90,11 +98,15 @@ class PreparedRun:
     device: torch.device
     state: TrainingState
     batches: object
-    checkpoint: dict | None
+    resumed: ResumePoint | None  # the checkpoint this run continues from
     quality: SampleQuality
     diagnostics: DiscriminatorDiagnostics
     diagnostic_batch: torch.Tensor  # a fixed real batch and fixed latents, the same at every diagnostics step
     diagnostic_z: torch.Tensor
+
+    @property
+    def checkpoint(self) -> dict | None:
+        return self.resumed.checkpoint if self.resumed is not None else None
 
     @property
     def finished(self) -> bool:
@@ -120,9 +132,10 @@ def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> 
         run_dir = Path(cfg.resume)
         if not run_dir.is_dir():
             _fail(f"resume={cfg.resume} is not allowed: no such run directory (use a run directory or auto)")
-        checkpoint = checkpoint_to_resume(run_dir, cfg)
+        resumed = checkpoint_to_resume(run_dir, cfg)
     else:
-        run_dir, checkpoint = _own_run(cfg, base, owner)
+        run_dir, resumed = _own_run(cfg, base, owner)
+    checkpoint = resumed.checkpoint if resumed is not None else None
     shape = data_shape(cfg.data.name, cfg.data.image_size)
     dataset = build_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size,
                             download=cfg.data.download, seed=cfg.train.seed, n_samples=cfg.data.n_samples)
@@ -156,7 +169,9 @@ def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> 
     diagnostic_seed = cfg.train.seed + DIAGNOSTIC_SEED_OFFSET
     diagnostic_batch = next(infinite_batches(dataset, cfg.train.batch_size, seed=diagnostic_seed, device=device))
     diagnostic_z = gan.generator.sample_z(cfg.train.batch_size, torch.Generator().manual_seed(diagnostic_seed), device)
-    return PreparedRun(cfg, base, run_dir, owner, device, state, batches, checkpoint, quality, diagnostics,
+    if resumed is not None and resumed.fallback_note is not None:
+        print(f"stiefel-gan: {resumed.fallback_note}", file=sys.stderr)
+    return PreparedRun(cfg, base, run_dir, owner, device, state, batches, resumed, quality, diagnostics,
                        diagnostic_batch, diagnostic_z)
 
 
@@ -186,7 +201,8 @@ def execute(prepared: PreparedRun) -> Path:
     """Claim the run directory and train; returns the run directory.
 
     A run continued by ``resume=auto`` (or a requeued job) that had already finished is returned as
-    it is. Raises :class:`RunInterrupted` when SIGTERM / SIGINT stopped it (checkpoint written).
+    it is. Raises :class:`RunInterrupted` when SIGTERM / SIGINT stopped it: between steps after writing
+    the step's checkpoint, during an evaluation at once with the last checkpoint as it was.
     """
     cfg, state = prepared.cfg, prepared.state
     if prepared.finished:
@@ -195,6 +211,10 @@ def execute(prepared: PreparedRun) -> Path:
         return prepared.run_dir
     run_dir = _claim(prepared)
     paths = RunDir(run_dir)
+    skipped = prepared.resumed.skipped if prepared.resumed is not None else None
+    if skipped is not None and skipped[0].is_file():
+        # set aside, not deleted: the next write would otherwise rotate it into previous.pt
+        os.replace(skipped[0], paths.unreadable_checkpoint)
     prepared.quality.run_dir = run_dir
     OmegaConf.save(OmegaConf.structured(cfg), paths.config)
     checkpoint = prepared.checkpoint or {}
@@ -204,7 +224,10 @@ def execute(prepared: PreparedRun) -> Path:
                       resume_step=checkpoint.get("step"), metric_goals=METRIC_GOALS)
     saved_config = config_dict(cfg)
 
+    last_checkpoint = {"step": checkpoint.get("step")}  # the step of the newest checkpoint on disk
+
     def payload(current: TrainingState) -> dict:
+        last_checkpoint["step"] = current.step
         return {**current.state_dict(), "config": saved_config, "wandb_run_id": tracker.run_id}
 
     generator = state.gan.generator
@@ -241,22 +264,44 @@ def execute(prepared: PreparedRun) -> Path:
     settings = LoopSettings(steps=cfg.train.steps, batch_size=cfg.train.batch_size, n_dis=cfg.optim.n_dis,
                             loss=cfg.loss.name, log_every=cfg.train.log_every,
                             checkpoint_every=cfg.train.checkpoint_every, lr_decay=cfg.optim.lr_decay)
-    periodic = [Periodic(cfg.train.sample_every, save_samples), Periodic(cfg.metrics.every or cfg.train.steps, evaluate),
-                Periodic(cfg.metrics.diagnostics_every, diagnose)]
     stop = StopRequest()
-    with stop, tracker:
-        train(state, prepared.batches, settings, prepared.device, paths.checkpoint,
-              payload, tracker.log, periodic, progress=cfg.train.progress,
-              last_good=checkpoint.get("step"), should_stop=stop.requested)
-        if cfg.wandb.log_checkpoints:
-            # the loop wrote the checkpoint of its last step, finished or stopped
-            tracker.log_checkpoint(state.step, paths.checkpoint)
-    if stop.signum is not None:
-        stop.forward()  # submitit: requeue this job (it exits); otherwise nothing
-        raise RunInterrupted(f"{signal.Signals(stop.signum).name} stopped the run at step {state.step} of "
-                             f"{cfg.train.steps}; checkpoint in {paths.checkpoint}; continue it with the same "
-                             f"command and resume=auto, or resume={run_dir}", stop.signum)
-    return run_dir
+
+    def interruptible(phase: str, action: Callable[[int, bool], None]) -> Callable[[int, bool], None]:
+        def run_phase(step: int, finished: bool) -> None:
+            with stop.interruptible(f"final {phase}" if finished else phase):
+                action(step, finished)
+        return run_phase
+
+    periodic = [Periodic(cfg.train.sample_every, interruptible("sample grid", save_samples)),
+                Periodic(cfg.metrics.every or cfg.train.steps, interruptible("evaluation", evaluate)),
+                Periodic(cfg.metrics.diagnostics_every, interruptible("diagnostics", diagnose))]
+    cut_short = None
+    with stop:
+        try:
+            with tracker:
+                train(state, prepared.batches, settings, prepared.device, paths.checkpoint,
+                      payload, tracker.log, periodic, progress=cfg.train.progress,
+                      last_good=checkpoint.get("step"), should_stop=stop.requested,
+                      previous_checkpoint=paths.previous_checkpoint)
+                if cfg.wandb.log_checkpoints:
+                    with stop.interruptible("checkpoint upload"):
+                        # the loop wrote the checkpoint of its last step, finished or stopped
+                        tracker.log_checkpoint(state.step, paths.checkpoint)
+        except StopNow as stopped:
+            cut_short = stopped
+    if stop.signum is None:
+        return run_dir
+    stop.forward()  # submitit: requeue this job (it exits); otherwise nothing
+    name = signal.Signals(stop.signum).name
+    how = f"continue it with the same command and resume=auto, or resume={run_dir}"
+    if cut_short is None:
+        raise RunInterrupted(f"{name} stopped the run at step {state.step} of {cfg.train.steps}; checkpoint in "
+                             f"{paths.checkpoint}; {how}", stop.signum)
+    kept = f"its last checkpoint, {paths.checkpoint}, is of step {last_checkpoint['step']}" \
+        if last_checkpoint["step"] is not None else "no checkpoint was written yet"
+    raise RunInterrupted(f"{name} stopped the run during its {cut_short.phase} at step {state.step} of "
+                         f"{cfg.train.steps}, which saved nothing; {kept}; {how} (what came after that checkpoint "
+                         "is redone)", stop.signum)
 
 
 def objective(run_dir: Path, cfg: Config) -> float | None:

@@ -1,10 +1,13 @@
 """Stopping a run on a signal: SIGTERM / SIGINT (Slurm before preemption, ``timeout``, Ctrl-C) become a
-request the training loop honours between steps, and :class:`RunInterrupted` carries the exit status.
+request the training loop honours between steps or an exception that ends an evaluation at once, and
+:class:`RunInterrupted` carries the exit status.
 """
 
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
+from typing import Iterator
 
 
 class RunInterrupted(RuntimeError):
@@ -18,15 +21,38 @@ class RunInterrupted(RuntimeError):
         return type(self), (self.args[0], self.exit_status - 128)
 
 
+class StopNow(BaseException):
+    """Raised by the signal handler inside an :meth:`StopRequest.interruptible` phase.
+
+    A ``BaseException``, like ``KeyboardInterrupt``: library code that catches ``Exception`` (a metric
+    that falls back when its network is offline) must not swallow a stop."""
+
+    def __init__(self, signum: int, phase: str):
+        super().__init__(signum, phase)
+        self.signum, self.phase = signum, phase
+
+
 class StopRequest:
     """Turns SIGTERM / SIGINT (and SIGUSR1 / SIGUSR2 where a scheduler such as submitit handles them)
-    into a flag the training loop polls after each step.
+    into a flag the training loop polls after each step, or into :class:`StopNow` during a phase that
+    may be cut short (:meth:`interruptible`).
 
     Note [Stopping between steps]: a signal arriving mid-step must not leave half-updated optimizer
-    state in a checkpoint, and Python runs a handler between bytecodes, so the handler only records
-    the signal; the loop finishes its step, writes the checkpoint and returns. A second signal while
-    the first is pending goes to the previous handler at once, so a second Ctrl-C still stops a hung
-    run. Handlers can only be installed from the main thread; elsewhere nothing is installed.
+    state in a checkpoint, nor a half-written checkpoint, and Python runs a handler between bytecodes,
+    so during a step or a checkpoint write the handler only records the signal; the loop finishes the
+    step (or the write), writes the checkpoint and returns.
+
+    Note [Stopping an evaluation]: an evaluation, the diagnostics or a sample grid may take minutes,
+    and nothing they compute can be checkpointed halfway, so there the handler raises
+    :class:`StopNow` at once: the run ends with its last checkpoint as it was, and a resume redoes the
+    steps after it, the evaluation included. A signal still pending when such a phase begins stops the
+    run before the phase. A long call into C (gudhi, LAPACK) returns before Python runs the handler:
+    each such call is bounded (the metrics' cost bounds) to keep a stop within seconds.
+
+    A second signal while the first is pending ends the process at once: SIGTERM and SIGINT by their
+    default action (exit status 128 + signal, even inside a long C call), a scheduler's signal through
+    its previous handler. Handlers can only be installed from the main thread; elsewhere nothing is
+    installed.
 
     Note [Chaining to submitit]: under submitit, Slurm's warning signal before a timeout or a
     preemption (SIGUSR2 by default) belongs to submitit, whose handler requeues the job and exits.
@@ -39,22 +65,42 @@ class StopRequest:
 
     def __init__(self):
         self.signum: int | None = None
+        self.phase: str | None = None  # the interruptible phase the signal cut short, if any
+        self._interruptible: str | None = None  # the phase running now, when it may be cut short
         self._previous: dict = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # a second signal: the previous handler takes it now
-            signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+        if self.signum is not None:  # a second signal: end the process now
+            previous = signal.SIG_DFL if signum in self.SIGNALS else self._previous.get(signum, signal.SIG_DFL)
+            signal.signal(signum, previous)
             signal.raise_signal(signum)
             return
         self.signum = signum
+        if self._interruptible is not None:
+            self.phase = self._interruptible
+            raise StopNow(signum, self.phase)
 
     def requested(self) -> bool:
         return self.signum is not None
 
+    @contextmanager
+    def interruptible(self, phase: str) -> Iterator[None]:
+        """A phase a signal ends at once with :class:`StopNow` (Note [Stopping an evaluation]);
+        ``phase`` names it in the message (``"final evaluation"``)."""
+        if self.signum is not None:
+            self.phase = phase
+            raise StopNow(self.signum, phase)
+        self._interruptible = phase
+        try:
+            yield
+        finally:
+            self._interruptible = None
+
     def forward(self) -> None:
         """Call the previous Python handler of the signal that stopped the run (submitit's requeue)."""
         handler = self._previous.get(self.signum)
-        if callable(handler):
+        # Python's own SIGINT handler only raises KeyboardInterrupt, which the stop has already replaced
+        if callable(handler) and handler is not signal.default_int_handler:
             handler(self.signum, None)
 
     def __enter__(self) -> "StopRequest":
