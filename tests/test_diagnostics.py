@@ -208,7 +208,7 @@ def test_conv_norms_match_explicit_operator_matrices(stiefel, seed):
     assert diagnose.input_sizes == {"conv1": (10, 12), "conv2": (5, 6)}
     result = diagnose(*batches((2, 10, 12), 3, 3, seed, torch.float64))
     scalars = result.scalars
-    upper_bound = 1.0
+    upper_bound = reshaped_product = 1.0
     for name, size in diagnose.input_sizes.items():
         plain = plain_copy(model).get_submodule(name)
         operator = conv_dense_top(plain, size)
@@ -227,8 +227,11 @@ def test_conv_norms_match_explicit_operator_matrices(stiefel, seed):
         assert scalars[f"norm_ratio/{name}"] == pytest.approx(operator / reshaped, rel=1e-3)
         assert result.spectra["layers"][name]["input_size"] == list(size)
         upper_bound *= operator
+        reshaped_product *= reshaped
     upper_bound *= torch.linalg.vector_norm(model.fc.weight).item()
+    reshaped_product *= torch.linalg.vector_norm(model.fc.weight).item()
     assert scalars["lipschitz/upper_bound"] == pytest.approx(upper_bound, rel=2e-3)
+    assert scalars["lipschitz/reshaped_product"] == pytest.approx(reshaped_product, rel=1e-10)
     if stiefel:  # the reshaped spectrum is exactly the curve, the operator's is not
         assert scalars["reshape_norm/conv1"] == pytest.approx(1.0, abs=1e-12)
         assert abs(scalars["operator_norm/conv1"] - 1.0) > 1e-3

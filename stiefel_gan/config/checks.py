@@ -14,6 +14,7 @@ first one trains; the run is then built once, in the process that trains it
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from dataclasses import dataclass
@@ -119,6 +120,10 @@ def _check_model(cfg: Config) -> None:
 
 def _check_metrics(cfg: Config) -> None:
     m = cfg.metrics
+    outside = [step for step in m.at_steps if not 1 <= step <= cfg.train.steps]
+    if outside:
+        _fail(f"metrics.at_steps has {outside[0]}, which is not allowed: use generator steps in "
+              f"[1, train.steps={cfg.train.steps}]")
     if cfg.data.name in ("cifar10", "stl10") and m.protocol not in PROTOCOLS:
         _fail(f"metrics.protocol={m.protocol!r} is not allowed: use one of {', '.join(PROTOCOLS)}")
     if m.inception_weights is not None and not Path(m.inception_weights).is_file():
@@ -133,10 +138,10 @@ def _check_metrics(cfg: Config) -> None:
 def _check_disc(disc: DiscConfig) -> None:
     """The disc keys that contradict each other (Note [one scale per spectrum])."""
     positive = {"disc.clip_value": disc.clip_value, "disc.penalty_weight": disc.penalty_weight,
-                "disc.sigma": disc.sigma, "disc.tau": disc.tau}
+                "disc.sigma": disc.sigma, "disc.tau": disc.tau, "disc.gain": disc.gain}
     for key, value in positive.items():
-        if not value > 0:
-            _fail(f"{key}={value} is not allowed: use a number > 0")
+        if not (value > 0 and math.isfinite(value)):
+            _fail(f"{key}={value} is not allowed: use a finite number > 0")
     if not 0 < disc.eps < 1:
         _fail(f"disc.eps={disc.eps} is not allowed: the smallest/largest singular value ratio must lie in (0, 1)")
     if disc.max_value is not None and not disc.max_value > 0:
@@ -257,11 +262,16 @@ def resume_point(run_dir: Path) -> ResumePoint | None:
 
 
 def config_mismatch(checkpoint: dict, cfg: Config) -> str | None:
-    """The first key, other than :data:`RESUMABLE_KEYS`, where the checkpoint's config differs."""
+    """The first key, other than :data:`RESUMABLE_KEYS`, where the checkpoint's config differs.
+
+    A key the saved config lacks was added to the schema after the checkpoint was written; the run was
+    trained as that key's default, so it continues with the default."""
     saved, wanted = flatten(checkpoint["config"]), flatten(config_dict(cfg))
+    defaults = flatten(config_dict(Config()))
     for key in sorted(set(saved) | set(wanted)):
-        if key not in RESUMABLE_KEYS and saved.get(key) != wanted.get(key):
-            return f"{key}={saved.get(key)!r}, not {wanted.get(key)!r}"
+        was = saved.get(key, defaults.get(key))
+        if key not in RESUMABLE_KEYS and was != wanted.get(key):
+            return f"{key}={was!r}, not {wanted.get(key)!r}"
     return None
 
 

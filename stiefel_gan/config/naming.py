@@ -80,16 +80,19 @@ def wandb_group(cfg: Config) -> str:
     """``wandb.group``, else ``<experiment>/<variant>``: all seeds of a variant in one W&B group.
 
     Without a study ``variant`` the label is ``<disc label>-<optim>-<digest>``, where the digest is taken
-    over the whole config except :data:`NOT_VARIANT_KEYS` and :data:`RESUMABLE_KEYS`, so that two runs
-    that differ in anything but the seed (a swept ``disc.tau``, say) never share a group and never get
-    averaged together.
+    over every key that differs from the schema's default, except :data:`NOT_VARIANT_KEYS` and
+    :data:`RESUMABLE_KEYS`, so that two runs that differ in anything but the seed (a swept ``disc.tau``,
+    say) never share a group and never get averaged together, and a key added to the schema later
+    (at its default) leaves every group as it was.
     """
     if cfg.wandb.group:
         return cfg.wandb.group
     if cfg.variant:
         return f"{cfg.name}/{cfg.variant}"
     ignored = {*NOT_VARIANT_KEYS, *RESUMABLE_KEYS}
-    flat = {k: v for k, v in flatten(config_dict(cfg)).items() if k not in ignored}
+    defaults = flatten(config_dict(Config()))
+    flat = {k: v for k, v in flatten(config_dict(cfg)).items()
+            if k not in ignored and (k not in defaults or v != defaults[k])}
     digest = hashlib.sha1(json.dumps(flat, sort_keys=True, default=label).encode()).hexdigest()[:8]
     return f"{cfg.name}/{variant_label(None, cfg.disc, cfg.optim.name)}-{digest}"
 

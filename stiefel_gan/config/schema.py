@@ -129,6 +129,9 @@ class DiscConfig:
     normalize_target: Optional[float] = None  # frobenius: every layer's ||W||_F (needs max_value=null)
     retraction: str = "qr"  # qr | cayley
     factorization: Factorization = Factorization.diag
+    # every kind: a fixed factor on D's logit, the same as a hinge margin of 1 / gain. It scales D's
+    # slope without touching its layers, so variants can be compared at a matched slope
+    gain: float = 1.0
 
 
 @dataclass
@@ -187,7 +190,10 @@ class MetricsConfig:
     gs_gamma: Optional[float] = None  # default per dataset: 1/8 on the 2-D mixtures, 1/128 * N / 5000 on images
     gs_i_max: int = 100
     gs_n: int = 1000  # landmark draws
-    diagnostics_every: int = 100  # D's spectral and gradient diagnostics (0: never)
+    # sample quality also at these generator steps (with `every`, and at the end): a long run can be
+    # evaluated densely early and sparsely late
+    at_steps: List[int] = field(default_factory=list)
+    diagnostics_every: int = 100  # D's spectral and gradient diagnostics (0: never), and at step 0
     operator_norm_iters: int = 30  # power iterations per conv operator norm
 
 

@@ -58,6 +58,29 @@ def parameterize_discriminator(discriminator: nn.Module, disc: DiscConfig, input
     return discriminator  # none, ortho_reg, gp (loss terms, see GAN.penalty), wc (GAN.after_discriminator_step)
 
 
+class LogitGain:
+    """A forward hook that multiplies D's output by ``gain``: ``D_c(x) = c D(x)``.
+
+    D's Lipschitz constant and every gradient through it scale by ``c``; with the hinge loss,
+    ``max(0, 1 - c D(x)) = c max(0, 1/c - D(x))``, a margin of ``1 / c`` (up to the factor ``c`` on the
+    loss). A hook, not a wrapping module, so that D's parameters, their names and its checkpoints are
+    those of the ungained D.
+    """
+
+    def __init__(self, gain: float):
+        self.gain = float(gain)
+
+    def __call__(self, module: nn.Module, inputs, output: Tensor) -> Tensor:
+        return output * self.gain
+
+
+def apply_logit_gain(discriminator: nn.Module, gain: float) -> nn.Module:
+    """``discriminator``'s logit times ``gain`` (:class:`LogitGain`; nothing is registered for 1)."""
+    if gain != 1.0:
+        discriminator.register_forward_hook(LogitGain(gain))
+    return discriminator
+
+
 class GAN(nn.Module):
     """Generator, discriminator and what the loop needs to know about D's parameterization."""
 
@@ -115,4 +138,5 @@ def build_gan(cfg: Config, data_shape: tuple[int, ...]) -> GAN:
                                             g_width=cfg.model.g_width, d_width=cfg.model.d_width,
                                             mlp_depth=cfg.model.mlp_depth)
     parameterize_discriminator(discriminator, cfg.disc, data_shape)
+    apply_logit_gain(discriminator, cfg.disc.gain)
     return GAN(generator, discriminator, cfg.disc)

@@ -90,10 +90,17 @@ class LoopSettings:
 
 @dataclass
 class Periodic:
-    """An action run every ``every`` generator updates and after the last one (``every=0``: never)."""
+    """An action run every ``every`` generator updates, at each step in ``at``, and after the last one
+    (``every=0`` and no ``at``: never)."""
 
     every: int
     action: Callable[[int, bool], None]  # (step, finished)
+    at: frozenset[int] = frozenset()
+
+    def due(self, step: int, finished: bool) -> bool:
+        if self.every <= 0 and not self.at:
+            return False
+        return finished or step in self.at or (self.every > 0 and step % self.every == 0)
 
 
 @dataclass
@@ -282,7 +289,7 @@ def train(state: TrainingState, batches: Iterator[Tensor], settings: LoopSetting
                       file=sys.stderr, flush=True)
             window_start, window_steps = time.perf_counter(), 0
         for hook in periodic:
-            if hook.every > 0 and (state.step % hook.every == 0 or finished):
+            if hook.due(state.step, finished):
                 hook.action(state.step, finished)
         stop = should_stop is not None and should_stop()
         if state.step % settings.checkpoint_every == 0 or finished or stop:

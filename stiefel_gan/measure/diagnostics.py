@@ -32,7 +32,10 @@ Norms of each layer
     Lipschitz constant it is meant to control.
 
 Lipschitz bounds of ``x -> D(x)`` (Euclidean norms)
-    ``lipschitz/upper_bound`` :math:`= \prod_l \lVert W_l \rVert_{op}`. This bounds the Lipschitz constant
+    ``lipschitz/upper_bound`` :math:`= c \prod_l \lVert W_l \rVert_{op}`, ``c`` D's logit gain
+    (``disc.gain``, :class:`~stiefel_gan.gan.builder.LogitGain`; 1 by default), and next to it
+    ``lipschitz/reshaped_product`` :math:`= c \prod_l s_0(W_l)`, the same product of the *reshaped* norms
+    that SN and the Stiefel layers' :math:`\sigma_{max}` control. This bounds the Lipschitz constant
     only for a *chain* of layers separated by 1-Lipschitz maps (LeakyReLU, ReLU, flatten): the standard
     CNN and MLP discriminators. For the ResNet discriminator, whose residual sums, average pooling and
     global sum pooling are not such maps, it is a heuristic, not a bound.
@@ -194,6 +197,9 @@ class DiscriminatorDiagnostics:
     operator_norm_iters : int
         Power iterations per conv operator norm, ``>= 1``, all of them run (no stagnation test: the
         cost is fixed, and close top singular values stagnate long before they converge).
+    logit_gain : float
+        The factor D's forward applies to its last layer's output (``disc.gain``): it multiplies the
+        products of norms, as it multiplies D's gradients.
 
     Examples
     --------
@@ -204,7 +210,7 @@ class DiscriminatorDiagnostics:
     """
 
     def __init__(self, discriminator: nn.Module, input_shape: tuple[int, ...], loss: str,
-                 operator_norm_iters: int = 30):
+                 operator_norm_iters: int = 30, logit_gain: float = 1.0):
         if not isinstance(discriminator, nn.Module):
             raise ValueError(f"discriminator={type(discriminator).__name__} is not allowed: use an nn.Module")
         if (not isinstance(input_shape, (tuple, list, torch.Size)) or not input_shape
@@ -229,7 +235,10 @@ class DiscriminatorDiagnostics:
         self.discriminator = discriminator
         self.input_shape = tuple(int(n) for n in input_shape)
         self.loss = loss
+        if not (isinstance(logit_gain, numbers.Real) and math.isfinite(logit_gain) and logit_gain > 0):
+            raise ValueError(f"logit_gain={logit_gain!r} is not allowed: use a finite number > 0")
         self.operator_norm_iters = int(operator_norm_iters)
+        self.logit_gain = float(logit_gain)
         self.layers = layers
         self.input_sizes = record_conv_input_sizes(discriminator, convs, self.input_shape) if convs else {}
         self.grid = np.linspace(0.0, 1.0, SPECTRUM_GRID_POINTS)
@@ -255,7 +264,7 @@ class DiscriminatorDiagnostics:
     @torch.no_grad()
     def _measure_spectra(self, result: Diagnostics) -> None:
         scalars, normalized, squared, operator_spectra, lambdas = result.scalars, {}, {}, {}, {}
-        upper_bound = 1.0
+        upper_bound = reshaped_product = self.logit_gain
         for name, layer in self.layers.items():
             weight = layer.weight.detach()
             reshaped = reshape_singular_values(weight)  # descending
@@ -286,6 +295,7 @@ class DiscriminatorDiagnostics:
             scalars[f"reshape_norm/{name}"] = float(reshaped[0])
             record["operator_norm"] = scalars[f"operator_norm/{name}"] = float(operator_norm)
             upper_bound *= float(operator_norm)
+            reshaped_product *= float(reshaped[0])
             if isinstance(layer, StiefelLayer):
                 lam = layer.singular_values()
                 lambdas[name] = _on_grid(lam, self.grid)
@@ -296,6 +306,7 @@ class DiscriminatorDiagnostics:
                         scalars[f"{parameter}/{name}"] = float(layer.spectrum.curve_parameter(parameter))
             result.spectra["layers"][name] = record
         scalars["lipschitz/upper_bound"] = upper_bound
+        scalars["lipschitz/reshaped_product"] = reshaped_product
         grid = self.grid.tolist()
         result.series["spectrum/normalized"] = (grid, normalized)
         result.series["spectrum/normalized_squared"] = (grid, squared)

@@ -165,7 +165,8 @@ def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> 
     batches = infinite_batches(dataset, cfg.train.batch_size, seed=cfg.train.seed, device=device,
                                start=state.step * cfg.optim.n_dis)
     quality = SampleQuality(cfg, dataset, device, run_dir)  # run_dir is set when it is claimed
-    diagnostics = DiscriminatorDiagnostics(gan.discriminator, shape, cfg.loss.name, cfg.metrics.operator_norm_iters)
+    diagnostics = DiscriminatorDiagnostics(gan.discriminator, shape, cfg.loss.name, cfg.metrics.operator_norm_iters,
+                                           logit_gain=cfg.disc.gain)
     diagnostic_seed = cfg.train.seed + DIAGNOSTIC_SEED_OFFSET
     diagnostic_batch = next(infinite_batches(dataset, cfg.train.batch_size, seed=diagnostic_seed, device=device))
     diagnostic_z = gan.generator.sample_z(cfg.train.batch_size, torch.Generator().manual_seed(diagnostic_seed), device)
@@ -273,12 +274,16 @@ def execute(prepared: PreparedRun) -> Path:
         return run_phase
 
     periodic = [Periodic(cfg.train.sample_every, interruptible("sample grid", save_samples)),
-                Periodic(cfg.metrics.every or cfg.train.steps, interruptible("evaluation", evaluate)),
+                Periodic(cfg.metrics.every or cfg.train.steps, interruptible("evaluation", evaluate),
+                         at=frozenset(cfg.metrics.at_steps)),
                 Periodic(cfg.metrics.diagnostics_every, interruptible("diagnostics", diagnose))]
     cut_short = None
     with stop:
         try:
             with tracker:
+                if prepared.checkpoint is None and cfg.metrics.diagnostics_every > 0:
+                    # D at its initialization: the reference every trained spectrum and norm is read against
+                    periodic[-1].action(0, False)
                 train(state, prepared.batches, settings, prepared.device, paths.checkpoint,
                       payload, tracker.log, periodic, progress=cfg.train.progress,
                       last_good=checkpoint.get("step"), should_stop=stop.requested,
