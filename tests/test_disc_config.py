@@ -83,7 +83,8 @@ BAD_COMMANDS = [  # (overrides, what the one line must name)
     (["disc=stiefel_grid", "disc.max_value=0"], "disc.max_value=0.0"),
     (["disc=wc", "disc.clip_value=0"], "disc.clip_value=0.0"),
     (["disc=gp", "disc.penalty_weight=-10"], "disc.penalty_weight=-10.0"),
-    (["disc=stiefel_fixed", "disc.eps=1"], "disc.eps=1.0"),
+    (["disc=stiefel_fixed", "disc.eps=1.5"], "disc.eps=1.5"),
+    (["disc=stiefel_curve", "disc.eps=1"], "disc.eps=1.0"),  # flat: for a fixed curve only
     (["optim.second_moment=diagonal"], "optim.second_moment='diagonal'"),
     (["optim.lr_decay=cosine"], "optim.lr_decay='cosine' is not allowed: use one of constant, linear"),
     (["disc=stiefel_fixed", "optim=rsgd", "optim.second_moment=entry"], "optim.name=rsgd"),

@@ -311,7 +311,8 @@ def test_extra_repr_shows_shapes_spectrum_and_storage():
 BAD_INPUTS = [
     (lambda: FixedCurve(tau=0.0), "tau=0.0"),
     (lambda: FixedCurve(tau=-1.0), "tau=-1.0"),
-    (lambda: FixedCurve(eps=1.0), "eps=1.0"),
+    (lambda: FixedCurve(eps=1.5), "eps=1.5"),
+    (lambda: LearnableCurve(eps=1.0), "eps=1.0"),  # a fixed curve may be flat (eps = 1), a learned one not
     (lambda: LearnableCurve(eps=0.0), "eps=0.0"),
     (lambda: FixedCurve(sigma=0.0), "sigma=0.0"),
     (lambda: LearnableCurve(learn=("shape",)), "learn=('shape',)"),

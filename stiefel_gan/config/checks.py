@@ -142,8 +142,10 @@ def _check_disc(disc: DiscConfig) -> None:
     for key, value in positive.items():
         if not (value > 0 and math.isfinite(value)):
             _fail(f"{key}={value} is not allowed: use a finite number > 0")
-    if not 0 < disc.eps < 1:
-        _fail(f"disc.eps={disc.eps} is not allowed: the smallest/largest singular value ratio must lie in (0, 1)")
+    flat_allowed = disc.spectrum == "fixed"  # eps = 1: every value sigma; a learned curve needs eps < 1
+    if not (0 < disc.eps < 1 or flat_allowed and disc.eps == 1):
+        interval = "(0, 1] for disc.spectrum=fixed" if flat_allowed else f"(0, 1) for disc.spectrum={disc.spectrum}"
+        _fail(f"disc.eps={disc.eps} is not allowed: the smallest/largest singular value ratio must lie in {interval}")
     if disc.max_value is not None and not disc.max_value > 0:
         _fail(f"disc.max_value={disc.max_value} is not allowed: use a number > 0, or null to learn the top value")
     if disc.normalize != "none" and disc.kind != "stiefel":

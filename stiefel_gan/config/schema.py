@@ -50,6 +50,14 @@ class SpectrumNormalization(StrEnum):
     frobenius = "frobenius"  # lambda rescaled to ||lambda||_2 = ||W||_F = disc.normalize_target
 
 
+class OtherLayers(StrEnum):
+    """``disc.layers.others``: what the D layers that ``disc.layers`` leaves out of a Stiefel D become."""
+
+    flat = "flat"  # Stiefel too, with a flat spectrum (every singular value sigma: an orthogonal layer)
+    sn = "sn"  # spectral normalization
+    none = "none"  # unconstrained
+
+
 #: ``loss.name``: the GAN losses (stiefel_gan.gan.losses)
 LOSS_KINDS = ("hinge", "vanilla")
 #: ``optim.lr_decay``: how every group's learning rate moves over ``train.steps``
@@ -106,6 +114,18 @@ class ModelConfig:
 
 
 @dataclass
+class DiscLayersConfig:
+    """``disc.kind=stiefel``: which of D's layers take the spectrum, as glob patterns over their names
+    (``net.0``, ``fc``, ``blocks.*.conv1``: stiefelize's patterns), and what the others become. A layer
+    with k <= 2 singular values gets ratios, not a shape, from any spectrum: excluding it keeps a shape
+    study about the layers where a shape exists."""
+
+    include: List[str] = field(default_factory=list)  # empty: every Linear / Conv2d of D
+    exclude: List[str] = field(default_factory=list)
+    others: OtherLayers = OtherLayers.flat
+
+
+@dataclass
 class DiscConfig:
     """How D's layers are parameterized (every Linear / Conv2d of D, the final dense layer included)."""
 
@@ -132,6 +152,7 @@ class DiscConfig:
     # every kind: a fixed factor on D's logit, the same as a hinge margin of 1 / gain. It scales D's
     # slope without touching its layers, so variants can be compared at a matched slope
     gain: float = 1.0
+    layers: DiscLayersConfig = field(default_factory=DiscLayersConfig)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._modules import eval_mode
+from .._modules import check_patterns_match, eval_mode, layer_predicate
 from ..config.schema import Config, DiscConfig, OptimConfig
 from ..effective_weights import weighted_layers
 from ..manifold import FrobeniusNormalized, build_spectrum, make_optimizer, stiefelize
@@ -49,13 +49,53 @@ def parameterize_discriminator(discriminator: nn.Module, disc: DiscConfig, input
         return apply_normalization(discriminator, str(disc.kind), input_shape=input_shape,
                                    n_power_iterations=disc.n_power_iterations)
     if disc.kind == "stiefel":
-        return stiefelize(discriminator, spectrum_from_config(disc), factorization=str(disc.factorization),
-                          retraction=disc.retraction)
+        return _stiefelize_discriminator(discriminator, disc, input_shape)
     if disc.kind == "wn":
         return apply_weight_norm(discriminator)
     if disc.kind == "wc":
         clip_weights(discriminator, disc.clip_value)  # the constraint holds from the first step on
     return discriminator  # none, ortho_reg, gp (loss terms, see GAN.penalty), wc (GAN.after_discriminator_step)
+
+
+def _stiefelize_discriminator(discriminator: nn.Module, disc: DiscConfig, input_shape) -> nn.Module:
+    """The layers ``disc.layers`` selects take ``disc``'s spectrum; the others become ``disc.layers.others``
+    (a flat spectrum at the same ``sigma``, SN, or nothing). A pattern that matches no layer is a
+    one-line ValueError, before any layer is converted."""
+    include, exclude = list(disc.layers.include) or None, list(disc.layers.exclude) or None
+    spectrum = spectrum_from_config(disc)
+    if include is None and exclude is None:
+        return stiefelize(discriminator, spectrum, factorization=str(disc.factorization), retraction=disc.retraction)
+    names = list(weighted_layers(discriminator))
+    try:
+        check_patterns_match(names, include, exclude, what="D layer")
+    except ValueError as error:  # "exclude pattern 'x' is not allowed: ...", under its config key
+        raise ValueError(f"disc.layers.{error}") from None
+    keep = layer_predicate(include, exclude)
+    others = [name for name in names if not keep(name, discriminator.get_submodule(name))]
+    if others and disc.layers.others == "flat":
+        stiefelize(discriminator, build_spectrum("fixed", tau=1.0, eps=1.0, sigma=disc.sigma), include=others,
+                   factorization=str(disc.factorization), retraction=disc.retraction)
+    elif others and disc.layers.others == "sn":
+        apply_normalization(discriminator, "sn", input_shape=input_shape, n_power_iterations=disc.n_power_iterations,
+                            include=others)
+    chosen = [name for name in names if name not in others]
+    return stiefelize(discriminator, spectrum, include=chosen,
+                      factorization=str(disc.factorization), retraction=disc.retraction)
+
+
+def shapeless_layers(discriminator: nn.Module, disc: DiscConfig) -> dict[str, int]:
+    """The layers that take ``disc``'s spectrum and have ``k <= 2`` singular values, with their ``k``.
+
+    With one value a spectrum is its scale ``sigma`` alone, with two the ratio ``eps``: neither has a
+    shape, so a study of shapes says nothing about these layers (a k = 2 layer is, for the 2-D
+    mixtures' input layer, ten times less sensitive along one input direction at ``eps = 0.1``)."""
+    if disc.kind != "stiefel":
+        return {}
+    include, exclude = list(disc.layers.include) or None, list(disc.layers.exclude) or None
+    keep = layer_predicate(include, exclude)
+    return {name: min(layer.weight.shape[0], layer.weight[0].numel())
+            for name, layer in weighted_layers(discriminator).items()
+            if keep(name, layer) and min(layer.weight.shape[0], layer.weight[0].numel()) <= 2}
 
 
 class LogitGain:

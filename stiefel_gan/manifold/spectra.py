@@ -143,11 +143,12 @@ def _golden_section_minimum(f, low: float, high: float, xatol: float) -> float:
     return (a + b) / 2.0
 
 
-def _check_curve_parameters(tau: float, eps: float, sigma: float) -> None:
+def _check_curve_parameters(tau: float, eps: float, sigma: float, flat_allowed: bool = False) -> None:
     if not (isinstance(tau, (int, float)) and math.isfinite(tau) and tau > 0):
         raise ValueError(f"tau={tau!r} is not allowed: the curve shape must be a finite number > 0")
-    if not (isinstance(eps, (int, float)) and 0 < eps < 1):
-        raise ValueError(f"eps={eps!r} is not allowed: the smallest/largest ratio must lie in (0, 1)")
+    if not (isinstance(eps, (int, float)) and 0 < eps and (eps < 1 or flat_allowed and eps == 1)):
+        interval = "(0, 1]" if flat_allowed else "(0, 1)"
+        raise ValueError(f"eps={eps!r} is not allowed: the smallest/largest ratio must lie in {interval}")
     if not (isinstance(sigma, (int, float)) and math.isfinite(sigma) and sigma > 0):
         raise ValueError(f"sigma={sigma!r} is not allowed: the largest singular value must be a finite number > 0")
 
@@ -205,14 +206,15 @@ class FixedCurve(Spectrum):
     tau : float
         Shape, ``> 0`` (``< 1`` concave, ``1`` linear, ``> 1`` convex).
     eps : float
-        Smallest over largest singular value, in ``(0, 1)``.
+        Smallest over largest singular value, in ``(0, 1]``: ``1`` is the flat spectrum (every value
+        ``sigma``, an orthogonal layer scaled by ``sigma``, whatever ``tau``).
     sigma : float
         Largest singular value, ``> 0`` (``1`` keeps SN's per-layer Lipschitz bound).
     """
 
     def __init__(self, tau: float = 1.0, eps: float = 0.1, sigma: float = 1.0):
         super().__init__()
-        _check_curve_parameters(tau, eps, sigma)
+        _check_curve_parameters(tau, eps, sigma, flat_allowed=True)
         self.register_buffer("tau", torch.tensor(float(tau)))
         self.register_buffer("eps", torch.tensor(float(eps)))
         self.register_buffer("sigma", torch.tensor(float(sigma)))

@@ -50,7 +50,7 @@ from ..config.schema import Config, config_dict
 from ..data.batches import infinite_batches
 from ..data.datasets import build_dataset, data_shape
 from ..data.mixtures import MIXTURES
-from ..gan.builder import build_gan
+from ..gan.builder import build_gan, shapeless_layers
 from ..gan.train import LoopSettings, Periodic, Precision, TrainingState, train
 from ..manifold import load_optimizer_state
 from ..measure.diagnostics import DiscriminatorDiagnostics
@@ -141,6 +141,11 @@ def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> 
                             download=cfg.data.download, seed=cfg.train.seed, n_samples=cfg.data.n_samples)
     torch.manual_seed(cfg.train.seed)  # model initialization (and SN's initial u) follow the seed
     gan = build_gan(cfg, shape).to(device)
+    shapeless = shapeless_layers(gan.discriminator, cfg.disc)
+    if shapeless:
+        print(f"stiefel-gan: a spectrum gives no shape to D layers with k <= 2 singular values (only sigma, or "
+              f"sigma and eps): {', '.join(f'{name} (k={k})' for name, k in shapeless.items())}; "
+              "choose D's Stiefel layers with disc.layers.include / disc.layers.exclude", file=sys.stderr)
     opt_g, opt_d = gan.optimizers(cfg.optim)
     if cfg.train.compile:  # in place: the state dict keys stay those of the eager modules
         gan.generator.compile()

@@ -1,5 +1,5 @@
-"""D's logit gain (``disc.gain``), the norms and slope it scales, D at step 0, evaluation steps, and the
-long digits budget."""
+"""What keeps a shape study about shape: D's logit gain (``disc.gain``) and the norms and slope it scales,
+the choice of D's Stiefel layers (``disc.layers``), D at step 0, evaluation steps, the long digits budget."""
 
 import math
 
@@ -16,7 +16,10 @@ from stiefel_gan.data.datasets import data_shape
 from stiefel_gan.gan.builder import LogitGain, build_gan
 from stiefel_gan.measure.diagnostics import DiscriminatorDiagnostics
 from stiefel_gan.run.records import read_metrics, read_series
-from stiefel_gan.run.runner import run
+from stiefel_gan.effective_weights import weighted_layers
+from stiefel_gan.manifold import StiefelLayer
+from stiefel_gan.run.runner import prepare, run
+from stiefel_gan.spectral import reshape_singular_values
 
 TINY = ["train.steps=4", "train.batch_size=8", "train.log_every=1", "train.sample_every=1000",
         "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
@@ -122,3 +125,75 @@ def test_a_checkpoint_written_before_a_key_existed_still_resumes_and_keeps_its_g
     rebuilt = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(type(cfg)), OmegaConf.create(saved)))
     assert wandb_group(rebuilt) == wandb_group(cfg)
     assert math.isfinite(rebuilt.disc.gain)
+
+
+# ------------------------------------------------------------------------------ D's Stiefel layers
+
+MIXTURE_D = ["data=ring8", "model=mlp", "disc=stiefel_fixed", "disc.tau=0.5", "disc.eps=0.1"]
+
+
+def _discriminator(*overrides):
+    cfg = compose_config([*MIXTURE_D, *overrides])
+    torch.manual_seed(0)
+    gan = build_gan(cfg, data_shape(cfg.data.name))
+    gan.eval()
+    return {name: layer for name, layer in weighted_layers(gan.discriminator).items()}
+
+
+def _values(layer):
+    with torch.no_grad():
+        return reshape_singular_values(layer.weight)
+
+
+def test_excluded_layers_are_flat_by_default_and_the_others_take_the_curve():
+    layers = _discriminator("disc.layers.exclude=[layers.0]")
+    assert all(isinstance(layer, StiefelLayer) for layer in layers.values())
+    assert torch.allclose(_values(layers["layers.0"]), torch.ones(2), atol=1e-6)  # k = 2, both at sigma
+    curve = _values(layers["layers.2"])
+    assert curve[0] == pytest.approx(1, abs=1e-6) and curve[-1] == pytest.approx(0.1, abs=1e-6)
+
+
+@pytest.mark.parametrize("others", ["sn", "none"])
+def test_the_layers_left_out_get_the_stated_treatment(others):
+    layers = _discriminator("disc.layers.include=[layers.2,layers.4]", f"disc.layers.others={others}")
+    assert {name for name, layer in layers.items() if isinstance(layer, StiefelLayer)} == {"layers.2", "layers.4"}
+    plain = _discriminator("disc=none")  # the same initialization, unconstrained
+    for name in ("layers.0", "layers.6"):
+        if others == "sn":
+            assert _values(layers[name])[0] == pytest.approx(1, rel=0.1)  # one power iteration from a random u
+            assert torch.nn.utils.parametrize.is_parametrized(layers[name])
+        else:
+            assert torch.equal(layers[name].weight, plain[name].weight)
+
+
+def test_a_layer_pattern_that_matches_no_layer_is_one_line_before_anything_is_written(tmp_path):
+    cfg = compose_config([*MIXTURE_D, "disc.layers.exclude=[net.0]", f"out_dir={tmp_path}"])
+    with pytest.raises(ValueError) as refused:
+        prepare(cfg)
+    assert str(refused.value).startswith("disc.layers.exclude pattern 'net.0' is not allowed: it matches no D layer")
+    assert "'layers.0'" in str(refused.value) and "\n" not in str(refused.value)
+    assert not any(tmp_path.iterdir())
+
+
+def test_layers_whose_spectrum_has_no_shape_are_named_in_one_line(tmp_path, capsys):
+    prepare(compose_config([*MIXTURE_D, f"out_dir={tmp_path}"]))
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "k <= 2" in line]
+    assert ": layers.0 (k=2), layers.6 (k=1);" in line
+    prepare(compose_config([*MIXTURE_D, "disc.layers.exclude=[layers.0]", f"out_dir={tmp_path}"]))
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if "k <= 2" in line]
+    assert ": layers.6 (k=1);" in line
+    prepare(compose_config([*MIXTURE_D, "disc=sn", f"out_dir={tmp_path}"]))
+    assert "k <= 2" not in capsys.readouterr().err
+
+
+def test_a_flat_fixed_spectrum_is_allowed_and_a_flat_learned_curve_is_not():
+    check_config(compose_config(["disc=stiefel_fixed", "disc.eps=1"]))
+    with pytest.raises(ValueError, match=r"^disc.eps=1.0 is not allowed: .* lie in \(0, 1\) for disc.spectrum=curve$"):
+        check_config(compose_config(["disc=stiefel_curve", "disc.eps=1"]))
+
+
+def test_a_flat_fixed_curve_gives_every_value_sigma():
+    from stiefel_gan.manifold import FixedCurve
+
+    values = FixedCurve(tau=3.0, eps=1.0, sigma=2.5).build(6)()
+    assert torch.equal(values, torch.full((6,), 2.5))
