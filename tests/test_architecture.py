@@ -16,10 +16,11 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "stiefel_gan"
 
 #: Each part of the package and its level: a module may import its own part and parts of a lower level.
-#: ``effective_weights`` sits with ``spectral`` (both read layers; neither knows the other).
-LEVELS = {"_modules": 0, "manifold": 1, "spectral": 2, "effective_weights": 2, "metrics": 3, "data": 3,
-          "config": 4, "configs": 4, "gan": 5, "measure": 6, "run": 7, "report": 8, "commands": 9,
-          "__main__": 9, "__init__": 1}
+#: ``effective_weights`` sits with ``spectral`` (both read layers; neither knows the other). ``metrics``
+#: sits above ``data``: the digits metrics compare with a split of the digits that ``data`` owns.
+LEVELS = {"_modules": 0, "manifold": 1, "spectral": 2, "effective_weights": 2, "data": 3, "metrics": 4,
+          "config": 5, "configs": 5, "gan": 6, "measure": 7, "run": 8, "report": 9, "commands": 10,
+          "__main__": 10, "__init__": 1}
 #: The reusable core: nothing but the standard library, torch, geoopt and numpy.
 CORE = ("_modules", "manifold", "spectral", "effective_weights")
 CORE_THIRD_PARTY = {"torch", "geoopt", "numpy"}

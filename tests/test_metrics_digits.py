@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from stiefel_gan.data.images import load_digits
 from stiefel_gan.metrics import (
     DigitsEvaluator,
     feature_statistics,
     frechet_distance,
     load_digits_classifier,
-    load_digits_images,
 )
 from stiefel_gan.metrics.digits import (
     digits_classifier_cache_path,
@@ -39,7 +39,7 @@ def evaluator(cache_dir):
 
 @pytest.fixture(scope="module")
 def digits():
-    return load_digits_images()
+    return load_digits(8).tensors
 
 
 @pytest.fixture(scope="module")

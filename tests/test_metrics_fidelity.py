@@ -13,13 +13,13 @@ import torch_fidelity
 from torch import nn
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
+from stiefel_gan.data.images import load_digits
 from stiefel_gan.metrics import (
     FidelityProtocol,
     compute_fidelity,
     feature_statistics,
     fidelity,
     frechet_distance,
-    load_digits_images,
 )
 from stiefel_gan.metrics.fidelity import PROTOCOLS
 
@@ -74,7 +74,7 @@ if TINY not in FEATURE_EXTRACTORS_REGISTRY:
 @pytest.fixture(scope="module")
 def images():
     # 1-channel 16x16 digits in [-1, 1]: exercises grey -> RGB and float -> uint8
-    digits, _ = load_digits_images()
+    digits, _ = load_digits(8).tensors
     return F.interpolate(digits[:200], size=(16, 16), mode="bilinear").clamp(-1, 1)
 
 

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ..data.datasets import data_shape
-from ..data.images import missing_dataset
+from ..data.images import DATA_SPLITS, missing_dataset
 from ..manifold import OPTIMIZERS, SECOND_MOMENTS
 from ..manifold.retractions import RETRACTIONS
 from ..metrics.fidelity import PROTOCOLS
@@ -96,6 +96,8 @@ def check_config(cfg: Config, require_data: bool = True) -> None:
             _fail(f"train.compile=true is not allowed here: torch.compile is unavailable ({unavailable}); "
                   "use train.compile=false")
     _check_disc(cfg.disc)
+    if cfg.data.split not in DATA_SPLITS:
+        _fail(f"data.split={cfg.data.split!r} is not allowed: use {' or '.join(DATA_SPLITS)}")
     _check_model(cfg)
     _check_metrics(cfg)
     missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download) if require_data else None

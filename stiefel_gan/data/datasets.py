@@ -23,6 +23,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset, TensorDataset
 
 from .images import (
+    DATA_SPLITS,
     UInt8ImageDataset,
     check_image_size,
     check_positive_int,
@@ -73,6 +74,7 @@ def build_dataset(
     download: bool = False,
     seed: int = 0,
     n_samples: int | None = None,
+    split: str = "all",
 ) -> Dataset:
     """Build dataset ``name`` (one of ``digits``, ``ring8``, ``grid25``, ``cifar10``, ``stl10``).
 
@@ -92,6 +94,11 @@ def build_dataset(
     n_samples : int or None
         Mixtures: number of points drawn (``None``: :data:`DEFAULT_MIXTURE_SAMPLES`). Images: keep the
         first ``n_samples`` images (``None``: all of them).
+    split : {"all", "train"}
+        The digits: every image, or the training part of :func:`~stiefel_gan.data.images.digits_split`
+        (the held-out part is the metric's reference). The other datasets train on their training data
+        either way (CIFAR-10's training batches, STL-10's unlabeled images, a mixture's sample), so a
+        digits study moved to them keeps its ``data.split=train``.
 
     Returns
     -------
@@ -108,12 +115,14 @@ def build_dataset(
     """
     side = _resolve_image_size(name, image_size)
     check_seed(seed)
+    if split not in DATA_SPLITS:
+        raise ValueError(f"split={split!r} is not allowed: use {' or '.join(DATA_SPLITS)}")
     if n_samples is not None:
         check_positive_int("n_samples", n_samples)
     if name in MIXTURES:
         return sample_mixture(name, DEFAULT_MIXTURE_SAMPLES if n_samples is None else n_samples, seed)
     if name == "digits":
-        dataset = load_digits(side)
+        dataset = load_digits(side, split=split)
     elif name == "cifar10":
         dataset = load_cifar10(root, download=download, train=True)
     else:

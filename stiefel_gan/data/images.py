@@ -13,6 +13,7 @@ import os
 import tarfile
 from urllib.parse import urlsplit
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -189,7 +190,32 @@ def missing_dataset(name: str, root="data", download: bool = False) -> str | Non
             "data.root to where it is, or data.download=true to fetch it")
 
 
-def load_digits(image_size: int = 16) -> TensorDataset:
+#: Seed and held-out share of the digits' one fixed split (:func:`digits_split`).
+DIGITS_SPLIT_SEED = 0
+DIGITS_HELD_OUT_SHARE = 0.25
+#: ``data.split``: on the digits ``train`` (the 1,347 training images; the 450 held out are the metric's
+#: reference, never seen by G, D or the metric's classifier) or ``all`` (the 1,797); the other datasets
+#: have no held-out part the suite uses and train on the same data either way.
+DATA_SPLITS = ("train", "all")
+
+
+def digits_split(seed: int = DIGITS_SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+    """The digits' fixed stratified split: ``(train_index, held_out_index)``, 1,347 and 450 indices.
+
+    ``sklearn.model_selection.train_test_split`` with ``test_size=0.25``, stratified by label,
+    ``random_state=seed``, in the order it returns them; each class keeps its share in both parts. The
+    suite's digits classifier trains on the first part, and ``data.split=train`` gives the GAN the same
+    part, so the held-out part is a reference no network of a run has seen.
+    """
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
+    labels = sklearn_digits().target
+    return tuple(train_test_split(np.arange(len(labels)), test_size=DIGITS_HELD_OUT_SHARE, stratify=labels,
+                                  random_state=seed))
+
+
+def load_digits(image_size: int = 16, split: str = "all") -> TensorDataset:
     r"""scikit-learn's bundled 8x8 handwritten digits (1797 images, no download), upscaled.
 
     The 4-bit gray levels :math:`v \in \{0, \dots, 16\}` map to :math:`x = v / 8 - 1 \in [-1, 1]`;
@@ -201,13 +227,17 @@ def load_digits(image_size: int = 16) -> TensorDataset:
     ----------
     image_size : int
         Output side, an integer ``>= 8`` (e.g. 16 or 32); 8 keeps the originals.
+    split : {"all", "train", "held_out"}
+        Every image, or one part of :func:`digits_split` (in the split's order).
 
     Returns
     -------
     TensorDataset
-        ``(images (1797, 1, image_size, image_size) float32, labels (1797,) int64)``.
+        ``(images (n, 1, image_size, image_size) float32, labels (n,) int64)``, ``n`` 1797, 1347 or 450.
     """
     check_image_size("digits", image_size)
+    if split not in ("all", "train", "held_out"):
+        raise ValueError(f"split={split!r} is not allowed: use all, train or held_out")
     from sklearn.datasets import load_digits as sklearn_digits
 
     bunch = sklearn_digits()
@@ -216,6 +246,9 @@ def load_digits(image_size: int = 16) -> TensorDataset:
     if image_size != _DIGITS_SIDE:
         images = F.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
     labels = torch.from_numpy(bunch.target).to(torch.int64)
+    if split != "all":
+        chosen = torch.from_numpy(digits_split()[0 if split == "train" else 1])
+        images, labels = images[chosen], labels[chosen]
     return TensorDataset(images, labels)
 
 

@@ -1,7 +1,9 @@
 """Sample quality of a generator, with the metric that suits each dataset.
 
-- digits: Frechet distance in the feature space of the project's digits classifier, class coverage
-  and the KL of the predicted-class histogram from uniform (:mod:`stiefel_gan.metrics.digits`);
+- digits: Frechet distance in the feature space of the project's digits classifier (against the held-out
+  digits with ``data.split=train``, else all of them), class coverage (also counting confident
+  predictions only), the KL of the predicted-class histogram from uniform and, at the end of a
+  ``data.split=train`` run, the memorization ratio (:mod:`stiefel_gan.metrics.digits`);
 - ring8 / grid25: modes covered, high-quality fraction, KL of the mode histogram
   (:mod:`stiefel_gan.metrics.toy`);
 - cifar10 / stl10: IS / FID / KID through torch-fidelity with the configured protocol, the protocol's
@@ -110,7 +112,12 @@ class SampleQuality:
         self.cfg, self.dataset, self.device, self.run_dir = cfg, dataset, device, run_dir
         self.name = cfg.data.name
         # metrics.protocol and metrics.inception_weights were checked with the config (stiefel_gan.config.checks)
-        self._digits = DigitsEvaluator() if self.name == "digits" else None
+        # the held-out digits are the reference when the GAN trains without them (data.split=train)
+        # (and at the run's image side, so that a copy of a real digit is that digit: DigitsEvaluator)
+        self._digits = None
+        if self.name == "digits":
+            self._digits = DigitsEvaluator(reference="held_out", image_size=cfg.data.image_size) \
+                if cfg.data.split == "train" else DigitsEvaluator()
         self._real_rlt = None
 
     @torch.no_grad()
@@ -138,6 +145,9 @@ class SampleQuality:
                 fake.numpy(), mixture_centers(self.name).numpy(), mixture_std(self.name)))
         else:
             evaluation.add("fidelity", self.name, lambda: self.fidelity(fake))
+        if final and self._digits is not None and self.cfg.data.split == "train":
+            evaluation.add("memorization", self.name,
+                           lambda: {"memorization_ratio": self._digits.memorization_ratio(fake[: m.n_samples])})
         if final and m.geometry_score:
             gamma = geometry_gamma(self.name, m.n_samples, m.gs_gamma)
             evaluation.scores[PREFIX + "geometry_gamma"] = gamma

@@ -46,7 +46,11 @@ METRICS = (
     Metric("digits_fd", "minimize", ("digits",), "digits_fd", "Frechet distance in the digits classifier's features"),
     Metric("classes_covered", "maximize", ("digits",), "class_coverage",
            "digit classes with at least their share of samples"),
+    Metric("classes_covered_confident", "maximize", ("digits",), "class_coverage",
+           "digit classes with their share of samples predicted at softmax >= 0.9"),
     Metric("class_kl", "minimize", ("digits",), "class_coverage", "KL of the predicted-class histogram from uniform"),
+    Metric("memorization_ratio", None, ("digits",), "memorization",
+           "nearest-training-digit distance of samples over that of held-out digits (< 1: copying)"),
     # the 2-D mixtures (stiefel_gan.metrics.toy)
     Metric("modes_covered", "maximize", MIXTURE_DATASETS, "mode_metrics", "modes nearest to a high-quality sample"),
     Metric("high_quality_fraction", "maximize", MIXTURE_DATASETS, "mode_metrics",

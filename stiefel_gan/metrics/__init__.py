@@ -15,7 +15,6 @@ from .digits import (
     DigitsClassifier,
     DigitsEvaluator,
     load_digits_classifier,
-    load_digits_images,
 )
 from .fidelity import PROTOCOLS, FidelityProtocol, compute_fidelity
 from .frechet import feature_statistics, frechet_distance
@@ -34,7 +33,6 @@ __all__ = [
     "frechet_distance",
     "geometry_score",
     "load_digits_classifier",
-    "load_digits_images",
     "mode_metrics",
     "plot_rlt",
     "relative_living_times",

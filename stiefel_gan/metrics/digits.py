@@ -18,11 +18,11 @@ import os
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.images import digits_split, load_digits
 from .frechet import feature_statistics, frechet_distance
 from .status import NONFINITE, MetricUnavailable
 
@@ -40,29 +40,15 @@ FEATURE_DIM = 64
 #: uniform share ``1/10`` (the "fifth of the expected count" rule of PacGAN, Lin et al.
 #: 2018), well above the ~0.2% per wrong class that the classifier's 1.8% error produces.
 MIN_CLASS_FRACTION = 0.02
+#: Softmax probability an image's class needs to count for ``classes_covered_confident``.
+CONFIDENT_PROBABILITY = 0.9
+#: The real digits a :class:`DigitsEvaluator` can compare with (:func:`~stiefel_gan.data.images.load_digits`).
+REFERENCES = ("all", "held_out")
 
 _SEED = 0
 _EPOCHS = 15
 _BATCH_SIZE = 64
 _LEARNING_RATE = 1e-3
-_HELD_OUT_SHARE = 0.25
-
-
-def load_digits_images() -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's digits as ``(images, labels)``.
-
-    Returns
-    -------
-    images : torch.Tensor, shape (1797, 1, 8, 8), float32
-        Pixel values ``0..16`` mapped affinely to ``[-1, 1]`` (``v / 8 - 1``), the range
-        of a ``tanh`` generator.
-    labels : torch.Tensor, shape (1797,), int64
-    """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    images = torch.from_numpy(digits.images.astype(np.float32) / 8.0 - 1.0).unsqueeze(1)
-    return images, torch.from_numpy(digits.target.astype(np.int64))
 
 
 class DigitsClassifier(nn.Module):
@@ -93,8 +79,8 @@ class DigitsClassifier(nn.Module):
 def train_digits_classifier(seed: int = _SEED) -> tuple[DigitsClassifier, float]:
     """Train :class:`DigitsClassifier` from scratch, deterministically on CPU.
 
-    Adam (lr 1e-3), 15 epochs of batches of 64, on the 75% stratified split of
-    ``sklearn.model_selection.train_test_split(random_state=seed)``.  Training runs on one
+    Adam (lr 1e-3), 15 epochs of batches of 64, on the training part (75%, stratified) of
+    :func:`~stiefel_gan.data.images.digits_split`.  Training runs on one
     CPU thread (restored afterwards): the result then does not depend on the machine's
     thread count, and for these tiny convolutions one thread was ~50x faster than two
     contending for the cores of a loaded 2-core machine (4 s instead of minutes).
@@ -106,12 +92,8 @@ def train_digits_classifier(seed: int = _SEED) -> tuple[DigitsClassifier, float]
     held_out_accuracy : float
         Accuracy on the remaining 25% (450 images).
     """
-    from sklearn.model_selection import train_test_split
-
-    images, labels = load_digits_images()
-    train_index, held_out_index = train_test_split(
-        np.arange(len(labels)), test_size=_HELD_OUT_SHARE, stratify=labels.numpy(), random_state=seed
-    )
+    images, labels = load_digits(DIGITS_SIZE).tensors
+    train_index, held_out_index = digits_split(seed)
     # fork_rng: the initialisation is seeded without touching the caller's global RNG state
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -176,7 +158,7 @@ class DigitsEvaluator:
     Generated images are ``(N, C, H, W)`` float tensors in ``[-1, 1]`` with ``C`` in
     ``{1, 3}`` (three channels are averaged to grey) and ``H = W >= 8`` (area-averaged
     down to 8x8 by ``F.adaptive_avg_pool2d``).  The reference statistics are those of the
-    classifier's features over all 1797 real digits.
+    classifier's features over the ``reference`` digits.
 
     Both metrics cost a fixed number of forward passes per image, whatever the images show.
     Images with a NaN or infinite pixel raise
@@ -192,19 +174,33 @@ class DigitsEvaluator:
         Default: :func:`load_digits_classifier` (cached, trained on first use).
     batch_size : int
         Images per forward pass.
+    reference : {"all", "held_out"}
+        The real digits the Fréchet distance compares with: all 1,797, or the 450 that
+        :func:`~stiefel_gan.data.images.digits_split` holds out from the classifier (and, with
+        ``data.split=train``, from the GAN).
+    image_size : int
+        The side the real digits are brought to before they go the way generated images go (upscaled
+        by :func:`~stiefel_gan.data.images.load_digits`, then pooled back to 8 px): at the GAN's side,
+        a real digit and its copy by a generator give the same features. The default 8 compares with
+        the originals.
     """
 
-    def __init__(self, classifier: DigitsClassifier | None = None, batch_size: int = 512) -> None:
+    def __init__(self, classifier: DigitsClassifier | None = None, batch_size: int = 512,
+                 reference: str = "all", image_size: int = DIGITS_SIZE) -> None:
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size={batch_size!r}: expected a positive integer")
+        if reference not in REFERENCES:
+            raise ValueError(f"reference={reference!r} is not allowed: use one of {', '.join(REFERENCES)}")
         #: held-out accuracy of the default classifier; None for a classifier passed in
         self.held_out_accuracy: float | None = None
         if classifier is None:
             classifier, self.held_out_accuracy = load_digits_classifier()
         self.classifier = classifier.eval()
         self.batch_size = batch_size
-        real_images, _ = load_digits_images()
-        self.reference_mu, self.reference_cov = feature_statistics(self.features(real_images))
+        self.reference = reference
+        self.image_size = image_size
+        reference_images = load_digits(image_size, split=reference).tensors[0]
+        self.reference_mu, self.reference_cov = feature_statistics(self.features(reference_images))
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer features, shape ``(N, 64)``, float32 on CPU."""
@@ -234,6 +230,10 @@ class DigitsEvaluator:
             ``classes_covered`` (int)
                 Number of digits predicted for at least ``min_fraction`` of the images
                 (default :data:`MIN_CLASS_FRACTION` = 2%, a fifth of the uniform share).
+            ``classes_covered_confident`` (int)
+                The same, counting only the images the classifier gives its class with softmax
+                probability at least :data:`CONFIDENT_PROBABILITY`: blobs that are no digit
+                get a class by argmax but rarely with confidence.
             ``class_kl`` (float)
                 :math:`\mathrm{KL}(\hat p \,\|\, U) = \sum_c \hat p_c \log(10\, \hat p_c)`
                 of the predicted-class histogram :math:`\hat p` from uniform: 0 for a
@@ -247,13 +247,43 @@ class DigitsEvaluator:
         """
         if not (0 < min_fraction <= 1):
             raise ValueError(f"min_fraction={min_fraction!r}: expected a float in (0, 1]")
-        predictions = self.predict(fake_images)
+        probabilities = torch.softmax(self._run(fake_images, self.classifier), dim=1)
+        confidence, predictions = probabilities.max(dim=1)
         shares = torch.bincount(predictions, minlength=NUM_CLASSES).double() / len(predictions)
+        confident = predictions[confidence >= CONFIDENT_PROBABILITY]
+        confident_shares = torch.bincount(confident, minlength=NUM_CLASSES).double() / len(predictions)
         occupied = shares[shares > 0]
         return {
             "classes_covered": int((shares >= min_fraction).sum()),
+            "classes_covered_confident": int((confident_shares >= min_fraction).sum()),
             "class_kl": float((occupied * torch.log(NUM_CLASSES * occupied)).sum()),
         }
+
+    def memorization_ratio(self, fake_images: torch.Tensor) -> float:
+        r"""How much closer generated digits lie to the training digits than unseen real digits do.
+
+        .. math::
+
+            r = \frac{\operatorname{mean}_{g} \min_{t} \lVert f(g) - f(t) \rVert}
+                     {\operatorname{mean}_{h} \min_{t} \lVert f(h) - f(t) \rVert}
+
+        over the classifier's features ``f`` (real digits at the evaluator's ``image_size``, so that a
+        copied training digit is at distance 0), with ``t`` the training part of
+        :func:`~stiefel_gan.data.images.digits_split`, ``g`` the generated images and ``h`` the 450
+        held-out digits. ``r = 1``: generated digits are as far from their nearest training digit as
+        new real digits are; ``r < 1``: closer, which at ``r`` well below 1 means copying. Meaningful
+        when the GAN trained on that training part only (``data.split=train``).
+        """
+        train_images = load_digits(self.image_size, split="train").tensors[0]
+        held_out_images = load_digits(self.image_size, split="held_out").tensors[0]
+        train = self.features(train_images)
+
+        def nearest_training_distance(images: torch.Tensor) -> torch.Tensor:
+            # the direct differences, not |a|^2 + |b|^2 - 2 a.b, whose round-off leaves a copy at distance > 0
+            distances = torch.cdist(self.features(images), train, compute_mode="donot_use_mm_for_euclid_dist")
+            return distances.min(dim=1).values.mean()
+
+        return float(nearest_training_distance(fake_images) / nearest_training_distance(held_out_images))
 
     def _run(self, images: torch.Tensor, network) -> torch.Tensor:
         batches = torch.split(_to_classifier_input(images), self.batch_size)

@@ -138,7 +138,8 @@ def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> 
     checkpoint = resumed.checkpoint if resumed is not None else None
     shape = data_shape(cfg.data.name, cfg.data.image_size)
     dataset = build_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size,
-                            download=cfg.data.download, seed=cfg.train.seed, n_samples=cfg.data.n_samples)
+                            download=cfg.data.download, seed=cfg.train.seed, n_samples=cfg.data.n_samples,
+                            split=cfg.data.split)
     torch.manual_seed(cfg.train.seed)  # model initialization (and SN's initial u) follow the seed
     gan = build_gan(cfg, shape).to(device)
     shapeless = shapeless_layers(gan.discriminator, cfg.disc)
