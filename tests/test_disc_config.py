@@ -78,8 +78,8 @@ BAD_COMMANDS = [  # (overrides, what the one line must name)
     (["disc=stiefel_grid", "disc.normalize=frobenius", "disc.normalize_target=3"], "it would win"),
     (["disc=sn", "disc.normalize=frobenius", "disc.normalize_target=3"], "disc.kind=sn"),
     (["disc=stiefel_fixed", "disc.max_value=2"], "sigma wins"),
-    (["disc=stiefel_curve", "disc.sigma=2"], "disc.max_value=1.0"),
-    (["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]"], "disc.max_value=null to learn"),
+    (["disc=stiefel_curve", "disc.sigma=2", "disc.max_value=3"], "disc.max_value=3.0"),
+    (["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]", "disc.max_value=2"], "disc.max_value=null to learn"),
     (["disc=stiefel_grid", "disc.max_value=0"], "disc.max_value=0.0"),
     (["disc=wc", "disc.clip_value=0"], "disc.clip_value=0.0"),
     (["disc=gp", "disc.penalty_weight=-10"], "disc.penalty_weight=-10.0"),
@@ -105,6 +105,15 @@ def test_a_consistent_max_value_on_a_curve_is_accepted():
 
     check_config(compose_config(["disc=stiefel_fixed", "disc.sigma=2", "disc.max_value=2"]))
     check_config(compose_config(["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]", "disc.max_value=null"]))
+
+
+def test_the_grid_only_max_value_default_never_blocks_a_curve():
+    """max_value is a grid's key; at its default it blocks neither a curve's sigma nor a learned sigma."""
+    from stiefel_gan.config.checks import check_config
+
+    check_config(compose_config(["disc=stiefel_curve", "disc.sigma=2"]))
+    check_config(compose_config(["disc=stiefel_fixed", "disc.sigma=0.9"]))
+    check_config(compose_config(["disc=stiefel_curve", "disc.learn=[tau,eps,sigma]"]))
 
 
 def test_the_optimizers_study_entry_variant_builds_the_per_entry_riemannian_adam():

@@ -137,6 +137,10 @@ def _check_metrics(cfg: Config) -> None:
         _fail(f"metrics.operator_norm_iters={m.operator_norm_iters} is not allowed: use an integer >= 1")
 
 
+#: ``disc.max_value``'s default: the grid's top value (SN's bound), a key no curve reads.
+GRID_MAX_VALUE_DEFAULT = DiscConfig.max_value
+
+
 def _check_disc(disc: DiscConfig) -> None:
     """The disc keys that contradict each other (Note [one scale per spectrum])."""
     positive = {"disc.clip_value": disc.clip_value, "disc.penalty_weight": disc.penalty_weight,
@@ -168,7 +172,9 @@ def _check_disc(disc: DiscConfig) -> None:
         if disc.spectrum == "grid" and disc.max_value is not None:
             _fail(f"disc.max_value={disc.max_value} is not allowed with disc.normalize=frobenius: the Frobenius "
                   "target sets the scale of lambda (it would win); set disc.max_value=null")
-    elif disc.spectrum != "grid" and disc.max_value is not None:
+    elif disc.spectrum != "grid" and disc.max_value not in (None, GRID_MAX_VALUE_DEFAULT):
+        # a curve ignores max_value; only one set away from the grid-only key's default says something
+        # that contradicts the curve's sigma (the default itself never blocks a sigma or a learned sigma)
         if disc.spectrum == "curve" and "sigma" in disc.learn:
             _fail(f"disc.max_value={disc.max_value} is not allowed with a learned sigma "
                   f"(disc.learn={list(disc.learn)}): the max_value would pin what sigma learns; set "
