@@ -35,6 +35,7 @@ from ..config.checks import (
     read_checkpoint,
     resolve_device,
 )
+from ..config.compose import one_line
 from ..config.naming import run_tags, wandb_group
 from ..config.paths import RunDir, run_base
 from ..config.schema import Config, config_dict
@@ -42,7 +43,7 @@ from ..data.batches import infinite_batches
 from ..data.datasets import build_dataset, data_shape
 from ..data.mixtures import MIXTURES
 from ..gan.builder import build_gan
-from ..gan.train import LoopSettings, Periodic, Precision, TrainingState, train
+from ..gan.train import LoopSettings, Periodic, Precision, TrainingDiverged, TrainingState, train
 from ..manifold import load_optimizer_state
 from ..measure.diagnostics import DiscriminatorDiagnostics
 from ..measure.plots import scatter_png
@@ -87,7 +88,7 @@ def _own_run(cfg: Config, base: Path, owner: str) -> tuple[Path | None, dict | N
 class PreparedRun:
     cfg: Config
     base: Path  # where the run goes; a -2, -3... suffix when another run holds it
-    run_dir: Path | None  # the run this one continues, None for a new run
+    run_dir: Path | None  # the run this one continues (None for a new run, until execute claims its directory)
     owner: str  # who claims the run directory (rundir.claim_run_dir)
     device: torch.device
     state: TrainingState
@@ -184,18 +185,21 @@ def _claim(prepared: PreparedRun) -> Path:
     return run_dir
 
 
-def execute(prepared: PreparedRun) -> Path:
+def execute(prepared: PreparedRun, study: Path | None = None) -> Path:
     """Claim the run directory and train; returns the run directory.
 
     A run continued by ``resume=auto`` (or a requeued job) that had already finished is returned as
-    it is. Raises :class:`RunInterrupted` when SIGTERM / SIGINT stopped it (checkpoint written).
+    it is. Raises :class:`RunInterrupted` when SIGTERM / SIGINT stopped it (checkpoint written), or,
+    for a job of a study (``study``: its sweep directory), when the study was stopped (Note [Stopping
+    a study] in :mod:`stiefel_gan.config.paths`). ``status.json`` and the W&B summary say how the run
+    stands: running, then finished, diverged, failed or interrupted (:func:`ended_by`).
     """
     cfg, state = prepared.cfg, prepared.state
     if prepared.finished:
         print(f"stiefel-gan: {prepared.run_dir} already finished its train.steps={cfg.train.steps}; "
               "nothing to do", file=sys.stderr)
         return prepared.run_dir
-    run_dir = _claim(prepared)
+    run_dir = prepared.run_dir = _claim(prepared)
     paths = RunDir(run_dir)
     prepared.quality.run_dir = run_dir
     OmegaConf.save(OmegaConf.structured(cfg), paths.config)
@@ -238,20 +242,44 @@ def execute(prepared: PreparedRun) -> Path:
                             checkpoint_every=cfg.train.checkpoint_every, lr_decay=cfg.optim.lr_decay)
     periodic = [Periodic(cfg.train.sample_every, save_samples), Periodic(cfg.metrics.every or cfg.train.steps, evaluate),
                 Periodic(cfg.metrics.diagnostics_every, diagnose)]
-    stop = StopRequest()
+    stop = StopRequest(study)
     with stop, tracker:
-        train(state, prepared.batches, settings, prepared.device, paths.checkpoint,
-              payload, tracker.log, periodic, progress=cfg.train.progress,
-              last_good=checkpoint.get("step"), should_stop=stop.requested)
-        if cfg.wandb.log_checkpoints:
-            # the loop wrote the checkpoint of its last step, finished or stopped
-            tracker.log_checkpoint(state.step, paths.checkpoint)
+        tracker.set_status("running", f"training from step {state.step}", state.step)
+        try:
+            train(state, prepared.batches, settings, prepared.device, paths.checkpoint,
+                  payload, tracker.log, periodic, progress=cfg.train.progress,
+                  last_good=checkpoint.get("step"), should_stop=stop.requested)
+            if cfg.wandb.log_checkpoints:
+                # the loop wrote the checkpoint of its last step, finished or stopped
+                tracker.log_checkpoint(state.step, paths.checkpoint)
+        except BaseException as error:
+            tracker.set_status(*ended_by(error), state.step)
+            raise
+        # (a stop that came with the last step finished the run all the same)
+        stopped = None if stop.signum is None or state.step >= cfg.train.steps else RunInterrupted(
+            f"{signal.Signals(stop.signum).name} stopped the run at step {state.step} of {cfg.train.steps}; "
+            f"checkpoint in {paths.checkpoint}; continue it with the same command and resume=auto, or "
+            f"resume={run_dir}", stop.signum)
+        if stopped is None:
+            tracker.set_status("finished", f"reached train.steps={cfg.train.steps}", state.step)
+        else:
+            tracker.set_status("interrupted", str(stopped), state.step)
     if stop.signum is not None:
-        stop.forward()  # submitit: requeue this job (it exits); otherwise nothing
-        raise RunInterrupted(f"{signal.Signals(stop.signum).name} stopped the run at step {state.step} of "
-                             f"{cfg.train.steps}; checkpoint in {paths.checkpoint}; continue it with the same "
-                             f"command and resume=auto, or resume={run_dir}", stop.signum)
+        stop.forward()  # submitit: requeue this job (it exits); in a study run here: stop the study
+    if stopped is not None:
+        raise stopped
     return run_dir
+
+
+def ended_by(error: BaseException) -> tuple[str, str]:
+    """The status (:data:`~stiefel_gan.config.paths.RUN_STATUSES`) and one-line reason of a run that
+    ``error`` ended: ``diverged`` for a non-finite loss, ``interrupted`` for a KeyboardInterrupt (a
+    second Ctrl-C), ``failed`` for anything else (a bug, a full disk)."""
+    if isinstance(error, TrainingDiverged):
+        return "diverged", str(error)
+    if isinstance(error, (KeyboardInterrupt, RunInterrupted)):
+        return "interrupted", str(error) or type(error).__name__
+    return "failed", f"{type(error).__name__}: {one_line(error)}"
 
 
 def objective(run_dir: Path, cfg: Config) -> float | None:
