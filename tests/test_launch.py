@@ -1,5 +1,8 @@
 """How studies are launched and how they end.
 
+- Every run is built once, by the process that trains it, whichever command starts it (``train``,
+  ``train -m``, ``compare`` in this process or in joblib workers): counted by wrapping the real
+  builders (tests/constructions.py).
 - A study survives one bad run (a real divergence, a bug): the others finish, ``status.json``, the W&B
   offline run (read back from its files) and the report say what happened, the exit status is 1.
 - A signal stops a parallel study (real signals to real joblib workers): every running run ends its
@@ -14,10 +17,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
+from constructions import BUILDERS, counting_site, install, read_counts
 from wandb_records import read_offline_run
 
 from stiefel_gan.commands.cli import main
@@ -25,11 +30,66 @@ from stiefel_gan.config.compose import JobFailed
 from stiefel_gan.config.paths import RunDir
 from stiefel_gan.run.records import read_metrics, read_status
 
+# digits (so that the digits feature extractor is built), the smallest standard CNN, two steps
+TINY = ["model.g_width=4", "model.d_width=4", "model.z_dim=8", "train.steps=2", "train.batch_size=8",
+        "train.log_every=1", "train.sample_every=2", "train.checkpoint_every=2", "train.n_grid_samples=4",
+        "train.progress=false", "wandb.mode=disabled", "metrics.n_samples=100", "metrics.geometry_score=false",
+        "metrics.diagnostics_every=0"]
 # the cheapest real runs: an MLP pair on the 2-D ring, quality at the end only
 FAST = ["data=ring8", "data.n_samples=64", "model=mlp", "model.g_width=8", "model.d_width=8",
         "train.batch_size=8", "train.log_every=1", "train.sample_every=100000", "train.checkpoint_every=100000",
         "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled", "metrics.every=0",
         "metrics.n_samples=64", "metrics.geometry_score=false", "metrics.diagnostics_every=0"]
+
+
+# ------------------------------------------------------------------------------ each run built once
+
+
+@pytest.fixture
+def constructions(monkeypatch) -> Counter:
+    counts: Counter = Counter()
+    install(lambda kind: counts.update([kind]), setattr_=monkeypatch.setattr)
+    return counts
+
+
+def each(runs: int) -> dict[str, int]:
+    """``runs`` constructions of every kind: one dataset, G and D pair and evaluator per run."""
+    return {kind: runs for kind in BUILDERS}
+
+
+def test_train_and_a_sweep_build_each_run_once(tmp_path, constructions):
+    out = f"out_dir={tmp_path}"
+    assert main(["train", *TINY, out, "name=one"]) == 0
+    assert dict(constructions) == each(1)
+    constructions.clear()
+    assert main(["train", "-m", *TINY, out, "name=sweep", "disc=sn,none"]) == 0
+    assert dict(constructions) == each(2)
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if RunDir(p).is_run()) == \
+        ["none-radam-s0", "sn-radam-s0"]
+
+
+def test_compare_builds_each_run_once(tmp_path, constructions):
+    assert main(["compare", *TINY, f"out_dir={tmp_path}", "compare.variants=[sn,stiefel_fixed]",
+                 "compare.jobs=1"]) == 0
+    assert dict(constructions) == each(2)
+
+
+@pytest.mark.slow
+def test_parallel_compare_builds_each_run_once_in_its_worker(tmp_path):
+    """compare.jobs=2: two joblib workers; the command itself builds nothing, each worker its own run."""
+    count_file = tmp_path / "counts.txt"
+    env = counting_site(tmp_path / "site", count_file)
+    done = subprocess.run([sys.executable, "-m", "stiefel_gan", "compare", *TINY, f"out_dir={tmp_path / 'runs'}",
+                           "compare.variants=[sn,stiefel_fixed]", "compare.jobs=2"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = read_counts(count_file)
+    assert Counter(kind for _, kind in counts) == {kind: 2 for kind in BUILDERS}
+    # each worker built the whole of one run (a dataset, a G and D pair, an evaluator)
+    by_process = Counter(pid for pid, _ in counts)
+    assert sorted(by_process.values()) == [len(BUILDERS)] * 2
+    (compare_dir,) = (tmp_path / "runs" / "compare").iterdir()
+    assert sorted(p.name for p in compare_dir.iterdir() if RunDir(p).is_run()) == ["sn-s0", "stiefel_fixed-s0"]
 
 
 # ------------------------------------------------------------------------------ one bad run in a study
@@ -98,6 +158,18 @@ def test_a_bug_in_one_job_keeps_its_traceback_and_the_verdicts_count_the_seeds_l
     quality = [line for line in report.splitlines() if line.startswith("| none |")][0].split(" | ")
     assert quality[1] == "2 (2 of 3 seeds; 1 failed)"
     assert quality[-1].endswith("(none: 2 of 3 seeds; 1 failed) |")
+
+
+def test_compare_reports_a_failed_run_and_exits_1(tmp_path, monkeypatch, capsys):
+    _break_evaluation(monkeypatch, lambda cfg: cfg.disc.kind == "stiefel")
+    assert main(["compare", *TINY, f"out_dir={tmp_path}", "compare.variants=[sn,stiefel_fixed]",
+                 "compare.jobs=1"]) == 1
+    (compare_dir,) = (tmp_path / "compare").iterdir()
+    assert f"stiefel-gan: {compare_dir / 'stiefel_fixed-s0'}: failed: ZeroDivisionError" in capsys.readouterr().err
+    report = (compare_dir / "report.md").read_text()
+    assert "| stiefel_fixed-s0 | stiefel_fixed | 0 | failed | 2 |" in report and "| sn | 1 |" in report
+    for run in ("sn-s0", "stiefel_fixed-s0"):  # Hydra's records, as in every train -m run
+        assert (compare_dir / run / ".hydra" / "overrides.yaml").is_file()
 
 
 def test_a_failed_job_crosses_a_process_boundary_whole():

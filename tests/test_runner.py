@@ -194,18 +194,6 @@ def test_parallel_compare_trains_what_the_sequential_one_does(tmp_path):
     assert "| stiefel_curve " in (two / "report.md").read_text()
 
 
-def test_a_stopped_run_crosses_a_process_boundary_whole():
-    """compare's workers send a RunInterrupted back through pickle: its exit status must survive."""
-    import pickle
-    import signal
-
-    from stiefel_gan.run.signals import RunInterrupted
-
-    stopped = pickle.loads(pickle.dumps(RunInterrupted("SIGTERM stopped the run at step 3", signal.SIGTERM)))
-    assert isinstance(stopped, RunInterrupted)
-    assert (str(stopped), stopped.exit_status) == ("SIGTERM stopped the run at step 3", 128 + signal.SIGTERM)
-
-
 def test_compare_rejects_a_non_positive_jobs_count_before_training(tmp_path, capsys):
     assert main(["compare", *tiny(tmp_path), "compare.jobs=0"]) == 2
     err = capsys.readouterr().err

@@ -17,9 +17,6 @@ class RunInterrupted(RuntimeError):
         super().__init__(message)
         self.exit_status = 128 + signum
 
-    def __reduce__(self):  # it crosses process boundaries (compare's workers): keep both arguments
-        return type(self), (self.args[0], self.exit_status - 128)
-
 
 class StopRequest:
     """Turns SIGTERM / SIGINT (and SIGUSR1 / SIGUSR2 where a scheduler such as submitit handles them)
