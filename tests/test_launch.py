@@ -203,16 +203,19 @@ def _wait_until_training(process: subprocess.Popen, run_dirs: list[Path], timeou
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum,to_group", [(signal.SIGINT, True), (signal.SIGTERM, False)],
-                         ids=["ctrl-c to the terminal's group", "sigterm to the command alone"])
-def test_a_signal_stops_a_parallel_study_with_every_running_run_checkpointed(tmp_path, signum, to_group):
-    """Two joblib workers train sn and none; wc waits. Ctrl-C (every process of the group gets it) or a
-    SIGTERM to the command alone (its workers only see the study's stop file): both runs end their step
-    and write its checkpoint, wc never starts, and the command exits 128 + signal."""
+@pytest.mark.parametrize("signum,to_group,launcher", [(signal.SIGINT, True, "joblib"), (signal.SIGTERM, False, "joblib"),
+                                                      (signal.SIGINT, True, "basic")],
+                         ids=["ctrl-c to the terminal's group", "sigterm to the command alone",
+                              "ctrl-c to a study in the command's own process"])
+def test_a_signal_stops_a_study_with_every_running_run_checkpointed(tmp_path, signum, to_group, launcher):
+    """joblib: two workers train sn and none while wc waits. Ctrl-C (every process of the group gets it)
+    or a SIGTERM to the command alone (its workers see only the study's stop file): both runs end their
+    step and write its checkpoint, wc never starts, the command exits 128 + signal. basic: the command
+    trains sn itself; none and wc never start."""
     study = tmp_path / "stop"
     process = _start_study(tmp_path, "name=stop", "train.steps=1000000", "disc=sn,none,wc",
-                           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
-    running = [study / "sn-radam-s0", study / "none-radam-s0"]
+                           f"hydra/launcher={launcher}", *(["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []))
+    running = [study / "sn-radam-s0", study / "none-radam-s0"][:2 if launcher == "joblib" else 1]
     _wait_until_training(process, running)
     if to_group:
         os.killpg(process.pid, signum)
@@ -225,6 +228,7 @@ def test_a_signal_stops_a_parallel_study_with_every_running_run_checkpointed(tmp
         checkpoint = torch.load(RunDir(run_dir).checkpoint, weights_only=False)
         assert status["status"] == "interrupted" and status["step"] == checkpoint["step"] == _logged_steps(run_dir)[-1]
         assert f"{run_dir}: interrupted: {signal.Signals(signum).name} stopped the run" in err
-    assert not RunDir(study / "wc-radam-s0").metrics.exists()
-    assert f"1 of 3 jobs not started: {signal.Signals(signum).name} stopped the study" in err
+    waiting = 3 - len(running)
+    assert not any(RunDir(study / f"{disc}-radam-s0").metrics.exists() for disc in ("none", "wc")[-waiting:])
+    assert f"{waiting} of 3 jobs not started: {signal.Signals(signum).name} stopped the study" in err
     assert not (study / ".stop").exists()  # a study run again into this directory starts

@@ -95,11 +95,11 @@ class CheckedSweeper(BasicSweeper):
                 except BaseException:
                     if stop_requested(sweep_dir) is None:
                         raise
-                    # a worker that had not reached its first job died of the signal, and its launcher
-                    # gave up on the batch (joblib kills the other workers)
+                    # a second signal, or a worker that had not reached its first job died of the first:
+                    # the launcher gave up on the batch (joblib kills the other workers)
                     print(f"stiefel-gan: {signal.Signals(stop_requested(sweep_dir)).name} stopped the study "
-                          "while its workers were starting; a job already training keeps its last periodic "
-                          "checkpoint (its status.json still says running)", file=sys.stderr)
+                          "before its jobs had ended: a job that was training keeps its last periodic "
+                          "checkpoint (its status.json may still say running)", file=sys.stderr)
                     break
         signum = stop_requested(sweep_dir)
         (sweep_dir / STOP_FILE).unlink(missing_ok=True)
@@ -144,11 +144,16 @@ class _StopOnSignal:
 
     def __init__(self, sweep_dir: Path):
         self.sweep_dir = sweep_dir
+        self._stopping = False
         self._previous: dict = {}
 
     def _handle(self, signum, frame) -> None:
+        if self._stopping:  # a second signal: the previous handler takes it now
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self._stopping = True
         request_stop(self.sweep_dir, signum)
-        self._restore()
 
     def _restore(self) -> None:
         for signum, handler in self._previous.items():
