@@ -183,7 +183,9 @@ def test_a_failed_job_crosses_a_process_boundary_whole():
 
 
 def _logged_steps(run_dir: Path) -> list[int]:
-    return [row["step"] for row in read_metrics(run_dir) if "loss/d" in row] if RunDir(run_dir).metrics.is_file() else []
+    if not RunDir(run_dir).metrics.is_file():
+        return []
+    return [row["step"] for row in read_metrics(run_dir) if "loss/d" in row]
 
 
 def _start_study(tmp_path: Path, *overrides: str) -> subprocess.Popen:
@@ -203,7 +205,8 @@ def _wait_until_training(process: subprocess.Popen, run_dirs: list[Path], timeou
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("signum,to_group,launcher", [(signal.SIGINT, True, "joblib"), (signal.SIGTERM, False, "joblib"),
+@pytest.mark.parametrize("signum,to_group,launcher", [(signal.SIGINT, True, "joblib"),
+                                                      (signal.SIGTERM, False, "joblib"),
                                                       (signal.SIGINT, True, "basic")],
                          ids=["ctrl-c to the terminal's group", "sigterm to the command alone",
                               "ctrl-c to a study in the command's own process"])

@@ -81,12 +81,14 @@ def compare(args) -> int:
     for variant, seed in runs:  # every run checked before anything is written; nothing is built
         check_job(compose_config([*common, f"disc={variant}", f"train.seed={seed}"]))
     out = _new_output_dir(Path(base.out_dir) / base.name)
-    print(f"[compare] {len(runs)} runs, {jobs} at a time" + (f" ({threads} thread{'s' if threads > 1 else ''} each)" if threads else "")
-          + f", in {out}", file=sys.stderr, flush=True)
+    each = f" ({threads} thread{'s' if threads > 1 else ''} each)" if threads else ""
+    print(f"[compare] {len(runs)} runs, {jobs} at a time{each}, in {out}", file=sys.stderr, flush=True)
     status = run_train(["-m", *common, f"name='{base.name}/{out.name}'", f"hydra.sweep.subdir='{RUN_SUBDIR}'",
-                        f"disc={','.join(base.compare.variants)}", f"train.seed={','.join(map(str, base.compare.seeds))}"])
-    order = {f"{variant}-s{seed}": i for i, (variant, seed) in enumerate(runs)}
-    run_dirs = sorted((d for d in out.iterdir() if RunDir(d).is_run()), key=lambda d: (order.get(d.name, len(order)), d.name))
+                        f"disc={','.join(base.compare.variants)}",
+                        f"train.seed={','.join(map(str, base.compare.seeds))}"])
+    order = {f"{variant}-s{seed}": i for i, (variant, seed) in enumerate(runs)}  # the report's order, as listed
+    run_dirs = sorted((d for d in out.iterdir() if RunDir(d).is_run()),
+                      key=lambda d: (order.get(d.name, len(order)), d.name))
     if status >= 128 or not run_dirs:  # a signal stopped the study (the sweeper said so), or no run began
         return status
     print(write_comparison(run_dirs, out))

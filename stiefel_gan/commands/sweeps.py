@@ -100,7 +100,7 @@ def run_local_sweep(study: str, extra: Sequence[str] = ()) -> int:
     from .train import run_train
 
     commands = study_commands(study, extra)
-    failures = []
+    failures, status = [], 0
     for done, command in enumerate(commands, start=1):
         print(f"[sweep {study}] {' '.join(command)}", file=sys.stderr)
         started = time.time()
@@ -111,7 +111,7 @@ def run_local_sweep(study: str, extra: Sequence[str] = ()) -> int:
             break
     for failure in failures:
         print(f"stiefel-gan: {failure}", file=sys.stderr)
-    if done < len(commands):
+    if status >= 128:
         print(f"stiefel-gan: {len(commands) - done} of {len(commands)} jobs not started: "
               f"{signal.Signals(status - 128).name} stopped the sweep", file=sys.stderr)
         return status

@@ -94,13 +94,13 @@ def task(composed: DictConfig) -> float | None:
         diverged = isinstance(error, TrainingDiverged)
         print(f"stiefel-gan: {'training diverged: ' if diverged else ''}{error}", file=sys.stderr)
         if study is not None:
-            raise JobFailed(str(prepared.run_dir), *ended_by(error)) from None
+            raise JobFailed(str(prepared.run_dir or job), *ended_by(error)) from None
         raise SystemExit(1 if diverged else error.exit_status) from None
     except Exception as error:  # a bug: a single run ends with Hydra's traceback, a study's job prints it
         if study is None:
             raise
         traceback.print_exc()
-        raise JobFailed(str(prepared.run_dir), *ended_by(error)) from error
+        raise JobFailed(str(prepared.run_dir or job), *ended_by(error)) from error
     print(run_dir)
     return objective(run_dir, cfg)
 
