@@ -170,11 +170,13 @@ elif PHASE in ("evaluation", "final evaluation"):
             enter()
         return real_call(self, generator, final)
     SampleQuality.__call__ = call
-elif PHASE == "diagnostics":
+elif PHASE == "diagnostics":  # the second diagnosis, at step 2 (the first is D at step 0)
     from stiefel_gan.measure.diagnostics import DiscriminatorDiagnostics
-    real_diagnose = DiscriminatorDiagnostics.__call__
+    real_diagnose, diagnoses = DiscriminatorDiagnostics.__call__, []
     def diagnose(self, *args, **kwargs):
-        enter()
+        diagnoses.append(1)
+        if len(diagnoses) == 2:
+            enter()
         return real_diagnose(self, *args, **kwargs)
     DiscriminatorDiagnostics.__call__ = diagnose
 elif PHASE == "sample grid":

@@ -112,3 +112,28 @@ def test_smoke_study_runs_locally_with_a_wandb_group_per_variant(tmp_path, monke
     assert main(["report", str(study)]) == 0
     report = (study / "report.md").read_text()
     assert "smoke_stiefel" in report and "smoke_sn" in report
+
+
+def test_a_failing_job_of_a_local_sweep_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+    """As a ``wandb agent`` would, the local sweep goes on after a job fails, names it at the end with
+    its status, and exits 1."""
+    from stiefel_gan.measure.quality import SampleQuality
+    from stiefel_gan.run.records import read_status
+
+    evaluate = SampleQuality.__call__
+
+    def broken_for_one_job(self, generator, final=False):
+        if self.cfg.variant == "smoke_stiefel" and self.cfg.train.seed == 0:
+            raise ZeroDivisionError("a bug in one job")
+        return evaluate(self, generator, final)
+
+    monkeypatch.setattr(SampleQuality, "__call__", broken_for_one_job)
+    shrink = [f"out_dir={tmp_path / 'runs'}", "train.steps=2", "train.progress=false", "wandb.mode=disabled"]
+    assert main(["sweep", "smoke", "--local", *shrink]) == 1
+    study = tmp_path / "runs" / "smoke"
+    broken = study / "smoke_stiefel-s0"
+    assert read_status(broken)["status"] == "failed"
+    assert [p.name for p in sorted(study.iterdir()) if p != broken and (read_status(p) or {}).get("status") ==
+            "finished"] == ["smoke_sn-s0", "smoke_sn-s1", "smoke_stiefel-s1"]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == f"stiefel-gan: {broken}: failed: ZeroDivisionError: a bug in one job"

@@ -6,18 +6,21 @@ the checks themselves live in :mod:`stiefel_gan.config.checks`.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from stiefel_gan.config.checks import check_job, check_launcher
-from stiefel_gan.config.compose import UsageError, job_config, one_line
+from stiefel_gan.config.compose import JobFailed, UsageError, job_config, one_line
 from stiefel_gan.config.naming import NAMED_KEYS, run_name_for, swept_wandb_group
+from stiefel_gan.config.paths import STOP_FILE, request_stop, stop_requested
 
 
 class CheckedSweeper(BasicSweeper):
@@ -28,6 +31,10 @@ class CheckedSweeper(BasicSweeper):
     seed. A sweep over anything else (``disc.tau=0.5,1``, ``data=ring8,grid25``) would give two jobs
     one name, one directory and one W&B group; such jobs get ``run_name`` and ``wandb.group``
     overrides that append the other swept values.
+
+    A job that fails does not stop the others (Note [A study survives one bad run] in
+    :mod:`stiefel_gan.commands.train`); at the end every job that did not finish is named on stderr,
+    one line each, and the exit status is 1 (128 + signal when a signal stopped the study).
     """
 
     def sweep(self, arguments: list[str]) -> Any:
@@ -69,17 +76,96 @@ class CheckedSweeper(BasicSweeper):
         return named
 
     def _launch(self, jobs: list[list[str]]) -> Any:
-        """BasicSweeper.sweep's launch loop, over the jobs already expanded and checked."""
+        """BasicSweeper.sweep's launch loop, over the jobs already expanded and checked; a signal stops
+        the study (Note [Stopping a study] in :mod:`stiefel_gan.config.paths`), a failed job does not."""
         sweep_dir = Path(self.config.hydra.sweep.dir)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        (sweep_dir / STOP_FILE).unlink(missing_ok=True)  # left by an earlier study in this directory
         batch_size = self.max_batch_size or len(jobs)
         returns = []
-        for start in range(0, len(jobs), batch_size):
-            batch = jobs[start:start + batch_size]
-            self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=start)
-            for result in results:
-                _ = result.return_value  # re-raises a job's exception
-            returns.append(results)
+        with _StopOnSignal(sweep_dir):
+            for start in range(0, len(jobs), batch_size):
+                if stop_requested(sweep_dir) is not None:
+                    break
+                batch = jobs[start:start + batch_size]
+                self.validate_batch_is_legal(batch)
+                try:
+                    returns.append(self.launcher.launch(batch, initial_job_idx=start))
+                except BaseException:
+                    if stop_requested(sweep_dir) is None:
+                        raise
+                    # a second signal, or a worker that had not reached its first job died of the first:
+                    # the launcher gave up on the batch (joblib kills the other workers)
+                    print(f"stiefel-gan: {signal.Signals(stop_requested(sweep_dir)).name} stopped the study "
+                          "before its jobs had ended: a job that was training keeps its last periodic "
+                          "checkpoint (its status.json may still say running)", file=sys.stderr)
+                    break
+        signum = stop_requested(sweep_dir)
+        (sweep_dir / STOP_FILE).unlink(missing_ok=True)
+        failures = [failure for results in returns for failure in map(_failure, results) if failure is not None]
+        for failure in failures:
+            if failure.status != "not started":
+                print(f"stiefel-gan: {failure}", file=sys.stderr)
+        not_started = len(jobs) - sum(map(len, returns)) + sum(f.status == "not started" for f in failures)
+        if not_started:
+            print(f"stiefel-gan: {not_started} of {len(jobs)} jobs not started: "
+                  f"{signal.Signals(signum).name} stopped the study", file=sys.stderr)
+        if signum is not None:
+            raise SystemExit(128 + signum)
+        if failures:
+            raise SystemExit(1)
         return returns
+
+
+def _failure(result: JobReturn) -> JobFailed | None:
+    """What kept a job from finishing (None when it finished): the task's :class:`JobFailed`, or an
+    exception raised around the task (Hydra's job setup, a launcher), recorded as ``failed``. Read from
+    ``_return_value``: the public ``return_value`` re-raises it after printing a line of its own."""
+    if result.status == JobStatus.COMPLETED:
+        return None
+    error = result._return_value
+    if isinstance(error, JobFailed):
+        return error
+    return JobFailed(str(result.hydra_cfg.hydra.runtime.output_dir), "failed",
+                     f"{type(error).__name__}: {one_line(error)}")
+
+
+class _StopOnSignal:
+    """While a study's jobs run: the first SIGINT / SIGTERM to this process stops the study (a stop file,
+    Note [Stopping a study]) instead of ending this process mid-launch (a KeyboardInterrupt in joblib's
+    wait kills its workers mid-step); a second one goes to the previous handler, so a hung study still
+    ends. Not :class:`stiefel_gan.run.signals.StopRequest`: the sweeper imports ``stiefel_gan.config``
+    only, and this one has no training loop to poll it. Handlers can be installed from the main thread
+    only; elsewhere none is.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, sweep_dir: Path):
+        self.sweep_dir = sweep_dir
+        self._stopping = False
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self._stopping:  # a second signal: the previous handler takes it now
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self._stopping = True
+        request_stop(self.sweep_dir, signum)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def __enter__(self) -> "_StopOnSignal":
+        try:
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        except ValueError:  # not the main thread
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._restore()

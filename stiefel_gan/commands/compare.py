@@ -1,19 +1,21 @@
 """``stiefel-gan compare``: the main job. SN and the three Stiefel spectra on the embedded digits, one
-seed each, checked before the first trains, then compared in one report.
+seed each, checked before the first trains, trained as one Hydra study, then compared in one report.
 """
 
 from __future__ import annotations
 
 import itertools
-import multiprocessing
 import os
-import signal
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from ..config.compose import UsageError, compose_config, one_line
+from ..config.checks import check_job
+from ..config.compose import UsageError, compose_config
+from ..config.paths import RunDir
+
+#: each run's directory is named after its ``disc`` option and seed (``sn-s0``), as before compare was a study
+RUN_SUBDIR = "${hydra:runtime.choices.disc}-s${train.seed}"
 
 
 def _cpu_cores() -> int:
@@ -31,75 +33,63 @@ def _compare_jobs(cfg, n_runs: int) -> int:
     return min(jobs or _cpu_cores(), n_runs)
 
 
-def _train_one(cfg) -> Path:
-    """Prepare and train one run (in a worker process of a parallel ``compare``)."""
-    from ..run.runner import execute, prepare
+def _new_output_dir(parent: Path) -> Path:
+    """``<parent>/<timestamp>``, created by this command alone (a second compare started in the same
+    second gets ``<timestamp>-2``), so that the report reads this command's runs and no other's."""
+    from ..run.rundir import candidates
 
-    started = time.perf_counter()
-    run_dir = execute(prepare(cfg))
-    print(f"[compare] {cfg.run_name} done in {time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
-    return run_dir
-
-
-def _train_in_parallel(configs: list, jobs: int) -> list[Path]:
-    """Train ``configs`` in ``jobs`` spawned worker processes (Note [parallel compare] in :func:`compare`)."""
-    from ..run.signals import RunInterrupted
-
-    print(f"[compare] {len(configs)} runs, {jobs} at a time ({configs[0].train.threads} threads each): "
-          f"{', '.join(cfg.run_name for cfg in configs)}", file=sys.stderr, flush=True)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_train_one, cfg) for cfg in configs]
+    for candidate in candidates(parent / time.strftime("%Y%m%d-%H%M%S")):
         try:
-            return [future.result() for future in futures]
-        except KeyboardInterrupt:  # the workers got the SIGINT too: each checkpoints and stops
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise RunInterrupted("SIGINT stopped compare; each started run wrote its checkpoint",
-                                 signal.SIGINT) from None
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            continue
+    raise AssertionError("unreachable: candidates() never ends")
 
 
 def compare(args) -> int:
     """The main job: every ``compare.variants`` x ``compare.seeds`` run checked, trained, then compared.
 
+    The runs are one study of ``stiefel-gan train -m`` (the same Hydra task, launcher and sweeper, so
+    each run directory gets its ``.hydra/`` records and a failed run does not stop the others: Note
+    [A study survives one bad run]); the report lists a run that did not finish, and the exit status
+    is then 1. A signal stops every run with its checkpoint written and leaves no report.
+
     Note [parallel compare]
         The main job's runs are independent, and a digits-sized model keeps two CPU threads busy only
         part of the time (small convolutions and per-parameter optimizer calls). Two runs side by side with
         one thread each finish sooner than the same runs one after another with two threads, and train
-        the same numbers (CPU runs are deterministic for a given thread count). ``compare.jobs=1`` runs
-        them one by one in this process.
+        the same numbers (CPU runs are deterministic for a given thread count). ``compare.jobs>1`` runs them
+        in Hydra's joblib launcher (worker processes that each build and train one run at a time);
+        ``compare.jobs=1`` runs them one by one in this process (Hydra's basic launcher).
     """
     from ..report.markdown import write_comparison
-    from ..run.runner import execute, prepare
-    from ..run.signals import RunInterrupted
+    from .train import run_train
 
     base = compose_config(["experiment=compare", *args.overrides])
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(base.out_dir) / base.name / stamp
     runs = list(itertools.product(base.compare.variants, base.compare.seeds))
+    if not runs:
+        raise UsageError(f"compare.variants={base.compare.variants} and compare.seeds={base.compare.seeds} are not "
+                         "allowed: give at least one disc option and one seed")
     jobs = _compare_jobs(base, len(runs))
-    configs = []
-    for variant, seed in runs:
-        cfg = compose_config(["experiment=compare", *args.overrides, f"disc={variant}", f"train.seed={seed}"])
-        cfg.name, cfg.run_name = f"{base.name}/{stamp}", f"{variant}-s{seed}"
-        if jobs > 1:
-            cfg.train.progress = False  # two progress bars on one terminal garble each other
-            if cfg.train.threads is None:
-                cfg.train.threads = max(1, _cpu_cores() // jobs)
-        configs.append(cfg)
-    try:
-        prepared = [prepare(cfg) for cfg in configs]  # every run is checked before the first one trains
-    except ValueError as error:
-        raise UsageError(one_line(error)) from None
-    try:
-        if jobs == 1:
-            run_dirs = []
-            for p in prepared:
-                print(f"[compare] {p.base.name}", file=sys.stderr)
-                run_dirs.append(execute(p))
-        else:
-            del prepared  # the workers build their own
-            run_dirs = _train_in_parallel(configs, jobs)
-    except RunInterrupted as stopped:  # SIGINT / SIGTERM: the run (each worker's) wrote its checkpoint
-        print(f"stiefel-gan: {stopped}", file=sys.stderr)
-        return stopped.exit_status
+    common = ["experiment=compare", *args.overrides]
+    threads = base.train.threads
+    if jobs > 1:
+        threads = threads or max(1, _cpu_cores() // jobs)
+        common += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"train.threads={threads}",
+                   "train.progress=false"]  # two progress bars on one terminal garble each other
+    for variant, seed in runs:  # every run checked before anything is written; nothing is built
+        check_job(compose_config([*common, f"disc={variant}", f"train.seed={seed}"]))
+    out = _new_output_dir(Path(base.out_dir) / base.name)
+    each = f" ({threads} thread{'s' if threads > 1 else ''} each)" if threads else ""
+    print(f"[compare] {len(runs)} runs, {jobs} at a time{each}, in {out}", file=sys.stderr, flush=True)
+    status = run_train(["-m", *common, f"name='{base.name}/{out.name}'", f"hydra.sweep.subdir='{RUN_SUBDIR}'",
+                        f"disc={','.join(base.compare.variants)}",
+                        f"train.seed={','.join(map(str, base.compare.seeds))}"])
+    order = {f"{variant}-s{seed}": i for i, (variant, seed) in enumerate(runs)}  # the report's order, as listed
+    run_dirs = sorted((d for d in out.iterdir() if RunDir(d).is_run()),
+                      key=lambda d: (order.get(d.name, len(order)), d.name))
+    if status >= 128 or not run_dirs:  # a signal stopped the study (the sweeper said so), or no run began
+        return status
     print(write_comparison(run_dirs, out))
-    return 0
+    return status

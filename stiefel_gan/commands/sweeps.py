@@ -12,7 +12,9 @@ an agent runs exactly ``stiefel-gan train experiment=<study> variant=sn train.se
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 import warnings
 from typing import Sequence
 
@@ -24,7 +26,8 @@ with warnings.catch_warnings():
     import sweeps
 from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-from ..config.compose import UsageError, config_files, job_config, one_line
+from ..config.compose import JobFailed, UsageError, config_files, job_config, one_line
+from ..config.paths import RunDir, run_base
 
 SWEEPS_DIR = "sweeps"
 
@@ -90,15 +93,46 @@ def study_commands(study: str, extra: Sequence[str] = ()) -> list[list[str]]:
 
 
 def run_local_sweep(study: str, extra: Sequence[str] = ()) -> int:
-    """Run every job of the study here, one after the other; the first failing job's exit status."""
+    """Run every job of the study here, one after the other, as a ``wandb agent`` would: a job that fails
+    does not stop the others (Note [A study survives one bad run]), a signal stops the sweep. At the end,
+    one line per job that did not finish, with its status (its ``status.json``); the exit status is 1
+    when one did not, 128 + signal when a signal stopped the sweep."""
     from .train import run_train
 
-    for command in study_commands(study, extra):
+    commands = study_commands(study, extra)
+    failures, status = [], 0
+    for done, command in enumerate(commands, start=1):
         print(f"[sweep {study}] {' '.join(command)}", file=sys.stderr)
+        started = time.time()
         status = run_train(command[2:])
         if status != 0:
-            return status
-    return 0
+            failures.append(_failure(command, status, started))
+        if status >= 128:  # the job's run was stopped by a signal (its line said how to continue it)
+            break
+    for failure in failures:
+        print(f"stiefel-gan: {failure}", file=sys.stderr)
+    if status >= 128:
+        print(f"stiefel-gan: {len(commands) - done} of {len(commands)} jobs not started: "
+              f"{signal.Signals(status - 128).name} stopped the sweep", file=sys.stderr)
+        return status
+    return 1 if failures else 0
+
+
+def _failure(command: list[str], exit_status: int, started: float) -> JobFailed:
+    """How a job that exited with ``exit_status`` ended: its run's ``status.json``, written since the job
+    ``started`` (``time.time()``), in a directory of the job's name (the name itself, or a -2, -3...
+    suffix where earlier runs hold it). A job refused before it claimed one is named by its command."""
+    from ..run.records import read_status
+    from ..run.rundir import candidates
+
+    for candidate in candidates(run_base(job_config(command[2:]))):
+        if not candidate.is_dir():
+            break
+        path = RunDir(candidate).status
+        if path.is_file() and path.stat().st_mtime >= started:
+            recorded = read_status(candidate)
+            return JobFailed(str(candidate), recorded["status"], recorded["reason"])
+    return JobFailed(" ".join(command[2:]), "failed", f"exit status {exit_status}")
 
 
 def create_sweep(study: str, project: str | None, entity: str | None) -> tuple[str, str]:

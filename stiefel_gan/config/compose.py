@@ -41,6 +41,21 @@ class UsageError(ValueError):
     """A bad command line or config: reported as one line, exit status 2."""
 
 
+class JobFailed(RuntimeError):
+    """A job of a study that did not finish (Note [A study survives one bad run] in
+    :mod:`stiefel_gan.commands.train`): raised by the Hydra task so that the launcher records the job as
+    failed and goes on with the next; the checked sweeper names it at the end. ``job`` is its run
+    directory, ``status`` one of ``failed``, ``diverged``, ``interrupted`` (the endings of
+    :data:`~.paths.RUN_STATUSES`) or ``not started``."""
+
+    def __init__(self, job: str, status: str, reason: str):
+        super().__init__(job, status, reason)  # the arguments again: it is pickled back from a worker
+        self.job, self.status, self.reason = job, status, reason
+
+    def __str__(self) -> str:
+        return f"{self.job}: {self.status}: {self.reason}"
+
+
 def one_line(error: BaseException) -> str:
     """Hydra and OmegaConf spread some messages over several lines (a list of available options, the
     config search path): keep what names the problem, on one line."""

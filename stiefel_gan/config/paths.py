@@ -14,7 +14,11 @@
       checkpoints/last.pt    G, D, both optimizers, latent RNG, step, W&B id (atomic writes)
       checkpoints/previous.pt  the checkpoint before it, which a resume falls back to
       checkpoints/last.unreadable.pt  a last.pt that could not be read, set aside by that fallback
+      status.json            running, finished, failed, diverged or interrupted; why, at which step
       wandb/                 the W&B run
+
+A study's sweep directory (``runs/<experiment>/``) also gets ``.stop`` while a signal stops it
+(:func:`request_stop`).
 
 Every module that writes or reads a run goes through :class:`RunDir`, so a file name is spelled once.
 It sits with the config, below everything built from it, because the checks read files a config
@@ -61,6 +65,17 @@ HYDRA_DIR = ".hydra"
 
 
 REPORT_FILE = "report.md"
+
+
+STATUS_FILE = "status.json"
+
+
+STOP_FILE = ".stop"
+
+
+#: what ``status.json`` says of a run: ``running`` from its claim until it ends (a run killed outright,
+#: SIGKILL or a power cut, stays ``running``), then how it ended
+RUN_STATUSES = ("running", "finished", "failed", "diverged", "interrupted")
 
 
 @dataclass(frozen=True)
@@ -129,6 +144,10 @@ class RunDir:
     def hydra(self) -> Path:
         return self.path / HYDRA_DIR
 
+    @property
+    def status(self) -> Path:
+        return self.path / STATUS_FILE
+
     def is_run(self) -> bool:
         """A finished or running run: it has its config and its metrics file."""
         return self.config.is_file() and self.metrics.is_file()
@@ -137,3 +156,29 @@ class RunDir:
 def run_base(cfg: Config) -> Path:
     """``<out_dir>/<name>/<run name>``: where a run of this config goes (a suffix when it is taken)."""
     return Path(cfg.out_dir) / cfg.name / default_run_name(cfg)
+
+
+def request_stop(sweep_dir: Path, signum: int) -> None:
+    """Mark the study in ``sweep_dir`` as stopped by signal ``signum`` (Note [Stopping a study]).
+
+    Note [Stopping a study]
+    ~~~~~~~~~~~~~~~~~~~~~~~
+    Ctrl-C or SIGTERM to ``stiefel-gan train -m`` / ``compare`` stops the whole study, but its jobs may
+    run in other processes (joblib workers, submitit jobs) that the signal does not reach, or that
+    Hydra would go on feeding with the study's next jobs. The command's sweeper therefore writes
+    ``<sweep dir>/.stop``; a running job polls it between steps (and stops like a signalled run: the
+    step ends, the checkpoint is written), a job about to start does not start. The file is the one
+    thing both sides see on every launcher, so its name and its two functions live here, below the
+    sweeper (which may import only ``stiefel_gan.config``) and the runner.
+    """
+    path = Path(sweep_dir) / STOP_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(int(signum)))
+
+
+def stop_requested(sweep_dir: Path) -> int | None:
+    """The signal that stopped the study in ``sweep_dir`` (Note [Stopping a study]), or ``None``."""
+    try:
+        return int((Path(sweep_dir) / STOP_FILE).read_text())
+    except (FileNotFoundError, ValueError):  # ValueError: read while being written (empty)
+        return None

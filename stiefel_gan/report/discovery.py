@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from ..config.naming import NOT_VARIANT_KEYS, disc_label
 from ..config.paths import CONFIG_FILE, METRICS_FILE, RunDir
 from ..config.schema import flatten
-from ..run.records import read_metrics
+from ..run.records import read_metrics, read_status
 
 #: separates a tuning study's method from its setting in a variant label: ``sn@lr_d=2e-4``
 SETTING_SEPARATOR = "@"
@@ -85,16 +85,24 @@ def group_variants(run_dirs: list[Path]) -> dict[str, list[Path]]:
 
 @dataclass
 class Run:
-    """One run directory's config, seed, logged rows and last spectra."""
+    """One run directory's config, seed, logged rows, last spectra and ``status.json`` (None: a run
+    written before runs recorded their status, which only a finished run could be reported from)."""
 
     run_dir: Path
     config: dict
     rows: list[dict]
     spectra: dict = field(default_factory=dict)
+    status: dict | None = None
 
     @property
     def seed(self) -> int:
         return int(self.config["train"]["seed"])
+
+    @property
+    def finished(self) -> bool:
+        """It reached ``train.steps``: a failed, diverged, interrupted or still running run (or one
+        killed outright, which stays ``running``) is no seed of its variant's statistics."""
+        return self.status is None or self.status["status"] == "finished"
 
     def curve(self, key: str) -> tuple[list[int], list[float]]:
         """Steps and finite values where ``key`` was logged (the last value of a step that was logged twice)."""
@@ -120,7 +128,7 @@ def _last_spectra(run_dir: Path) -> dict:
 
 
 def load_runs(groups: dict[str, list[Path]]) -> dict[str, list[Run]]:
-    return {label: [Run(d, load_config(d), read_metrics(d), _last_spectra(d)) for d in dirs]
+    return {label: [Run(d, load_config(d), read_metrics(d), _last_spectra(d), read_status(d)) for d in dirs]
             for label, dirs in groups.items()}
 
 

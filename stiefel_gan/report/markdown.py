@@ -22,7 +22,7 @@ and names. Within a variant the runs are seeds. The report (documented table by 
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..config.paths import REPORT_FILE
@@ -63,19 +63,24 @@ def _summary(summary: Summary) -> str:
     return f"{format_number(summary.mean)} ± {float(summary.std):.2g}"
 
 
-def _difference(difference: PairedDifference, direction: str | None) -> str:
+def _difference(difference: PairedDifference, direction: str | None, lost: str = "") -> str:
+    """The Δ cell: mean [interval] and the verdict; ``lost`` says which seeds failed runs took from the
+    variant or the baseline (the verdict stands on the seeds that are left)."""
     if difference.n == 0:
         return "-"
     text = f"{difference.mean:+.4g}"
     if difference.n < 2:
-        return f"{text} (1 seed: no interval)"
-    text += f" [{difference.low:+.3g}, {difference.high:+.3g}]"
-    if difference.inconclusive:
-        return f"{text} inconclusive"
-    if direction is None:
-        return text + (" higher" if difference.mean > 0 else " lower")
-    improved = (difference.mean < 0) == (direction == "lower")
-    return text + (" **better**" if improved else " **worse**")
+        text += " (1 seed: no interval)"
+    else:
+        text += f" [{difference.low:+.3g}, {difference.high:+.3g}]"
+        if difference.inconclusive:
+            text += " inconclusive"
+        elif direction is None:
+            text += " higher" if difference.mean > 0 else " lower"
+        else:
+            improved = (difference.mean < 0) == (direction == "lower")
+            text += " **better**" if improved else " **worse**"
+    return f"{text} ({lost})" if lost else text
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -83,7 +88,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseline) -> list[str]:
+def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseline,
+                   lost: dict[str, str] | None = None) -> list[str]:
+    """One table per quality key; ``lost`` (:func:`lost_seeds`) marks the variants that lost seeds to
+    runs that did not finish, in their ``n`` and in each verdict that pairs them."""
+    lost = lost or {}
     lines = []
     statistics = ("final", "last", "area")
     for key in keys:
@@ -96,13 +105,15 @@ def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseli
         for label, rs in runs.items():
             per_seed = {s: seed_statistic(rs, key, s) for s in statistics}
             summaries = [summarize(list(per_seed[s].values())) for s in statistics]
-            row = [label, str(summaries[0].n)] + [_summary(s) for s in summaries]
+            n = str(summaries[0].n) + (f" ({lost[label]})" if label in lost else "")
+            row = [label, n] + [_summary(s) for s in summaries]
             if baseline.label is not None:
                 if label == baseline.label:
                     row += ["baseline"] * 3
                 else:
+                    both = "; ".join(f"{name}: {lost[name]}" for name in (label, baseline.label) if name in lost)
                     row += [_difference(paired_bootstrap(per_seed[s], seed_statistic(runs[baseline.label], key, s)),
-                                        direction) for s in statistics]
+                                        direction, both) for s in statistics]
             rows.append(row)
         lines += _table(header, rows)
     return lines
@@ -203,6 +214,33 @@ def norm_ratio_tables(runs: dict[str, list[Run]]) -> list[str]:
     return lines
 
 
+def lost_seeds(every: dict[str, list[Run]]) -> dict[str, str]:
+    """Per variant whose runs did not all finish, the seeds left and what ended the others:
+    ``"2 of 3 seeds; 1 diverged"``. A seed counts when one of its runs finished."""
+    lost = {}
+    for label, rs in every.items():
+        seeds, kept = {r.seed for r in rs}, {r.seed for r in rs if r.finished}
+        if kept != seeds:
+            ended = Counter(r.status["status"] for r in rs if r.seed not in kept)
+            lost[label] = (f"{len(kept)} of {len(seeds)} seeds; "
+                           + ", ".join(f"{count} {status}" for status, count in sorted(ended.items())))
+    return lost
+
+
+def unfinished_table(every: dict[str, list[Run]]) -> list[str]:
+    """The runs that did not finish, by name and status (``status.json``), with the step and the reason."""
+    rows = [[run.run_dir.name, label, str(run.seed), run.status["status"], str(run.status["step"]),
+             run.status["reason"].replace("|", "\\|")]
+            for label, rs in every.items() for run in rs if not run.finished]
+    if not rows:
+        return []
+    return (["## Runs that did not finish", "",
+             "Left out of every table and figure below: a diverged or failed run's last numbers are those of "
+             "a run that broke, an interrupted or running one's those of a shorter one (resume=auto continues "
+             "it). `running` is also what a run killed outright (SIGKILL, a lost node) leaves.", ""]
+            + _table(["run", "variant", "seed", "status", "step", "reason"], rows) + [""])
+
+
 def write_reports(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> list[Path]:
     """:func:`write_comparison` of the runs, one report per dataset: runs on different data compare nothing
     (a study over ``data=ring8,grid25`` gets ``out_dir/ring8/report.md`` and ``out_dir/grid25/report.md``,
@@ -221,7 +259,9 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = group_variants(run_dirs)
-    runs = load_runs(groups)
+    every = load_runs(groups)
+    lost = lost_seeds(every)
+    runs = {label: kept for label, rs in every.items() if (kept := [r for r in rs if r.finished])}
     keys = quality_keys(runs)
     primary = keys[0] if keys else None
     baseline = choose_baseline(runs, primary)
@@ -231,9 +271,13 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     all_keys = set().union(*(r.keys() for rs in runs.values() for r in rs))
     settings = sorted(k for k in all_keys if k.startswith(PREFIX) and metric_name(k) in MEASUREMENT_SETTINGS)
 
+    unfinished = len(run_dirs) - sum(map(len, runs.values()))
     lines = ["# stiefel_gan report", "",
-             f"{len(run_dirs)} run(s) in {len(runs)} variant(s), grouped by "
-             + ("the config's `variant` label." if labelled else "the config keys that differ between runs."),
+             f"{len(run_dirs)} run(s) in {len(every)} variant(s), grouped by "
+             + ("the config's `variant` label." if labelled else "the config keys that differ between runs.")
+             + (f" {unfinished} did not finish (listed below) and are left out" if unfinished else "")
+             + (": " + "; ".join(f"{label} has {note}" for label, note in lost.items()) + "." if lost
+                else "." if unfinished else ""),
              f"Baseline: **{baseline.label}** ({baseline.reason})." if baseline.label
              else f"Baseline: none ({baseline.reason}).",
              f"Per variant over seeds: mean ± std of the final value, of the mean of the last {LAST_EVALUATIONS} "
@@ -241,9 +285,10 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
              f"Δ: variant minus baseline paired by seed, mean [{CONFIDENCE:.0%} percentile-bootstrap interval], "
              "*inconclusive* where the interval contains 0 (with 2 or 3 seeds the interval is the range of the "
              "per-seed differences: a difference is called only when every seed agrees).", ""]
+    lines += unfinished_table(every)
     lines += baseline_check(runs, baseline, primary)
     if keys:
-        lines += ["## Sample quality"] + quality_tables(runs, keys, baseline)
+        lines += ["## Sample quality"] + quality_tables(runs, keys, baseline, lost)
     if settings:
         lines += ["", "Measured with: " + ", ".join(
             f"{key} = {_summary(summarize([r.final(key) for rs in runs.values() for r in rs]))}" for key in settings)]

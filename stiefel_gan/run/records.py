@@ -1,5 +1,5 @@
-"""The run's local records: ``metrics.jsonl``, ``series.jsonl`` and ``metric_status.jsonl``, written and
-read back.
+"""The run's local records: ``metrics.jsonl``, ``series.jsonl``, ``metric_status.jsonl`` and ``status.json``,
+written and read back.
 
 JSON has no non-finite numbers, so ``nan``, ``inf`` and ``-inf`` are written as the *strings* ``"nan"``,
 ``"inf"`` and ``"-inf"`` (lossless, unlike ``null``, which would merge a diverged ``inf`` loss with a
@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from ..config.paths import METRIC_STATUS_FILE, METRICS_FILE, SERIES_FILE
+from ..config.paths import METRIC_STATUS_FILE, METRICS_FILE, RUN_STATUSES, SERIES_FILE, RunDir
 
 #: How non-finite floats are spelled in the JSONL files (JSON itself has no NaN or infinity).
 _NONFINITE_TO_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
@@ -101,16 +101,37 @@ def read_metric_status(run_dir: Path) -> list[dict]:
     return list(_complete_lines(path)) if path.is_file() else []
 
 
-def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Keep the complete rows with ``step <= last_step``; rewrite through a temp file + ``os.replace``
-    so that a crash during the rewrite leaves either the old or the new file, never half of one."""
-    if not path.is_file():
-        return
-    kept = [row for row in _complete_lines(path) if row["step"] <= last_step]
+def _replace_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file in ``path``'s directory, then ``os.replace`` it onto ``path``: a crash
+    during the write leaves the old file or the new one, never half of one."""
     with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=path.parent, prefix=path.name,
                                      suffix=".tmp", delete=False) as handle:
-        for row in kept:
-            handle.write(json.dumps(row, allow_nan=False) + "\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(handle.name, path)
+
+
+def truncate_jsonl(path: Path, last_step: int) -> None:
+    """Keep the complete rows with ``step <= last_step``, rewritten atomically."""
+    if not path.is_file():
+        return
+    kept = [row for row in _complete_lines(path) if row["step"] <= last_step]
+    _replace_atomically(path, "".join(json.dumps(row, allow_nan=False) + "\n" for row in kept))
+
+
+def write_status(run_dir: Path, status: str, reason: str, step: int) -> dict:
+    """Write ``run_dir/status.json``, ``{"status", "reason", "step"}``, atomically (a reader, the report
+    of a study still running, never sees half of it); returns what it wrote."""
+    if status not in RUN_STATUSES:
+        raise ValueError(f"status={status!r} is not allowed: use one of {', '.join(RUN_STATUSES)}")
+    record = {"status": status, "reason": reason, "step": int(step)}
+    _replace_atomically(RunDir(run_dir).status, json.dumps(record) + "\n")
+    return record
+
+
+def read_status(run_dir: Path) -> dict | None:
+    """``run_dir/status.json`` as written by :func:`write_status`; ``None`` for a run written before runs
+    recorded their status."""
+    path = RunDir(run_dir).status
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

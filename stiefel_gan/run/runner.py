@@ -44,6 +44,7 @@ from ..config.checks import (
     resolve_device,
     resume_point,
 )
+from ..config.compose import one_line
 from ..config.naming import run_tags, wandb_group
 from ..config.paths import RunDir, run_base
 from ..config.schema import Config, config_dict
@@ -51,7 +52,7 @@ from ..data.batches import infinite_batches
 from ..data.datasets import build_dataset, data_shape
 from ..data.mixtures import MIXTURES
 from ..gan.builder import build_gan, shapeless_layers
-from ..gan.train import LoopSettings, Periodic, Precision, TrainingState, train
+from ..gan.train import LoopSettings, Periodic, Precision, TrainingDiverged, TrainingState, train
 from ..manifold import load_optimizer_state
 from ..measure.diagnostics import DiscriminatorDiagnostics
 from ..measure.plots import scatter_png
@@ -93,7 +94,7 @@ def _own_run(cfg: Config, base: Path, owner: str) -> tuple[Path | None, ResumePo
 class PreparedRun:
     cfg: Config
     base: Path  # where the run goes; a -2, -3... suffix when another run holds it
-    run_dir: Path | None  # the run this one continues, None for a new run
+    run_dir: Path | None  # the run this one continues (None for a new run, until execute claims its directory)
     owner: str  # who claims the run directory (rundir.claim_run_dir)
     device: torch.device
     state: TrainingState
@@ -204,19 +205,22 @@ def _claim(prepared: PreparedRun) -> Path:
     return run_dir
 
 
-def execute(prepared: PreparedRun) -> Path:
+def execute(prepared: PreparedRun, study: Path | None = None) -> Path:
     """Claim the run directory and train; returns the run directory.
 
     A run continued by ``resume=auto`` (or a requeued job) that had already finished is returned as
     it is. Raises :class:`RunInterrupted` when SIGTERM / SIGINT stopped it: between steps after writing
-    the step's checkpoint, during an evaluation at once with the last checkpoint as it was.
+    the step's checkpoint, during an evaluation at once with the last checkpoint as it was; or, for a
+    job of a study (``study``: its sweep directory), when the study was stopped (Note [Stopping a study]
+    in :mod:`stiefel_gan.config.paths`). ``status.json`` and the W&B summary say how the run stands:
+    running, then finished, diverged, failed or interrupted (:func:`ended_by`).
     """
     cfg, state = prepared.cfg, prepared.state
     if prepared.finished:
         print(f"stiefel-gan: {prepared.run_dir} already finished its train.steps={cfg.train.steps}; "
               "nothing to do", file=sys.stderr)
         return prepared.run_dir
-    run_dir = _claim(prepared)
+    run_dir = prepared.run_dir = _claim(prepared)
     paths = RunDir(run_dir)
     skipped = prepared.resumed.skipped if prepared.resumed is not None else None
     if skipped is not None and skipped[0].is_file():
@@ -271,7 +275,7 @@ def execute(prepared: PreparedRun) -> Path:
     settings = LoopSettings(steps=cfg.train.steps, batch_size=cfg.train.batch_size, n_dis=cfg.optim.n_dis,
                             loss=cfg.loss.name, log_every=cfg.train.log_every,
                             checkpoint_every=cfg.train.checkpoint_every, lr_decay=cfg.optim.lr_decay)
-    stop = StopRequest()
+    stop = StopRequest(study)
 
     def interruptible(phase: str, action: Callable[[int, bool], None]) -> Callable[[int, bool], None]:
         def run_phase(step: int, finished: bool) -> None:
@@ -284,35 +288,65 @@ def execute(prepared: PreparedRun) -> Path:
                          at=frozenset(cfg.metrics.at_steps)),
                 Periodic(cfg.metrics.diagnostics_every, interruptible("diagnostics", diagnose))]
     cut_short = None
-    with stop:
+    with stop, tracker:
+        tracker.set_status("running", f"training from step {state.step}", state.step)
         try:
-            with tracker:
-                if prepared.checkpoint is None and cfg.metrics.diagnostics_every > 0:
-                    # D at its initialization: the reference every trained spectrum and norm is read against
-                    periodic[-1].action(0, False)
-                train(state, prepared.batches, settings, prepared.device, paths.checkpoint,
-                      payload, tracker.log, periodic, progress=cfg.train.progress,
-                      last_good=checkpoint.get("step"), should_stop=stop.requested,
-                      previous_checkpoint=paths.previous_checkpoint)
-                if cfg.wandb.log_checkpoints:
-                    with stop.interruptible("checkpoint upload"):
-                        # the loop wrote the checkpoint of its last step, finished or stopped
-                        tracker.log_checkpoint(state.step, paths.checkpoint)
-        except StopNow as stopped:
-            cut_short = stopped
-    if stop.signum is None:
-        return run_dir
-    stop.forward()  # submitit: requeue this job (it exits); otherwise nothing
-    name = signal.Signals(stop.signum).name
+            if prepared.checkpoint is None and cfg.metrics.diagnostics_every > 0:
+                # D at its initialization: the reference every trained spectrum and norm is read against
+                periodic[-1].action(0, False)
+            train(state, prepared.batches, settings, prepared.device, paths.checkpoint,
+                  payload, tracker.log, periodic, progress=cfg.train.progress,
+                  last_good=checkpoint.get("step"), should_stop=stop.requested,
+                  previous_checkpoint=paths.previous_checkpoint)
+            if cfg.wandb.log_checkpoints:
+                with stop.interruptible("checkpoint upload"):
+                    # the loop wrote the checkpoint of its last step, finished or stopped
+                    tracker.log_checkpoint(state.step, paths.checkpoint)
+        except StopNow as error:
+            cut_short = error
+        except BaseException as error:
+            tracker.set_status(*ended_by(error), state.step)
+            raise
+        # a stop that came with the last step's checkpoint finished the run all the same; one that cut
+        # the final evaluation short did not (its checkpoint was not written)
+        finished = stop.signum is None or (cut_short is None and state.step >= cfg.train.steps)
+        stopped = None if finished else _interruption(stop.signum, cut_short, state.step, cfg.train.steps,
+                                                      paths, last_checkpoint["step"], run_dir)
+        if stopped is None:
+            tracker.set_status("finished", f"reached train.steps={cfg.train.steps}", state.step)
+        else:
+            tracker.set_status("interrupted", str(stopped), state.step)
+    if stop.signum is not None:
+        stop.forward()  # submitit: requeue this job (it exits); in a study run here: stop the study
+    if stopped is not None:
+        raise stopped
+    return run_dir
+
+
+def _interruption(signum: int, cut_short: StopNow | None, step: int, steps: int, paths: RunDir,
+                  checkpoint_step: int | None, run_dir: Path) -> RunInterrupted:
+    """What a stopped run says: between steps, the checkpoint of the step it finished; during an
+    evaluation (``cut_short``), that nothing of that step was saved and which checkpoint stands."""
+    name = signal.Signals(signum).name
     how = f"continue it with the same command and resume=auto, or resume={run_dir}"
     if cut_short is None:
-        raise RunInterrupted(f"{name} stopped the run at step {state.step} of {cfg.train.steps}; checkpoint in "
-                             f"{paths.checkpoint}; {how}", stop.signum)
-    kept = f"its last checkpoint, {paths.checkpoint}, is of step {last_checkpoint['step']}" \
-        if last_checkpoint["step"] is not None else "no checkpoint was written yet"
-    raise RunInterrupted(f"{name} stopped the run during its {cut_short.phase} at step {state.step} of "
-                         f"{cfg.train.steps}, which saved nothing; {kept}; {how} (what came after that checkpoint "
-                         "is redone)", stop.signum)
+        return RunInterrupted(f"{name} stopped the run at step {step} of {steps}; checkpoint in "
+                              f"{paths.checkpoint}; {how}", signum)
+    kept = f"its last checkpoint, {paths.checkpoint}, is of step {checkpoint_step}" \
+        if checkpoint_step is not None else "no checkpoint was written yet"
+    return RunInterrupted(f"{name} stopped the run during its {cut_short.phase} at step {step} of {steps}, "
+                          f"which saved nothing; {kept}; {how} (what came after that checkpoint is redone)", signum)
+
+
+def ended_by(error: BaseException) -> tuple[str, str]:
+    """The status (:data:`~stiefel_gan.config.paths.RUN_STATUSES`) and one-line reason of a run that
+    ``error`` ended: ``diverged`` for a non-finite loss, ``interrupted`` for a KeyboardInterrupt (a
+    second Ctrl-C), ``failed`` for anything else (a bug, a full disk)."""
+    if isinstance(error, TrainingDiverged):
+        return "diverged", str(error)
+    if isinstance(error, (KeyboardInterrupt, RunInterrupted)):
+        return "interrupted", str(error) or type(error).__name__
+    return "failed", f"{type(error).__name__}: {one_line(error)}"
 
 
 def objective(run_dir: Path, cfg: Config) -> float | None:

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import signal
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
+
+from ..config.paths import stop_requested
 
 
 class RunInterrupted(RuntimeError):
@@ -16,9 +19,6 @@ class RunInterrupted(RuntimeError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_status = 128 + signum
-
-    def __reduce__(self):  # it crosses process boundaries (compare's workers): keep both arguments
-        return type(self), (self.args[0], self.exit_status - 128)
 
 
 class StopNow(BaseException):
@@ -57,30 +57,40 @@ class StopRequest:
     Note [Chaining to submitit]: under submitit, Slurm's warning signal before a timeout or a
     preemption (SIGUSR2 by default) belongs to submitit, whose handler requeues the job and exits.
     Taken over here, it first lets the run checkpoint its current step; :meth:`forward` then hands
-    the signal to submitit's handler, so the requeued job continues from that very step.
+    the signal to submitit's handler, so the requeued job continues from that very step. In a study
+    run in this process (Hydra's basic launcher), the previous handler is the sweeper's, and the
+    forwarded signal stops the study.
+
+    ``study``: the sweep directory of the study this run is a job of. A stop the study's command wrote
+    there (Note [Stopping a study] in :mod:`stiefel_gan.config.paths`) stops the run as a signal to
+    this process would; it is polled with each :meth:`requested`, one ``stat`` per step.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
     SCHEDULER_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)  # taken only where a Python handler owns them
 
-    def __init__(self):
+    def __init__(self, study: Path | None = None):
         self.signum: int | None = None
+        self.study = study
+        self._caught = False  # the signal came to this process (not through the study's stop file)
         self.phase: str | None = None  # the interruptible phase the signal cut short, if any
         self._interruptible: str | None = None  # the phase running now, when it may be cut short
         self._previous: dict = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None:  # a second signal: end the process now
+        if self._caught:  # a second signal: end the process now
             previous = signal.SIG_DFL if signum in self.SIGNALS else self._previous.get(signum, signal.SIG_DFL)
             signal.signal(signum, previous)
             signal.raise_signal(signum)
             return
-        self.signum = signum
+        self.signum, self._caught = signum, True
         if self._interruptible is not None:
             self.phase = self._interruptible
             raise StopNow(signum, self.phase)
 
     def requested(self) -> bool:
+        if self.signum is None and self.study is not None:
+            self.signum = stop_requested(self.study)
         return self.signum is not None
 
     @contextmanager
@@ -97,8 +107,9 @@ class StopRequest:
             self._interruptible = None
 
     def forward(self) -> None:
-        """Call the previous Python handler of the signal that stopped the run (submitit's requeue)."""
-        handler = self._previous.get(self.signum)
+        """Call the previous Python handler of the signal this process caught (submitit's requeue, or
+        the sweeper's stop of the study); nothing for a stop that came through the study's stop file."""
+        handler = self._previous.get(self.signum) if self._caught else None
         # Python's own SIGINT handler only raises KeyboardInterrupt, which the stop has already replaced
         if callable(handler) and handler is not signal.default_int_handler:
             handler(self.signum, None)

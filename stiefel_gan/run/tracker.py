@@ -64,7 +64,7 @@ from wandb.sdk.lib import wbauth
 from ..config.checks import WANDB_ENV_MODES, check_wandb_environment
 from ..config.paths import METRIC_STATUS_FILE, METRICS_FILE, SERIES_FILE
 from ..config.schema import WANDB_MODES
-from .records import encode_float, truncate_jsonl, write_line
+from .records import encode_float, truncate_jsonl, write_line, write_status
 
 #: Seconds a TCP connect to the W&B host may take before "auto" mode settles on offline.
 REACHABILITY_TIMEOUT_S = 2.0
@@ -396,6 +396,15 @@ class Tracker:
         artifact = wandb.Artifact(f"checkpoint-{self.run_id}", type="checkpoint", metadata={"step": int(step)})
         artifact.add_file(str(path))
         self._run.log_artifact(artifact, aliases=["latest", f"step-{int(step)}"])
+
+    def set_status(self, status: str, reason: str, step: int) -> None:
+        """Record how the run stands: ``status.json`` (:func:`~.records.write_status`) and the W&B summary's
+        ``status``, ``status_reason`` and ``status_step``, so that a study's failed runs can be found in
+        W&B (filter on ``status``) as on disk. W&B's own run state says only crashed or finished."""
+        record = write_status(self.run_dir, status, reason, step)
+        if self._run is not None:
+            self._run.summary.update({"status": record["status"], "status_reason": record["reason"],
+                                      "status_step": record["step"]})
 
     def _send_lines(self) -> None:
         """Every line plot's rows as one table per key, and a line plot of its last step."""
