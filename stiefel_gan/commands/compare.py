@@ -67,6 +67,7 @@ def compare(args) -> int:
         the same numbers (CPU runs are deterministic for a given thread count). ``compare.jobs=1`` runs
         them one by one in this process.
     """
+    from ..config.checks import check_study
     from ..report.markdown import write_comparison
     from ..run.runner import execute, prepare
     from ..run.signals import RunInterrupted
@@ -86,6 +87,7 @@ def compare(args) -> int:
                 cfg.train.threads = max(1, _cpu_cores() // jobs)
         configs.append(cfg)
     try:
+        check_study(configs)
         prepared = [prepare(cfg) for cfg in configs]  # every run is checked before the first one trains
     except ValueError as error:
         raise UsageError(one_line(error)) from None

@@ -8,15 +8,17 @@ one-line ``ValueError`` (a :class:`~.compose.UsageError` from :func:`check_job`)
 value and what is allowed.
 
 :func:`check_job` is what the CLI, the checked sweeper and ``compare`` call for every job before the
-first one trains; the run is then built once, in the process that trains it
+first one trains, and :func:`check_study` what they call for a study's jobs together (the variants its
+report compares); the run is then built once, in the process that trains it
 (:func:`stiefel_gan.run.runner.prepare`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,15 +34,18 @@ from ..manifold import OPTIMIZERS, SECOND_MOMENTS
 from ..manifold.retractions import RETRACTIONS
 from ..metrics.fidelity import PROTOCOLS
 from .compose import UsageError, job_config, one_line
-from .naming import RESUMABLE_KEYS
+from .naming import RESUMABLE_KEYS, disc_label
 from .paths import RunDir
 from .schema import (
     LOSS_KINDS,
     LR_DECAYS,
     PRECISIONS,
+    REPORT_STATISTICS,
     WANDB_MODES,
     Config,
     DiscConfig,
+    ReportConfig,
+    comparisons_problem,
     config_dict,
     flatten,
     model_input_problem,
@@ -97,6 +102,7 @@ def check_config(cfg: Config, require_data: bool = True) -> None:
     _check_disc(cfg.disc)
     _check_model(cfg)
     _check_metrics(cfg)
+    _check_report(cfg.report)
     missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download) if require_data else None
     if missing:
         _fail(missing)
@@ -128,6 +134,32 @@ def _check_metrics(cfg: Config) -> None:
               f"extractor registered in this process ({', '.join(sorted(FEATURE_EXTRACTORS_REGISTRY))}), or null")
     if m.operator_norm_iters < 1:
         _fail(f"metrics.operator_norm_iters={m.operator_norm_iters} is not allowed: use an integer >= 1")
+
+
+def _check_report(report: ReportConfig) -> None:
+    """``report.alpha`` and ``report.statistic``; whether ``report.comparisons`` names the study's variants
+    needs the study's jobs (:func:`check_study`)."""
+    if not 0 < report.alpha < 1:
+        _fail(f"report.alpha={report.alpha} is not allowed: use a family-wise level in (0, 1), e.g. 0.05")
+    if report.statistic not in REPORT_STATISTICS:
+        _fail(f"report.statistic={report.statistic!r} is not allowed: use one of {', '.join(REPORT_STATISTICS)}")
+
+
+def check_study(configs: Sequence[Config]) -> None:
+    """The checks of a study's jobs together: they declare one ``report`` section, and its
+    ``report.comparisons`` names variants the study runs (:func:`~.schema.comparisons_problem`), before the
+    first job trains. A job's variant is its ``variant`` label; a job without one goes by its D's label
+    (:func:`~.naming.disc_label`), as the report labels runs that differ only in D (``compare``'s)."""
+    sections = {json.dumps(asdict(cfg.report), sort_keys=True) for cfg in configs}
+    if len(sections) > 1:
+        raise UsageError(f"report sections {'; '.join(sorted(sections))} are not allowed in one study: its jobs "
+                         "declare one report section (set report.* for the whole study, not per job)")
+    if not configs:
+        return
+    is_sn = {cfg.variant or disc_label(cfg.disc): cfg.disc.kind == "sn" for cfg in configs}
+    problem = comparisons_problem(configs[0].report.comparisons, set(is_sn), {label for label in is_sn if is_sn[label]})
+    if problem is not None:
+        raise UsageError(problem)
 
 
 def _check_disc(disc: DiscConfig) -> None:
