@@ -39,11 +39,17 @@ class CheckedSweeper(BasicSweeper):
             configs = [job_config(overrides) for overrides in jobs]
             for cfg in configs:
                 check_job(cfg, here=here)
-            check_study(configs)
+            check_study(configs, study_presets=self._study_presets())
         except UsageError as error:
             print(f"stiefel-gan: error: {one_line(error)}", file=sys.stderr)
             raise SystemExit(2) from None
         return self._launch(jobs)
+
+    def _study_presets(self) -> list[str]:
+        """The variant presets of the study's own axis (``hydra.sweeper.params.variant`` of the experiment),
+        whichever of them this sweep runs."""
+        params = self.config.hydra.sweeper.get("params") or {}
+        return [name.strip() for name in str(params.get("variant", "")).split(",") if name.strip()]
 
     def _expanded_jobs(self, arguments: list[str]) -> list[list[str]]:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

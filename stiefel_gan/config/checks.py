@@ -33,7 +33,7 @@ from ..data.images import missing_dataset
 from ..manifold import OPTIMIZERS, SECOND_MOMENTS
 from ..manifold.retractions import RETRACTIONS
 from ..metrics.fidelity import PROTOCOLS
-from .compose import UsageError, job_config, one_line
+from .compose import UsageError, compose_config, job_config, one_line
 from .naming import RESUMABLE_KEYS, disc_label
 from .paths import RunDir
 from .schema import (
@@ -145,19 +145,29 @@ def _check_report(report: ReportConfig) -> None:
         _fail(f"report.statistic={report.statistic!r} is not allowed: use one of {', '.join(REPORT_STATISTICS)}")
 
 
-def check_study(configs: Sequence[Config]) -> None:
+def check_study(configs: Sequence[Config], study_presets: Sequence[str] = ()) -> None:
     """The checks of a study's jobs together: they declare one ``report`` section, and its
     ``report.comparisons`` names variants the study runs (:func:`~.schema.comparisons_problem`), before the
-    first job trains. A job's variant is its ``variant`` label; a job without one goes by its D's label
-    (:func:`~.naming.disc_label`), as the report labels runs that differ only in D (``compare``'s)."""
+    first job trains.
+
+    A job's variant is its ``variant`` label; a job without one goes by its D's label
+    (:func:`~.naming.disc_label`), as the report labels runs that differ only in D (``compare``'s). A sweep
+    may run part of a study (``experiment=baselines variant=fair_sn train.seed=3,4,5``): the variants of the
+    study's own axis, ``study_presets`` (``configs/variant`` names), count too; they are composed only when
+    the jobs lack a declared comparison or the SN baseline.
+    """
     sections = {json.dumps(asdict(cfg.report), sort_keys=True) for cfg in configs}
     if len(sections) > 1:
         raise UsageError(f"report sections {'; '.join(sorted(sections))} are not allowed in one study: its jobs "
                          "declare one report section (set report.* for the whole study, not per job)")
-    if not configs:
+    if not configs or not configs[0].report.comparisons:
         return
+    comparisons = configs[0].report.comparisons
     is_sn = {cfg.variant or disc_label(cfg.disc): cfg.disc.kind == "sn" for cfg in configs}
-    problem = comparisons_problem(configs[0].report.comparisons, set(is_sn), {label for label in is_sn if is_sn[label]})
+    if set(comparisons) - set(is_sn) or not any(is_sn.values()):
+        for preset in (compose_config([f"variant={name}"]) for name in study_presets):
+            is_sn.setdefault(preset.variant, preset.disc.kind == "sn")
+    problem = comparisons_problem(comparisons, set(is_sn), {label for label in is_sn if is_sn[label]})
     if problem is not None:
         raise UsageError(problem)
 
