@@ -99,6 +99,6 @@ def test_a_split_that_is_not_train_or_all_is_refused_in_one_line(data):
 
 
 def test_every_digits_study_trains_on_the_training_split():
-    for study in ("baselines", "shapes", "learnable", "optimizers", "tuning", "saturation"):
+    for study in ("baselines", "shapes", "shape_gain", "learnable", "optimizers", "tuning", "saturation"):
         assert compose_config([f"experiment={study}"]).data.split == "train"
     assert compose_config([]).data.split == "all"  # a plain run keeps every digit

@@ -13,7 +13,9 @@ from stiefel_gan.run.runner import execute, prepare
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 #: The study's variants (configs/variant/<name>.yaml).
-VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau4", "svd_tau0p5_entry", "curve", "grid")
+VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau4", "svd_tau0p5_entry", "curve", "grid",
+            # second round: the Stiefel variants with D's k = 2 input layer flat, and every layer flat
+            "diag_tau0p5_flat_input", "svd_tau0p5_flat_input", "svd_tau4_flat_input", "curve_flat_input", "all_flat")
 
 
 def _sweeper_axes() -> dict[str, list[str]]:
@@ -57,6 +59,11 @@ def test_every_variant_composes_at_the_study_budget(budget):
         assert (cfg.model, cfg.loss, cfg.train) == (budget.model, budget.loss, budget.train)
         changed = {key for key, value in vars(cfg.optim).items() if value != getattr(budget.optim, key)}
         assert changed <= STIEFEL_OPTIM_KEYS, f"{variant} changes optim.{sorted(changed - STIEFEL_OPTIM_KEYS)}"
+        if variant.endswith("_flat_input"):  # the same curve as its first-round twin, the input layer flat
+            twin = compose_config(["experiment=mixtures", "data=grid25", f"variant={variant[:-len('_flat_input')]}"])
+            assert (cfg.disc.layers.exclude, cfg.disc.layers.others) == (["layers.0"], "flat")
+            assert {k: v for k, v in vars(cfg.disc).items() if k != "layers"} == \
+                {k: v for k, v in vars(twin.disc).items() if k != "layers"}
     entry = compose_config(["experiment=mixtures", "variant=svd_tau0p5_entry"])
     assert (entry.optim.second_moment, entry.optim.lr_stiefel) == ("entry", budget.optim.lr_d)
 

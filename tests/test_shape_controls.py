@@ -93,7 +93,8 @@ def test_listed_evaluation_steps_beyond_the_run_are_refused_in_one_line():
         check_config(compose_config(["train.steps=500", "metrics.at_steps=[100,900]"]))
 
 
-@pytest.mark.parametrize("study", ["baselines", "shapes", "learnable", "optimizers", "tuning", "saturation"])
+@pytest.mark.parametrize("study", ["baselines", "shapes", "shape_gain", "learnable", "optimizers", "tuning",
+                                   "saturation"])
 def test_the_long_budget_composes_with_every_digits_study(study):
     short = compose_config([f"experiment={study}"])
     long = compose_config([f"experiment={study}", "budget=digits_long"])

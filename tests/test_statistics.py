@@ -1,63 +1,142 @@
-"""Statistics over seeds: the paired bootstrap on synthetic seeds with a known difference, curve statistics."""
+"""Statistics over seeds: the paired sign-flip p-value against a brute-force enumeration of its sign
+patterns, the effect in baseline seed SDs, Holm's correction against hand-computed values and against its
+step-down definition, curve statistics."""
 
+import itertools
 import math
 
 import numpy as np
 import pytest
 
-from stiefel_gan.measure.statistics import curve_area, last_mean, paired_bootstrap, summarize
+from stiefel_gan.measure.statistics import (
+    EXACT_SIGN_FLIP_PAIRS,
+    PairedDifference,
+    curve_area,
+    fewest_pairs_for_a_verdict,
+    holm_adjusted,
+    holm_decisions,
+    last_mean,
+    paired_difference,
+    sign_flip_p_value,
+    smallest_sign_flip_p_value,
+    summarize,
+)
 
 
-def synthetic_study(delta, n_seeds, rng, seed_spread=10.0, noise=0.5):
-    """Final metrics of a baseline and a variant over seeds: a large per-seed effect shared by both (the
-    seed fixes data order, latents and initialization), small independent noise, and a true difference."""
-    seed_effect = rng.normal(0.0, seed_spread, n_seeds)
-    baseline = {s: 100 + seed_effect[s] + rng.normal(0, noise) for s in range(n_seeds)}
-    variant = {s: 100 + seed_effect[s] + delta + rng.normal(0, noise) for s in range(n_seeds)}
-    return variant, baseline
+def brute_force_sign_flip(differences):
+    """The definition: the share of the 2^n sign patterns whose |mean| reaches the observed |mean|."""
+    d = np.asarray(differences, dtype=np.float64)
+    observed = abs(d.mean())
+    tolerance = 1e-9 * max(observed, 1e-300)  # the same value reached by another pattern's rounding
+    hits = sum(abs((np.asarray(signs) * d).mean()) >= observed - tolerance
+               for signs in itertools.product((1.0, -1.0), repeat=d.size))
+    return hits / 2 ** d.size
 
 
-def test_paired_bootstrap_finds_a_known_difference_hidden_by_the_seed_spread():
-    variant, baseline = synthetic_study(delta=2.0, n_seeds=12, rng=np.random.default_rng(0))
-    result = paired_bootstrap(variant, baseline)
-    differences = [variant[s] - baseline[s] for s in range(12)]
-    assert result.n == 12 and result.mean == pytest.approx(np.mean(differences))
-    assert result.low < 2.0 < result.high and result.low > 0 and not result.inconclusive
-    assert result.high - result.low < 1.5  # the seed spread (std 10) is paired away
-    # unpaired, the same numbers tell nothing: the spread of either mean dwarfs the difference
-    assert np.std(list(baseline.values())) / math.sqrt(12) > 2.0
+RNG = np.random.default_rng(0)
+CASES = {
+    "n=2": [0.4, 1.3],
+    "n=3 one sign": [1.0, 2.5, 0.5],
+    "n=3 mixed": [1.0, 2.5, -0.5],
+    "n=4 ties": [2.0, 2.0, -2.0, 2.0],
+    "n=5 zeros": [0.0, 3.0, 0.0, 1.0, 2.0],
+    "n=5 all zero": [0.0] * 5,
+    "n=6 ties and a zero": [1.0, -1.0, 1.0, 1.0, 0.0, 3.0],
+    "n=6 mean zero": [1.0, -1.0, 2.0, -2.0, 0.5, -0.5],
+    "n=7 integers": [3.0, 1.0, 4.0, 1.0, -5.0, 9.0, 2.0],
+    **{f"n={n} normal": list(RNG.normal(0.3, 1.0, n)) for n in (8, 10, EXACT_SIGN_FLIP_PAIRS)},
+}
 
 
-def test_paired_bootstrap_of_no_difference_is_inconclusive():
-    variant, baseline = synthetic_study(delta=0.0, n_seeds=12, rng=np.random.default_rng(1))
-    result = paired_bootstrap(variant, baseline)
-    assert result.low < 0 < result.high and result.inconclusive
+@pytest.mark.parametrize("differences", CASES.values(), ids=CASES.keys())
+def test_the_sign_flip_p_value_is_the_enumeration_of_every_sign_pattern(differences):
+    assert sign_flip_p_value(differences) == pytest.approx(brute_force_sign_flip(differences), abs=1e-12)
 
 
-def test_paired_bootstrap_interval_covers_the_true_difference_about_95_percent_of_the_time():
-    rng = np.random.default_rng(2)
-    covered = []
-    for replication in range(300):
-        variant, baseline = synthetic_study(delta=1.0, n_seeds=20, rng=rng)
-        result = paired_bootstrap(variant, baseline, resamples=2000, seed=replication)
-        covered.append(result.low <= 1.0 <= result.high)
-    # the percentile bootstrap under-covers slightly at n = 20 (about 93%)
-    assert 0.88 <= np.mean(covered) <= 0.99
+def test_beyond_the_exact_range_the_random_patterns_agree_with_the_enumeration():
+    d = np.random.default_rng(1).normal(0.4, 1.0, 20)
+    # all 2^20 patterns by halves: every sum of the first ten signed values with every sum of the last ten
+    halves = [np.asarray(list(itertools.product((1.0, -1.0), repeat=10))) @ part for part in (d[:10], d[10:])]
+    exact = np.mean(np.abs(halves[0][:, None] + halves[1][None, :]) >= abs(d.sum()) * (1 - 1e-12))
+    assert sign_flip_p_value(d) == pytest.approx(exact, abs=0.01)  # 20,000 patterns: standard error 0.0035
+    assert sign_flip_p_value(d) == sign_flip_p_value(d)  # seeded: a report is reproducible
 
 
-def test_three_seeds_are_called_only_when_all_agree_and_one_seed_never():
-    result = paired_bootstrap({0: 5.0, 1: 7.0, 2: 6.5}, {0: 4.0, 1: 4.5, 2: 6.0})  # differences 1, 2.5, 0.5
-    assert (result.low, result.high) == (0.5, 2.5) and not result.inconclusive
-    mixed = paired_bootstrap({0: 5.0, 1: 7.0, 2: 5.5}, {0: 4.0, 1: 4.5, 2: 6.0})  # 1, 2.5, -0.5
-    assert mixed.low == -0.5 and mixed.inconclusive
-    single = paired_bootstrap({0: 5.0}, {0: 1.0})
-    assert single.mean == 4.0 and math.isnan(single.low) and single.inconclusive
+def test_the_smallest_p_value_is_two_over_two_to_the_n():
+    for n, smallest in ((1, 1.0), (3, 0.25), (5, 0.0625), (6, 0.03125)):
+        assert smallest_sign_flip_p_value(n) == smallest
+        assert sign_flip_p_value(np.arange(1.0, n + 1)) == pytest.approx(smallest)  # every difference positive
+    # so a verdict at 0.05 needs 6 seeds alone, 7 for Holm's first of two or three, 8 for four to six
+    assert [fewest_pairs_for_a_verdict(0.05, m) for m in (1, 2, 3, 4, 6, 7)] == [6, 7, 7, 8, 8, 9]
+    for alpha, m in itertools.product((0.01, 0.05, 0.1, 0.25), range(1, 12)):
+        n = fewest_pairs_for_a_verdict(alpha, m)
+        assert 2.0 ** (1 - n) <= alpha / m < 2.0 ** (2 - n) or n == 1
+
+
+def test_paired_differences_carry_the_mean_the_p_value_and_the_effect_in_baseline_seed_sds():
+    variant, baseline = {0: 5.0, 1: 7.0, 2: 6.5}, {0: 4.0, 1: 4.5, 2: 6.0}  # differences 1, 2.5, 0.5
+    result = paired_difference(variant, baseline)
+    assert (result.mean, result.p_value, result.n) == (pytest.approx(4 / 3), 0.25, 3)
+    assert result.effect == pytest.approx((4 / 3) / np.std([4.0, 4.5, 6.0], ddof=1))
+    mixed = paired_difference({0: 5.0, 1: 7.0, 2: 5.5}, baseline)  # 1, 2.5, -0.5
+    assert mixed.p_value == pytest.approx(brute_force_sign_flip([1.0, 2.5, -0.5])) and mixed.p_value == 0.5
+    single = paired_difference({0: 5.0}, {0: 1.0})
+    assert (single.mean, single.p_value, single.n) == (4.0, 1.0, 1) and math.isnan(single.effect)  # one baseline seed
+    flat = paired_difference({0: 7.0, 1: 6.0}, {0: 8.0, 1: 8.0})  # modes covered: 8 of 8 in every baseline seed
+    assert flat.mean == -1.5 and math.isnan(flat.effect) and flat.p_value == 0.5
 
 
 def test_pairs_are_formed_on_shared_seeds_with_finite_values_only():
-    result = paired_bootstrap({0: 1.0, 1: 2.0, 2: float("nan"), 5: 9.0}, {0: 0.0, 1: 0.0, 2: 0.0, 3: 7.0})
+    result = paired_difference({0: 1.0, 1: 2.0, 2: float("nan"), 5: 9.0}, {0: 0.0, 1: 0.0, 2: 0.0, 3: 7.0})
     assert result.n == 2 and result.mean == 1.5
-    assert paired_bootstrap({0: 1.0}, {1: 1.0}).n == 0
+    # the effect divides by the spread of the baseline's finite values, all of its seeds
+    assert result.effect == pytest.approx(1.5 / np.std([0.0, 0.0, 0.0, 7.0], ddof=1))
+    empty = paired_difference({0: 1.0}, {1: 1.0})
+    assert empty.n == 0 and all(math.isnan(x) for x in (empty.mean, empty.p_value, empty.effect))
+
+
+def test_holm_matches_hand_computed_adjusted_p_values():
+    # sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, 0.04 -> running maximum 0.02, 0.03, 0.06, 0.06
+    assert holm_adjusted([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm_adjusted([0.5, 0.6]) == pytest.approx([1.0, 1.0])  # 2 x 0.5 capped at 1, then the maximum
+    assert holm_adjusted([0.02, 0.02]) == pytest.approx([0.04, 0.04])  # ties
+    assert holm_adjusted([0.3]) == [0.3] and holm_adjusted([]) == []
+    # 0.001 x 5, 0.012 x 4, 0.013 x 3, 0.04 x 2, 0.2 x 1
+    assert holm_adjusted([0.2, 0.013, 0.001, 0.04, 0.012]) == pytest.approx([0.2, 0.048, 0.005, 0.08, 0.048])
+
+
+def holm_step_down(p_values, alpha):
+    """Holm's procedure as he defined it: walk the sorted p-values, reject while p_(j) <= alpha / (m - j + 1)."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    rejected = set()
+    for j, index in enumerate(order):
+        if p_values[index] > alpha / (len(p_values) - j):
+            break
+        rejected.add(index)
+    return rejected
+
+
+def test_holm_adjusted_p_values_reject_exactly_what_the_step_down_procedure_rejects():
+    rng = np.random.default_rng(3)
+    for _ in range(500):
+        m = int(rng.integers(1, 9))
+        p = list(rng.uniform(0, 0.1, m) ** rng.uniform(0.5, 2))  # many near the thresholds
+        adjusted = holm_adjusted(p)
+        for alpha in (0.01, 0.05, 0.1):
+            assert {i for i, q in enumerate(adjusted) if q <= alpha} == holm_step_down(p, alpha)
+
+
+def test_holm_decisions_test_the_declared_family_and_count_a_comparison_without_pairs():
+    none = PairedDifference(math.nan, math.nan, math.nan, 0)
+    differences = {"a": PairedDifference(-3.0, 0.004, -2.0, 10), "b": PairedDifference(1.0, 0.03, 0.5, 10),
+                   "c": none}
+    decisions = holm_decisions(differences, alpha=0.05)
+    # p-values 0.004, 0.03, 1 (no pairs): adjusted 0.012, 0.06, 1
+    assert [decisions[k].adjusted_p_value for k in "abc"] == pytest.approx([0.012, 0.06, 1.0])
+    assert [decisions[k].significant for k in "abc"] == [True, False, False]
+    assert decisions["a"].difference == differences["a"]
+    without = holm_decisions({k: differences[k] for k in "ab"}, alpha=0.05)  # a family of two: b passes at 0.05
+    assert [without[k].significant for k in "ab"] == [True, True]
 
 
 def test_curve_statistics():
@@ -75,8 +154,13 @@ def test_curve_statistics():
     (lambda: curve_area([0, 0], [1.0, 2.0]), "strictly increasing"),
     (lambda: curve_area([0, 1], [1.0]), "equal, non-empty"),
     (lambda: last_mean([1.0], count=0), "count=0"),
-    (lambda: paired_bootstrap({0: 1.0}, {0: 1.0}, resamples=0), "resamples=0"),
-    (lambda: paired_bootstrap({0: 1.0}, {0: 1.0}, confidence=1.5), "confidence=1.5"),
+    (lambda: sign_flip_p_value([]), r"differences=\[\]"),
+    (lambda: sign_flip_p_value([1.0, float("nan")]), "finite"),
+    (lambda: smallest_sign_flip_p_value(0), "n=0"),
+    (lambda: fewest_pairs_for_a_verdict(1.5), "alpha=1.5"),
+    (lambda: fewest_pairs_for_a_verdict(0.05, 0), "comparisons=0"),
+    (lambda: holm_adjusted([0.5, 1.2]), r"p_values=\[0.5, 1.2\]"),
+    (lambda: holm_decisions({}, alpha=0.0), "alpha=0.0"),
 ])
 def test_bad_input_is_a_one_line_error(call, match):
     with pytest.raises(ValueError, match=match):

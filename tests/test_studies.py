@@ -1,6 +1,7 @@
 """The named studies (configs/experiment/<study>.yaml) by real Hydra composition: each sweeps its
-variants (SN included) over three seeds, every job of the product composes and passes check_config,
-its W&B twin (configs/sweeps/<study>.yaml) lists the same grid, presets keep their own learning rates."""
+variants (SN included) over three seeds, every job of the product composes and passes check_config, the
+comparisons it declares name its variants, its W&B twin (configs/sweeps/<study>.yaml) lists the same
+grid, presets keep their own learning rates."""
 
 import contextlib
 import dataclasses
@@ -13,13 +14,16 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from stiefel_gan.commands.cli import main
-from stiefel_gan.config.checks import check_config
+from stiefel_gan.config.checks import check_config, check_study
 from stiefel_gan.config.compose import SOURCE_CONFIG_DIR as CONFIG_DIR
-from stiefel_gan.config.compose import compose_config
+from stiefel_gan.config.compose import UsageError, compose_config
 from stiefel_gan.config.naming import default_run_name, run_tags, wandb_group
 from stiefel_gan.config.schema import register_configs
 
-STUDIES = ("baselines", "shapes", "learnable", "optimizers", "tuning", "saturation")
+STUDIES = ("baselines", "shapes", "shape_gain", "learnable", "optimizers", "tuning", "saturation")
+#: the comparisons with SN each study declares for its report (docs/studies.md, "Declared comparisons")
+DECLARED = {"baselines": ["fair_sn"], "shapes": [], "shape_gain": [], "learnable": [], "optimizers": [], "tuning": [],
+            "saturation": ["none"]}
 #: the variant presets other studies (the 2-D mixtures) rely on
 REQUIRED_VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau4", "svd_tau0p5_entry", "curve", "grid")
 VARIANT_KEYS = {"defaults", "variant", "disc", "optim"}  # a variant never sets the budget, data or seed
@@ -77,6 +81,8 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
         assert cfg.name == study and cfg.variant
         assert (cfg.data.name, cfg.train.steps, cfg.train.batch_size) == (configs[0].data.name, configs[0].train.steps,
                                                                           configs[0].train.batch_size)
+    check_study(configs)  # the declared comparisons name variants the study runs
+    assert all(cfg.report.comparisons == DECLARED[study] for cfg in configs)
     variants = params["variant"].split(",")
     assert len(configs) == 3 * len(variants)
     assert len({default_run_name(cfg) for cfg in configs}) == len(configs)  # seeds and variants never collide
@@ -169,3 +175,18 @@ def test_budget_cifar10_moves_a_digits_study_to_cifar10_and_keeps_its_variants(s
         assert (on_cifar.data.name, on_cifar.data.image_size, on_cifar.model.d_width) == ("cifar10", 32, 64)
         assert on_cifar.metrics.protocol == "miyato" and on_cifar.train.steps == 50000
         assert on_cifar.disc == on_digits.disc and on_cifar.loss == on_digits.loss  # the study's own axes stay
+
+
+def test_a_sweep_over_part_of_a_study_is_checked_against_the_whole_study(tmp_path, capsys):
+    # more seeds of the declared variant alone: the study's own variant axis holds the baseline it is compared with
+    configs = [compose_config(["experiment=baselines", "variant=fair_sn", f"train.seed={seed}"]) for seed in (3, 4)]
+    with pytest.raises(UsageError, match="the study has no SN variant"):
+        check_study(configs)
+    check_study(configs, study_presets=sweeper_params("baselines")["variant"].split(","))
+    # the checked sweeper passes that axis: a misspelled declaration lists every variant of the study
+    assert main(["train", "-m", "experiment=baselines", "variant=wc", "report.comparisons=[fair_snn]",
+                 f"out_dir={tmp_path / 'runs'}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'fair_snn' is not a variant of the study" in err
+    assert "(fair_sn, fair_sn_gain32, fair_sn_gain64, fair_sn_gain8, gp, none, ortho_reg, wc, wn)" in err
+    assert not (tmp_path / "runs").exists()

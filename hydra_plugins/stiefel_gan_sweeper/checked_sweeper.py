@@ -17,7 +17,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
-from stiefel_gan.config.checks import check_job, check_launcher
+from stiefel_gan.config.checks import check_job, check_launcher, check_study
 from stiefel_gan.config.compose import JobFailed, UsageError, job_config, one_line
 from stiefel_gan.config.naming import NAMED_KEYS, run_name_for, swept_wandb_group
 from stiefel_gan.config.paths import STOP_FILE, request_stop, stop_requested
@@ -25,7 +25,8 @@ from stiefel_gan.config.paths import STOP_FILE, request_stop, stop_requested
 
 class CheckedSweeper(BasicSweeper):
     """Hydra's basic sweeper (``a=1,2`` axes, ``hydra.sweeper.params``) that composes and checks every
-    job before launching the first, and gives jobs that share a default run name distinct ones.
+    job, and the jobs together (the variants ``report.comparisons`` names), before launching the first,
+    and gives jobs that share a default run name distinct ones.
 
     Note [Names within a sweep]: a run's default name says its variant (or disc and optimizer) and
     seed. A sweep over anything else (``disc.tau=0.5,1``, ``data=ring8,grid25``) would give two jobs
@@ -42,12 +43,20 @@ class CheckedSweeper(BasicSweeper):
             check_launcher(self.config.hydra.launcher)
             jobs = self._expanded_jobs(arguments)
             here = not str(self.config.hydra.launcher.get("_target_", "")).endswith("SlurmLauncher")
-            for overrides in jobs:
-                check_job(job_config(overrides), here=here)
+            configs = [job_config(overrides) for overrides in jobs]
+            for cfg in configs:
+                check_job(cfg, here=here)
+            check_study(configs, study_presets=self._study_presets())
         except UsageError as error:
             print(f"stiefel-gan: error: {one_line(error)}", file=sys.stderr)
             raise SystemExit(2) from None
         return self._launch(jobs)
+
+    def _study_presets(self) -> list[str]:
+        """The variant presets of the study's own axis (``hydra.sweeper.params.variant`` of the experiment),
+        whichever of them this sweep runs."""
+        params = self.config.hydra.sweeper.get("params") or {}
+        return [name.strip() for name in str(params.get("variant", "")).split(",") if name.strip()]
 
     def _expanded_jobs(self, arguments: list[str]) -> list[list[str]]:
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)

@@ -24,13 +24,15 @@ from .train import run_train
 
 def _report(args) -> int:
     from ..report.discovery import find_run_dirs
-    from ..report.markdown import write_reports
+    from ..report.markdown import check_reports, write_reports
 
     if args.out is not None and len(args.dirs) > 1:
         raise UsageError(f"--out {args.out} is not allowed with {len(args.dirs)} directories: give one directory "
                          "(its report goes to --out), or leave --out out (each report goes next to its runs)")
     try:
         targets = {Path(target): find_run_dirs(Path(target)) for target in args.dirs}
+        for run_dirs in targets.values():  # every directory's runs checked before the first report is written
+            check_reports(run_dirs)
     except ValueError as error:
         raise UsageError(one_line(error)) from None
     for target, run_dirs in targets.items():

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..config.checks import check_job
+from ..config.checks import check_job, check_study
 from ..config.compose import UsageError, compose_config
 from ..config.paths import RunDir
 
@@ -78,8 +78,12 @@ def compare(args) -> int:
         threads = threads or max(1, _cpu_cores() // jobs)
         common += ["hydra/launcher=joblib", f"hydra.launcher.n_jobs={jobs}", f"train.threads={threads}",
                    "train.progress=false"]  # two progress bars on one terminal garble each other
-    for variant, seed in runs:  # every run checked before anything is written; nothing is built
-        check_job(compose_config([*common, f"disc={variant}", f"train.seed={seed}"]))
+    # every run checked, alone and with the others (report.comparisons), before anything is written;
+    # nothing is built
+    configs = [compose_config([*common, f"disc={variant}", f"train.seed={seed}"]) for variant, seed in runs]
+    for cfg in configs:
+        check_job(cfg)
+    check_study(configs)
     out = _new_output_dir(Path(base.out_dir) / base.name)
     each = f" ({threads} thread{'s' if threads > 1 else ''} each)" if threads else ""
     print(f"[compare] {len(runs)} runs, {jobs} at a time{each}, in {out}", file=sys.stderr, flush=True)

@@ -75,20 +75,27 @@ def agent_command(sweep: dict, params: dict) -> list[str]:
 
 
 def study_commands(study: str, extra: Sequence[str] = ()) -> list[list[str]]:
-    """The agent's command lines for every run of the study, each job's config composed and checked
-    (a parameter that is not a config key, a value that is not allowed: one line, before anything runs)."""
-    from ..config.checks import check_config
+    """The agent's command lines for every run of the study, each job's config composed and checked, and
+    the jobs together (a parameter that is not a config key, a value that is not allowed, a declared
+    comparison the study does not run: one line, before anything runs)."""
+    from ..config.checks import check_config, check_study
 
     sweep = load_sweep(study)
     commands = [agent_command(sweep, params) + list(extra) for params in proposed_runs(sweep)]
+    configs = []
     for command in commands:
         if command[:2] != ["stiefel-gan", "train"]:
             raise UsageError(f"configs/sweeps/{study}.yaml: command {command[:2]} is not allowed: "
                              "use [stiefel-gan, train, experiment=<study>, \"${args_no_hyphens}\"]")
         try:
-            check_config(job_config(command[2:]))
+            configs.append(job_config(command[2:]))
+            check_config(configs[-1])
         except ValueError as error:
             raise UsageError(f"configs/sweeps/{study}.yaml: {' '.join(command[2:])}: {one_line(error)}") from None
+    try:
+        check_study(configs)
+    except ValueError as error:
+        raise UsageError(f"configs/sweeps/{study}.yaml: {one_line(error)}") from None
     return commands
 
 

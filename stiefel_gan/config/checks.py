@@ -8,16 +8,18 @@ one-line ``ValueError`` (a :class:`~.compose.UsageError` from :func:`check_job`)
 value and what is allowed.
 
 :func:`check_job` is what the CLI, the checked sweeper and ``compare`` call for every job before the
-first one trains; the run is then built once, in the process that trains it
+first one trains, and :func:`check_study` what they call for a study's jobs together (the variants its
+report compares); the run is then built once, in the process that trains it
 (:func:`stiefel_gan.run.runner.prepare`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -32,16 +34,19 @@ from ..data.images import DATA_SPLITS, missing_dataset
 from ..manifold import OPTIMIZERS, SECOND_MOMENTS
 from ..manifold.retractions import RETRACTIONS
 from ..metrics.fidelity import PROTOCOLS
-from .compose import UsageError, job_config, one_line
-from .naming import RESUMABLE_KEYS
+from .compose import UsageError, compose_config, job_config, one_line
+from .naming import RESUMABLE_KEYS, disc_label
 from .paths import RunDir
 from .schema import (
     LOSS_KINDS,
     LR_DECAYS,
     PRECISIONS,
+    REPORT_STATISTICS,
     WANDB_MODES,
     Config,
     DiscConfig,
+    ReportConfig,
+    comparisons_problem,
     config_dict,
     flatten,
     model_input_problem,
@@ -100,6 +105,7 @@ def check_config(cfg: Config, require_data: bool = True) -> None:
         _fail(f"data.split={cfg.data.split!r} is not allowed: use {' or '.join(DATA_SPLITS)}")
     _check_model(cfg)
     _check_metrics(cfg)
+    _check_report(cfg.report)
     missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download) if require_data else None
     if missing:
         _fail(missing)
@@ -139,6 +145,40 @@ def _check_metrics(cfg: Config) -> None:
 
 #: ``disc.max_value``'s default: the grid's top value (SN's bound), a key no curve reads.
 GRID_MAX_VALUE_DEFAULT = DiscConfig.max_value
+def _check_report(report: ReportConfig) -> None:
+    """``report.alpha`` and ``report.statistic``; whether ``report.comparisons`` names the study's variants
+    needs the study's jobs (:func:`check_study`)."""
+    if not 0 < report.alpha < 1:
+        _fail(f"report.alpha={report.alpha} is not allowed: use a family-wise level in (0, 1), e.g. 0.05")
+    if report.statistic not in REPORT_STATISTICS:
+        _fail(f"report.statistic={report.statistic!r} is not allowed: use one of {', '.join(REPORT_STATISTICS)}")
+
+
+def check_study(configs: Sequence[Config], study_presets: Sequence[str] = ()) -> None:
+    """The checks of a study's jobs together: they declare one ``report`` section, and its
+    ``report.comparisons`` names variants the study runs (:func:`~.schema.comparisons_problem`), before the
+    first job trains.
+
+    A job's variant is its ``variant`` label; a job without one goes by its D's label
+    (:func:`~.naming.disc_label`), as the report labels runs that differ only in D (``compare``'s). A sweep
+    may run part of a study (``experiment=baselines variant=fair_sn train.seed=3,4,5``): the variants of the
+    study's own axis, ``study_presets`` (``configs/variant`` names), count too; they are composed only when
+    the jobs lack a declared comparison or the SN baseline.
+    """
+    sections = {json.dumps(asdict(cfg.report), sort_keys=True) for cfg in configs}
+    if len(sections) > 1:
+        raise UsageError(f"report sections {'; '.join(sorted(sections))} are not allowed in one study: its jobs "
+                         "declare one report section (set report.* for the whole study, not per job)")
+    if not configs or not configs[0].report.comparisons:
+        return
+    comparisons = configs[0].report.comparisons
+    is_sn = {cfg.variant or disc_label(cfg.disc): cfg.disc.kind == "sn" for cfg in configs}
+    if set(comparisons) - set(is_sn) or not any(is_sn.values()):
+        for preset in (compose_config([f"variant={name}"]) for name in study_presets):
+            is_sn.setdefault(preset.variant, preset.disc.kind == "sn")
+    problem = comparisons_problem(comparisons, set(is_sn), {label for label in is_sn if is_sn[label]})
+    if problem is not None:
+        raise UsageError(problem)
 
 
 def _check_disc(disc: DiscConfig) -> None:

@@ -52,9 +52,14 @@ def disc_label(disc) -> str:
     return "_".join(parts)
 
 
+#: what a study's report tests (``report.*``): it changes no run, so it makes no variant and may change on
+#: resume (a checkpoint written before the section existed has none)
+REPORT_KEYS = ("report.comparisons", "report.statistic", "report.alpha")
+
+
 #: keys that may differ between a checkpoint's config and the config that resumes it
 RESUMABLE_KEYS = ("resume", "train.steps", "train.progress", "train.device", "train.threads", "wandb.mode",
-                  "wandb.tags")
+                  "wandb.tags", *REPORT_KEYS)
 
 
 def default_run_name(cfg: Config) -> str:
@@ -69,11 +74,12 @@ def run_tags(cfg: Config) -> list[str]:
     return sorted(tags | ({"baseline"} if cfg.disc.kind == "sn" else set()))
 
 
-#: keys that do not make a different variant: the seed, names, where and how a run is recorded. The one
-#: list the report groups runs by and the W&B group digest is taken without (which also leaves out
-#: :data:`RESUMABLE_KEYS`, so that a run resumed with a larger ``train.steps`` stays in its group).
+#: keys that do not make a different variant: the seed, names, where and how a run is recorded, what its
+#: report tests. The one list the report groups runs by and the W&B group digest is taken without (which
+#: also leaves out :data:`RESUMABLE_KEYS`, so that a run resumed with a larger ``train.steps`` stays in its
+#: group).
 NOT_VARIANT_KEYS = ("train.seed", "name", "run_name", "out_dir", "resume", "train.progress", "train.device",
-                    "train.threads", "wandb.mode", "wandb.tags", "wandb.group", "wandb.log_checkpoints")
+                    "train.threads", "wandb.mode", "wandb.tags", "wandb.group", "wandb.log_checkpoints", *REPORT_KEYS)
 
 
 def wandb_group(cfg: Config) -> str:

@@ -242,6 +242,49 @@ class CompareConfig:
     jobs: Optional[int] = None
 
 
+#: ``report.statistic``: which per-run statistic of the headline curve a declared comparison tests, as the
+#: report's columns name them: ``final`` (the last evaluation), ``last`` (the mean of the last 3), ``area``
+#: (the area under the curve over its step range)
+REPORT_STATISTICS = ("final", "last", "area")
+
+
+@dataclass
+class ReportConfig:
+    """What a study's report tests, declared with the study before its runs (docs/report.md, "Declared
+    comparisons"): each label in ``comparisons`` is a variant the study runs, compared with the SN baseline
+    on the dataset's headline metric (``stiefel_gan.measure.table.HEADLINE``) and ``statistic``, paired by
+    seed; the family gets Holm's correction at ``alpha``. Only these cells of a report carry a verdict."""
+
+    comparisons: List[str] = field(default_factory=list)  # variant labels (the report's rows), not preset names
+    statistic: str = "final"  # final | last | area (REPORT_STATISTICS)
+    alpha: float = 0.05  # family-wise error rate of the declared comparisons
+
+
+def comparisons_problem(comparisons: List[str], variants, sn_variants) -> str | None:
+    """Why ``report.comparisons`` cannot be tested among a study's ``variants`` (labels), of which
+    ``sn_variants`` are SN's (one line), or None. Each declared label must be a variant the study runs,
+    once, and not SN's: those are the baseline it is compared with."""
+    if not comparisons:
+        return None
+    allowed = ", ".join(sorted(set(variants) - set(sn_variants))) or "none: the study runs no other variant"
+    unknown = [label for label in comparisons if label not in variants]
+    if unknown:
+        return (f"report.comparisons={list(comparisons)} is not allowed: {unknown[0]!r} is not a variant of the study; "
+                f"use labels of its variants compared with the SN baseline ({allowed})")
+    if not sn_variants:
+        return (f"report.comparisons={list(comparisons)} is not allowed: the study has no SN variant (disc.kind=sn) "
+                "to compare with; add the baseline, or declare no comparisons")
+    baselines = [label for label in comparisons if label in sn_variants]
+    if baselines:
+        return (f"report.comparisons={list(comparisons)} is not allowed: {baselines[0]!r} is an SN variant, the "
+                f"baseline itself; use labels of the variants compared with it ({allowed})")
+    repeated = sorted({label for label in comparisons if list(comparisons).count(label) > 1})
+    if repeated:
+        return (f"report.comparisons={list(comparisons)} is not allowed: {repeated[0]!r} is listed twice; "
+                "declare each comparison once")
+    return None
+
+
 @dataclass
 class Config:
     name: str = "default"  # experiment name: runs/<name>/<run_name>, default W&B group
@@ -258,6 +301,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

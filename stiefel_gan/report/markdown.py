@@ -8,9 +8,11 @@ and names. Within a variant the runs are seeds. The report (documented table by 
 1. **Sample quality first**, one table per quality metric: per variant the number of seeds ``n``, the
    final value, the mean of the last :data:`~stiefel_gan.measure.statistics.LAST_EVALUATIONS` evaluations and the
    area under the quality curve (its time average, :func:`~stiefel_gan.measure.statistics.curve_area`), each as
-   mean ± std over seeds; and each one's difference from the SN baseline, paired by seed, with a
-   bootstrap 95% interval (:func:`~stiefel_gan.measure.statistics.paired_bootstrap`), marked *inconclusive* where
-   the interval contains 0.
+   mean ± std over seeds; and each one's difference from the SN baseline, paired by seed, with its
+   two-sided sign-flip p-value and its size in baseline seed SDs
+   (:func:`~stiefel_gan.measure.statistics.paired_difference`). Only the comparisons the study declared
+   (``report.comparisons``) get a verdict word, after Holm's correction across them
+   (:func:`~stiefel_gan.report.summary.declared_decisions`), in their own section and in their cells.
 2. In a tuning study (labels ``<method>@<setting>``), per method its best and its median setting.
 3. Losses and D's outputs; then the scalar diagnostics (Lipschitz bounds, saturation); each in its own table.
 4. Per layer: the spectrum curve fitted to each layer's reshaped spectrum, and the operator-norm and
@@ -22,17 +24,21 @@ and names. Within a variant the runs are seeds. The report (documented table by 
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..config.paths import REPORT_FILE
+from ..config.schema import REPORT_STATISTICS, ReportConfig
 from ..measure.statistics import (
-    CONFIDENCE,
+    EXACT_SIGN_FLIP_PAIRS,
     LAST_EVALUATIONS,
     PairedDifference,
     Summary,
+    TestedDifference,
+    fewest_pairs_for_a_verdict,
     last_mean,
-    paired_bootstrap,
+    smallest_sign_flip_p_value,
     summarize,
 )
 from .discovery import SETTING_SEPARATOR, Run, group_variants, load_config, load_runs, records_by_layer
@@ -47,12 +53,21 @@ from .summary import (
     baseline_check,
     better_direction,
     choose_baseline,
+    declared_decisions,
+    difference_from_baseline,
     format_number,
+    headline_key,
     metric_name,
     quality_keys,
     ranking_value,
+    report_settings,
     seed_statistic,
 )
+
+#: what each of :data:`~stiefel_gan.config.schema.REPORT_STATISTICS` is called in a sentence and in a column
+STATISTIC_NAMES = {"final": ("final value", "final"),
+                   "last": (f"mean of the last {LAST_EVALUATIONS} evaluations", f"last {LAST_EVALUATIONS}"),
+                   "area": ("area under the curve (its time average)", "AUC")}
 
 
 def _summary(summary: Summary) -> str:
@@ -63,24 +78,27 @@ def _summary(summary: Summary) -> str:
     return f"{format_number(summary.mean)} ± {float(summary.std):.2g}"
 
 
-def _difference(difference: PairedDifference, direction: str | None, lost: str = "") -> str:
-    """The Δ cell: mean [interval] and the verdict; ``lost`` says which seeds failed runs took from the
-    variant or the baseline (the verdict stands on the seeds that are left)."""
+def _difference(difference: PairedDifference, lost: str = "") -> str:
+    """A difference as a number: the mean, its uncorrected sign-flip p-value and its size in baseline
+    seed SDs (left out where undefined); never a verdict. ``lost`` says which seeds failed runs took from
+    the variant or the baseline (the numbers stand on the seeds that are left)."""
     if difference.n == 0:
         return "-"
-    text = f"{difference.mean:+.4g}"
-    if difference.n < 2:
-        text += " (1 seed: no interval)"
-    else:
-        text += f" [{difference.low:+.3g}, {difference.high:+.3g}]"
-        if difference.inconclusive:
-            text += " inconclusive"
-        elif direction is None:
-            text += " higher" if difference.mean > 0 else " lower"
-        else:
-            improved = (difference.mean < 0) == (direction == "lower")
-            text += " **better**" if improved else " **worse**"
+    size = f", {difference.effect:+.2g} SD" if math.isfinite(difference.effect) else ""
+    text = f"{difference.mean:+.4g} (p {difference.p_value:.3g}{size})"
     return f"{text} ({lost})" if lost else text
+
+
+def _verdict(tested: TestedDifference, direction: str | None) -> str:
+    """The verdict of a declared comparison, with its Holm-adjusted p-value: **better** / **worse** (or
+    **higher** / **lower** for a metric without a direction) where that is at most alpha, else inconclusive."""
+    holm = f"(Holm p {tested.adjusted_p_value:.3g})"
+    if not tested.significant:
+        return f"inconclusive {holm}"
+    if direction is None:
+        return ("**higher** " if tested.difference.mean > 0 else "**lower** ") + holm
+    improved = (tested.difference.mean < 0) == (direction == "lower")
+    return ("**better** " if improved else "**worse** ") + holm
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -88,35 +106,85 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(row) + " |" for row in rows])
 
 
-def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseline,
-                   lost: dict[str, str] | None = None) -> list[str]:
-    """One table per quality key; ``lost`` (:func:`lost_seeds`) marks the variants that lost seeds to
-    runs that did not finish, in their ``n`` and in each verdict that pairs them."""
+def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseline, report_config: ReportConfig,
+                   decisions: dict[str, TestedDifference], headline: str, lost: dict[str, str] | None = None) -> list[str]:
+    """One table per quality key; the cells of the declared comparisons (``decisions``: row ``label``,
+    table ``headline``, column ``report_config.statistic``) carry their verdict, no other cell does.
+    ``lost`` (:func:`lost_seeds`) marks the variants that lost seeds to runs that did not finish, in their
+    ``n`` and in each difference that pairs them."""
     lost = lost or {}
     lines = []
-    statistics = ("final", "last", "area")
     for key in keys:
         direction = better_direction(key)
         lines += ["", f"### {key}" + (f" ({direction} is better)" if direction else ""), ""]
-        header = ["variant", "n", "final", f"last {LAST_EVALUATIONS}", "AUC"]
+        header = ["variant", "n"] + [STATISTIC_NAMES[s][1] for s in REPORT_STATISTICS]
         if baseline.label is not None:
-            header += [f"Δ final vs {baseline.label}", f"Δ last {LAST_EVALUATIONS}", "Δ AUC"]
+            header += [f"Δ {STATISTIC_NAMES[s][1]}" + (f" vs {baseline.label}" if s == REPORT_STATISTICS[0] else "")
+                       for s in REPORT_STATISTICS]
         rows = []
         for label, rs in runs.items():
-            per_seed = {s: seed_statistic(rs, key, s) for s in statistics}
-            summaries = [summarize(list(per_seed[s].values())) for s in statistics]
+            summaries = [summarize(list(seed_statistic(rs, key, s).values())) for s in REPORT_STATISTICS]
             n = str(summaries[0].n) + (f" ({lost[label]})" if label in lost else "")
             row = [label, n] + [_summary(s) for s in summaries]
             if baseline.label is not None:
                 if label == baseline.label:
-                    row += ["baseline"] * 3
+                    row += ["baseline"] * len(REPORT_STATISTICS)
                 else:
                     both = "; ".join(f"{name}: {lost[name]}" for name in (label, baseline.label) if name in lost)
-                    row += [_difference(paired_bootstrap(per_seed[s], seed_statistic(runs[baseline.label], key, s)),
-                                        direction, both) for s in statistics]
+                    for statistic in REPORT_STATISTICS:
+                        cell = _difference(difference_from_baseline(runs, label, baseline, key, statistic), both)
+                        if key == headline and statistic == report_config.statistic and label in decisions:
+                            cell += " " + _verdict(decisions[label], direction)
+                        row.append(cell)
             rows.append(row)
         lines += _table(header, rows)
     return lines
+
+
+def _seeds_floor(alpha: float, comparisons: int) -> str:
+    """The sentence that says how many seeds a verdict needs (Note [sign-flip test of paired differences])."""
+    floors = ", ".join(f"{n} seeds: {smallest_sign_flip_p_value(n):.4g}" for n in (3, 5, 6))
+    single = fewest_pairs_for_a_verdict(alpha)
+    text = (f"With n seeds the smallest two-sided sign-flip p-value is 2/2^n = 2^(1-n) ({floors}), so a verdict "
+            f"at alpha {alpha:g} needs at least {single} seeds for a single declared comparison")
+    if comparisons > 1:
+        text += (f", and with {comparisons} declared, Holm's first threshold is alpha/{comparisons}: at least "
+                 f"{fewest_pairs_for_a_verdict(alpha, comparisons)} seeds")
+    return text + "."
+
+
+def declared_section(baseline: Baseline, report_config: ReportConfig, decisions: dict[str, TestedDifference],
+                     headline: str) -> list[str]:
+    """The declared comparisons of ``headline``: how many were tested, how, each one's numbers and verdict,
+    and the fewest seeds a verdict needs."""
+    lines = ["## Declared comparisons", ""]
+    if not decisions:
+        return lines + ["None: the study's config declares no `report.comparisons`, so no cell of this report "
+                        "carries a verdict; every Δ is a number with its uncorrected p-value. "
+                        + _seeds_floor(report_config.alpha, 1), ""]
+    direction = better_direction(headline)
+    m = len(decisions)
+    lines += [f"{m} comparison(s) declared with the study (`report.comparisons`) and tested here: each variant "
+              f"minus **{baseline.label}** on the {STATISTIC_NAMES[report_config.statistic][0]} of {headline}"
+              + (f" ({direction} is better)" if direction else "")
+              + f", paired by seed; two-sided sign-flip p-values (exact up to {EXACT_SIGN_FLIP_PAIRS} seeds), Holm's "
+              f"step-down correction over the {m}, called where the adjusted p-value is at most alpha = "
+              f"{report_config.alpha:g}. Only these cells get a verdict; every other Δ in the tables is a number "
+              "with its uncorrected p-value.", ""]
+    rows = [[label, str(t.difference.n), format_number(t.difference.mean), format_number(t.difference.p_value),
+             format_number(t.adjusted_p_value), format_number(t.difference.effect), _verdict(t, direction)]
+            for label, t in decisions.items()]
+    lines += _table(["variant", "n", "Δ mean", "p", "Holm p", "Δ in baseline SDs", "verdict"], rows)
+    lines += ["", _seeds_floor(report_config.alpha, m)]
+    alpha = report_config.alpha
+    first_step, last_step = fewest_pairs_for_a_verdict(alpha, m), fewest_pairs_for_a_verdict(alpha)
+    if all(t.difference.n < first_step for t in decisions.values()):
+        lines += [f"No comparison here has {first_step} or more paired seeds, so Holm's first step cannot pass: "
+                  "nothing could be called, whatever the differences."]
+    elif short := [label for label, t in decisions.items() if t.difference.n < last_step]:
+        lines += [f"{', '.join(short)}: fewer than {last_step} paired seeds, so no verdict was possible for it, "
+                  "whatever the difference."]
+    return lines + [""]
 
 
 def tuning_table(runs: dict[str, list[Run]], key: str | None) -> list[str]:
@@ -241,35 +309,56 @@ def unfinished_table(every: dict[str, list[Run]]) -> list[str]:
             + _table(["run", "variant", "seed", "status", "step", "reason"], rows) + [""])
 
 
-def write_reports(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> list[Path]:
-    """:func:`write_comparison` of the runs, one report per dataset: runs on different data compare nothing
-    (a study over ``data=ring8,grid25`` gets ``out_dir/ring8/report.md`` and ``out_dir/grid25/report.md``,
-    each against its own SN baseline)."""
+def runs_by_dataset(run_dirs: list[Path]) -> dict[str, list[Path]]:
+    """The run directories by their dataset's name, in order: one report each."""
     by_dataset: dict[str, list[Path]] = defaultdict(list)
     for run_dir in run_dirs:
         by_dataset[load_config(run_dir)["data"]["name"]].append(run_dir)
+    return dict(sorted(by_dataset.items()))
+
+
+def check_reports(run_dirs: list[Path]) -> None:
+    """What :func:`write_reports` refuses, from the runs' configs alone (their ``report`` section against
+    the variants found: :func:`~stiefel_gan.report.summary.report_settings`), so that a command reporting
+    several directories refuses before it writes any: a one-line ValueError."""
+    for dirs in runs_by_dataset(run_dirs).values():
+        report_settings({label: [Run(d, load_config(d), rows=[]) for d in group]
+                         for label, group in group_variants(dirs).items()})
+
+
+def write_reports(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> list[Path]:
+    """:func:`write_comparison` of the runs, one report per dataset: runs on different data compare nothing
+    (a study over ``data=ring8,grid25`` gets ``out_dir/ring8/report.md`` and ``out_dir/grid25/report.md``,
+    each against its own SN baseline). Every dataset's runs are checked (:func:`check_reports`) before the
+    first report is written."""
+    check_reports(run_dirs)
+    by_dataset = runs_by_dataset(run_dirs)
     if len(by_dataset) == 1:
         return [write_comparison(run_dirs, out_dir, all_seed_samples)]
-    return [write_comparison(dirs, Path(out_dir) / dataset, all_seed_samples) for dataset, dirs in sorted(by_dataset.items())]
+    return [write_comparison(dirs, Path(out_dir) / dataset, all_seed_samples) for dataset, dirs in by_dataset.items()]
 
 
 def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> Path:
     """Write ``out_dir/report.md`` and its figures comparing the runs' variants (module docstring);
-    ``all_seed_samples=False`` leaves out ``samples_all_seeds.png``, the one figure that grows with the seeds."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ``all_seed_samples=False`` leaves out ``samples_all_seeds.png``, the one figure that grows with the seeds.
+    A ``report`` section that does not fit the runs found is a one-line ValueError, before anything is written."""
     groups = group_variants(run_dirs)
     every = load_runs(groups)
     lost = lost_seeds(every)
     runs = {label: kept for label, rs in every.items() if (kept := [r for r in rs if r.finished])}
+    report_config = report_settings(runs)
     keys = quality_keys(runs)
     primary = keys[0] if keys else None
     baseline = choose_baseline(runs, primary)
     if baseline.label is not None:  # the baseline first
         runs = {baseline.label: runs[baseline.label], **{k: v for k, v in runs.items() if k != baseline.label}}
+    headline = headline_key(runs)
+    decisions = declared_decisions(runs, baseline, headline, report_config)
     labelled = any(r.config.get("variant") for rs in runs.values() for r in rs)
     all_keys = set().union(*(r.keys() for rs in runs.values() for r in rs))
     settings = sorted(k for k in all_keys if k.startswith(PREFIX) and metric_name(k) in MEASUREMENT_SETTINGS)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
 
     unfinished = len(run_dirs) - sum(map(len, runs.values()))
     lines = ["# stiefel_gan report", "",
@@ -282,13 +371,16 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
              else f"Baseline: none ({baseline.reason}).",
              f"Per variant over seeds: mean ± std of the final value, of the mean of the last {LAST_EVALUATIONS} "
              "evaluations and of the area under the curve (its time average); n is the number of seeds. "
-             f"Δ: variant minus baseline paired by seed, mean [{CONFIDENCE:.0%} percentile-bootstrap interval], "
-             "*inconclusive* where the interval contains 0 (with 2 or 3 seeds the interval is the range of the "
-             "per-seed differences: a difference is called only when every seed agrees).", ""]
+             "Δ: variant minus baseline paired by seed, the mean difference (p: its two-sided sign-flip p-value, "
+             f"exact up to {EXACT_SIGN_FLIP_PAIRS} seeds, not corrected for the table's many cells; SD: the mean "
+             "difference in baseline seed SDs, the ± of the baseline's row). Verdict words only for the "
+             "comparisons the study declared, after "
+             f"Holm's correction across them: {len(decisions)} here (Declared comparisons, below).", ""]
     lines += unfinished_table(every)
     lines += baseline_check(runs, baseline, primary)
+    lines += declared_section(baseline, report_config, decisions, headline)
     if keys:
-        lines += ["## Sample quality"] + quality_tables(runs, keys, baseline, lost)
+        lines += ["## Sample quality"] + quality_tables(runs, keys, baseline, report_config, decisions, headline, lost)
     if settings:
         lines += ["", "Measured with: " + ", ".join(
             f"{key} = {_summary(summarize([r.final(key) for rs in runs.values() for r in rs]))}" for key in settings)]

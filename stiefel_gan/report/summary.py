@@ -1,17 +1,29 @@
 """What the report computes before it formats anything: the quality keys and their directions (from the
 one metric table, :mod:`stiefel_gan.measure.table`), per-seed statistics (final, last evaluations,
-area under the curve), the median seed, the baseline and whether it learned.
+area under the curve), the median seed, the baseline and whether it learned, each variant's paired
+difference from it, and the study's declared comparisons with their verdicts.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..measure.statistics import curve_area, last_mean, summarize
+from ..config.schema import ReportConfig, comparisons_problem
+from ..measure.statistics import (
+    PairedDifference,
+    TestedDifference,
+    curve_area,
+    holm_decisions,
+    last_mean,
+    paired_difference,
+    summarize,
+)
+from ..measure.table import HEADLINE as DATASET_HEADLINES
 from ..measure.table import METRICS, PREFIX, REPORT_RANKING, goal_of
 from .discovery import SETTING_SEPARATOR, Run
 
@@ -109,6 +121,11 @@ def shown_runs(runs: list[Run], key: str | None) -> list[Run]:
     return runs if len(runs) <= MAX_SEEDS_SHOWN else [median_run(runs, key)]
 
 
+def sn_variants(runs: dict[str, list[Run]]) -> set[str]:
+    """The labels whose every run has ``disc.kind=sn``: the baseline and its settings."""
+    return {label for label, rs in runs.items() if all(r.config["disc"]["kind"] == "sn" for r in rs)}
+
+
 @dataclass(frozen=True)
 class Baseline:
     label: str | None
@@ -121,7 +138,8 @@ def choose_baseline(runs: dict[str, list[Run]], key: str | None) -> Baseline:
     Several SN variants: the one labelled ``sn``; else, in a tuning study, SN's best setting by the
     primary metric (each method is compared with tuned SN); else the first.
     """
-    sn = [label for label, rs in runs.items() if all(r.config["disc"]["kind"] == "sn" for r in rs)]
+    sn_labels = sn_variants(runs)
+    sn = [label for label in runs if label in sn_labels]
     if not sn:
         return Baseline(None, "no variant has disc.kind=sn: differences from SN are not shown")
     if len(sn) == 1:
@@ -179,6 +197,49 @@ def baseline_check(runs: dict[str, list[Run]], baseline: Baseline, key: str | No
     else:
         lines += ["The baseline learned in every seed (the rule: docs/report.md).", ""]
     return lines
+
+
+def difference_from_baseline(runs: dict[str, list[Run]], label: str, baseline: Baseline, key: str,
+                             statistic: str) -> PairedDifference:
+    """Variant ``label`` minus the baseline on ``statistic`` of ``key``, paired by seed (no correction)."""
+    return paired_difference(seed_statistic(runs[label], key, statistic),
+                             seed_statistic(runs[baseline.label], key, statistic))
+
+
+def report_settings(runs: dict[str, list[Run]]) -> ReportConfig:
+    """The ``report`` section the runs were made with, checked against the variants found: a one-line
+    ValueError when the runs declare different sections or a comparison the runs do not hold
+    (:func:`~stiefel_gan.config.schema.comparisons_problem`). Runs made before the section existed carry
+    none and declare nothing."""
+    sections = {json.dumps(r.config["report"], sort_keys=True)
+                for rs in runs.values() for r in rs if "report" in r.config}
+    if len(sections) > 1:
+        raise ValueError(f"runs with report sections {'; '.join(sorted(sections))} are not allowed in one report: "
+                         "report the runs of one study (its config declares one report section)")
+    report_config = ReportConfig(**json.loads(sections.pop())) if sections else ReportConfig()
+    problem = comparisons_problem(report_config.comparisons, set(runs), sn_variants(runs))
+    if problem is not None:
+        raise ValueError(f"{problem} (the runs found)")
+    return report_config
+
+
+def headline_key(runs: dict[str, list[Run]]) -> str:
+    """The headline quality metric of the runs' dataset (:data:`~stiefel_gan.measure.table.HEADLINE`; a
+    report holds one dataset): what the declared comparisons test."""
+    (dataset,) = {r.config["data"]["name"] for rs in runs.values() for r in rs}
+    return DATASET_HEADLINES[dataset]
+
+
+def declared_decisions(runs: dict[str, list[Run]], baseline: Baseline, key: str,
+                       report_config: ReportConfig) -> dict[str, TestedDifference]:
+    """The study's declared comparisons (``report_config.comparisons``), each variant minus the baseline on
+    ``report_config.statistic`` of ``key`` paired by seed, tested together by Holm's correction at
+    ``report_config.alpha`` (:func:`~stiefel_gan.measure.statistics.holm_decisions`): the only verdicts a
+    report gives. Empty when nothing is declared."""
+    if not report_config.comparisons:
+        return {}
+    return holm_decisions({label: difference_from_baseline(runs, label, baseline, key, report_config.statistic)
+                           for label in report_config.comparisons}, report_config.alpha)
 
 
 def format_number(value: float) -> str:
