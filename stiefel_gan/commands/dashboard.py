@@ -34,7 +34,6 @@ from ..config.naming import label
 #: how an SN baseline group is drawn, so the comparison users come for stands out
 BASELINE_COLOR = "#000000"
 
-
 BASELINE_WIDTH = 3.0
 
 

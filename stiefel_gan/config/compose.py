@@ -29,9 +29,7 @@ from .schema import Config, register_configs
 #: the package of the checked sweeper (``hydra/sweeper=checked``, the default)
 SWEEPER_PACKAGE = "hydra_plugins.stiefel_gan_sweeper"
 
-
 CONFIG_PACKAGE = "stiefel_gan.configs"
-
 
 #: the repository's configs/ next to the package, for a source checkout that is not installed
 SOURCE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"

@@ -29,24 +29,17 @@ from .schema import Config
 
 CONFIG_FILE = "config.yaml"
 
-
 METRICS_FILE = "metrics.jsonl"
-
 
 SERIES_FILE = "series.jsonl"
 
-
 CHECKPOINT_FILE = "last.pt"
-
 
 GEOMETRY_PLOT = "geometry_rlt.png"
 
-
 CLAIM_FILE = ".claim"
 
-
 HYDRA_DIR = ".hydra"
-
 
 REPORT_FILE = "report.md"
 

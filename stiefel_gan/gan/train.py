@@ -23,13 +23,11 @@ from .builder import GAN
 from .losses import discriminator_loss, generator_loss
 
 
-
 class TrainingDiverged(RuntimeError):
     """A loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
 #: ``train.precision`` -> the autocast dtype of G's and D's forward passes (fp32: no autocast).
-#: the dtype autocast runs the forward passes in, per ``train.precision`` (None: no autocast)
 AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -27,14 +27,11 @@ import numpy as np
 #: Bootstrap resamples of the paired differences.
 BOOTSTRAP_RESAMPLES = 10_000
 
-
 #: Seed of the bootstrap's resampling, so that a report is reproducible.
 BOOTSTRAP_SEED = 0
 
-
 #: Coverage of the bootstrap interval.
 CONFIDENCE = 0.95
-
 
 #: The "late" statistic averages the last this many evaluations of a run.
 LAST_EVALUATIONS = 3

@@ -21,7 +21,6 @@ from ..config.paths import METRICS_FILE, SERIES_FILE
 #: How non-finite floats are spelled in the JSONL files (JSON itself has no NaN or infinity).
 _NONFINITE_TO_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
 
-
 _JSON_TO_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 

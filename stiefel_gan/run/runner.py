@@ -55,7 +55,6 @@ from .tracker import Tracker
 
 FIXED_Z_SEED_OFFSET = 1_000_003  # the sample-grid latents get their own stream, apart from training's
 
-
 DIAGNOSTIC_SEED_OFFSET = 3_000_017  # the real batch the spectral diagnostics see
 
 
