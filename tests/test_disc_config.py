@@ -1,15 +1,18 @@
-"""One disc axis per concept: typed choices that OmegaConf itself checks, the old disc names as presets,
-every Stiefel key honoured by the builder, run names and tags, and the bad combinations refused with
-one line before anything is written."""
+"""One disc axis per concept: typed choices that OmegaConf itself checks (every closed choice of the
+schema), the old disc names as presets, every Stiefel key honoured by the builder, run names and tags,
+and the bad combinations refused with one line before anything is written."""
+
+import typing
+from enum import Enum
 
 import pytest
 import torch
 
 from stiefel_gan.commands.cli import main
 from stiefel_gan.config.checks import check_config
-from stiefel_gan.config.compose import compose_config
-from stiefel_gan.config.schema import DiscKind
+from stiefel_gan.config.compose import UsageError, compose_config
 from stiefel_gan.config.naming import default_run_name, disc_label, run_tags, wandb_group
+from stiefel_gan.config.schema import Choice, Config, DiscKind, config_dict, flatten
 from stiefel_gan.data.datasets import data_shape
 from stiefel_gan.gan.builder import build_gan
 from stiefel_gan.manifold import FixedCurve, FrobeniusNormalized, LearnableCurve, LearnableGrid, stiefel_layers
@@ -29,6 +32,49 @@ def test_old_disc_names_are_presets_of_one_stiefel_kind(preset):
     disc = compose_config([f"disc={preset}"]).disc
     assert (disc.kind, disc.spectrum, disc.factorization, disc.max_value) == PRESETS[preset]
     assert disc.kind == "stiefel" and f"{disc.kind}" == "stiefel"  # a choice is its string
+
+
+def choice_fields(node=Config, prefix=""):
+    """``(key, choice, is_list)`` for every field of the schema typed by a :class:`Choice` or a list of one."""
+    for name, hint in typing.get_type_hints(node).items():
+        element = typing.get_args(hint)[0] if typing.get_origin(hint) is list else None
+        if isinstance(hint, type) and issubclass(hint, Choice):
+            yield f"{prefix}{name}", hint, False
+        elif isinstance(element, type) and issubclass(element, Choice):
+            yield f"{prefix}{name}", element, True
+        elif hasattr(hint, "__dataclass_fields__"):
+            yield from choice_fields(hint, f"{prefix}{name}.")
+
+
+CHOICE_FIELDS = list(choice_fields())
+
+
+def test_every_closed_choice_of_the_schema_is_typed():
+    keys = {key for key, _, _ in CHOICE_FIELDS}
+    assert {"data.name", "model.arch", "disc.kind", "disc.spectrum", "disc.factorization", "disc.penalty",
+            "disc.normalize", "disc.retraction", "disc.learn", "optim.name", "optim.second_moment", "optim.lr_decay",
+            "loss.name", "train.precision", "metrics.protocol", "wandb.mode"} <= keys
+    for _, choice, _ in CHOICE_FIELDS:  # OmegaConf reads a value by its member's name
+        assert all(member.name == member.value for member in choice), choice
+
+
+@pytest.mark.parametrize("key,choice,is_list", CHOICE_FIELDS, ids=[key for key, _, _ in CHOICE_FIELDS])
+def test_a_value_outside_a_choice_is_refused_in_one_line_naming_it_and_the_allowed_ones(key, choice, is_list):
+    with pytest.raises(UsageError) as refused:
+        compose_config([f"{key}=[bogus]" if is_list else f"{key}=bogus"])
+    bad = f"{key}[0]='bogus'" if is_list else f"{key}='bogus'"
+    assert str(refused.value) == f"{bad} is not allowed: use one of {', '.join(choice.values())}"
+
+
+def test_choices_are_plain_strings_in_records_names_and_wandb():
+    cfg = compose_config(["disc=stiefel_curve", "optim=rsgd", "loss=vanilla", "train.precision=bf16", "data=ring8",
+                          "model=mlp"])
+    assert cfg.loss.name == "vanilla" and {"vanilla": 1}[cfg.loss.name] == 1 and f"{cfg.train.precision}" == "bf16"
+    flat = flatten(config_dict(cfg))  # what the checkpoint and the W&B config hold
+    leaked = {key: value for key, value in flat.items()
+              if isinstance(value, Enum) or isinstance(value, list) and any(isinstance(v, Enum) for v in value)}
+    assert not leaked and flat["disc.learn"] == ["tau", "eps"] and flat["optim.name"] == "rsgd"
+    assert all(type(tag) is str for tag in run_tags(cfg)) and default_run_name(cfg) == "stiefel_curve-rsgd-s0"
 
 
 @pytest.mark.parametrize("spectrum,expected",
@@ -65,8 +111,8 @@ def test_run_names_tags_and_groups():
 
 
 BAD_COMMANDS = [  # (overrides, what the one line must name)
-    (["disc.kind=stiefl"], "Invalid value 'stiefl'"),
-    (["disc.kind=stiefl"], "stiefel"),  # ... and the allowed values
+    (["disc.kind=stiefl"], "disc.kind='stiefl' is not allowed"),
+    (["disc.kind=stiefl"], "use one of none, sn, fair_sn, ortho_reg, wc, wn, gp, stiefel"),  # ... and the allowed values
     (["disc=stiefel_fixed", "disc.spectrum=grids"], "disc.spectrum"),
     (["disc=stiefel_fixed", "disc.factorization=qr"], "disc.factorization"),
     (["disc=gp", "disc.penalty=one_sided"], "r1"),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 from wandb_records import read_offline_run
 
@@ -126,9 +127,13 @@ def test_linear_lr_decay_reaches_every_parameter_group(tmp_path):
         assert d_rates == pytest.approx(sorted(lr * factor for lr in (cfg.optim.lr_d, 0.1, 0.01)))
 
 
-def test_resume_extends_a_finished_run(tmp_path):
+def test_resume_extends_a_finished_run(tmp_path, capsys):
     common = tiny(tmp_path, "disc=stiefel_curve", *MODELS["standard_cnn"])
     run_dir = run(compose_config([*common, "train.steps=2"]))
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())  # the choices as plain strings on disk
+    assert (saved["loss"]["name"], saved["disc"]["learn"], saved["wandb"]["mode"]) == ("hinge", ["tau", "eps"], "disabled")
+    assert main(["train", f"resume={run_dir}", "train.steps=4", "wandb.mode=sometimes"]) == 2
+    assert "wandb.mode='sometimes' is not allowed: use one of auto, online, offline, disabled" in capsys.readouterr().err
     assert main(["train", f"resume={run_dir}", "train.steps=4"]) == 0
     assert [r["step"] for r in read_metrics(run_dir) if "loss/d" in r] == [1, 2, 3, 4]
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"] == 4
@@ -228,6 +233,8 @@ BAD_COMMANDS = [
     (["loss=wasserstein"], "loss/wasserstein"),
     (["train.seed=abc"], "could not be converted to Integer"),
     (["train.threads=0"], "train.threads=0"),
+    (["loss.name=wgan"], "loss.name='wgan' is not allowed: use one of hinge, vanilla"),  # a typed choice
+    (["model=resnet"], "data_shape=(1, 16, 16) is not allowed for model.arch='resnet'"),  # 16-px digits
 ]
 
 

@@ -28,7 +28,7 @@ def spectrum_from_config(disc: DiscConfig):
     """
     curve = {"tau": disc.tau, "eps": disc.eps, "sigma": disc.sigma}
     if disc.spectrum == "curve":
-        spectrum = build_spectrum("curve", **curve, learn=tuple(disc.learn))
+        spectrum = build_spectrum("curve", **curve, learn=tuple(str(name) for name in disc.learn))
     elif disc.spectrum == "grid":
         spectrum = build_spectrum("grid", **curve, sort=disc.sort, max_value=disc.max_value)
     else:
@@ -50,7 +50,7 @@ def parameterize_discriminator(discriminator: nn.Module, disc: DiscConfig, input
                                    n_power_iterations=disc.n_power_iterations)
     if disc.kind == "stiefel":
         return stiefelize(discriminator, spectrum_from_config(disc), factorization=str(disc.factorization),
-                          retraction=disc.retraction)
+                          retraction=str(disc.retraction))
     if disc.kind == "wn":
         return apply_weight_norm(discriminator)
     if disc.kind == "wc":
@@ -74,9 +74,9 @@ class GAN(nn.Module):
         group_lr = {name: lr for name, lr in (("stiefel", optim.lr_stiefel), ("spectrum", optim.lr_spectrum))
                     if lr is not None}
         extra = {"momentum": optim.momentum} if optim.name in ("rsgd", "geoopt_rsgd") else {"betas": betas}
-        if optim.name == "radam":
-            extra["second_moment"] = optim.second_moment
-        opt_d = make_optimizer(self.discriminator, optim.name, lr=optim.lr_d, group_lr=group_lr, **extra)
+        if optim.name == "radam":  # a string: the optimizer's state dict goes into the checkpoint
+            extra["second_moment"] = str(optim.second_moment)
+        opt_d = make_optimizer(self.discriminator, str(optim.name), lr=optim.lr_d, group_lr=group_lr, **extra)
         return opt_g, opt_d
 
     def penalty(self, real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor | float:
