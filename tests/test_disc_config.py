@@ -7,8 +7,8 @@ from enum import Enum
 
 import pytest
 import torch
+from helpers import TINY_MODELS
 
-from stiefel_gan.commands.cli import main
 from stiefel_gan.config.checks import check_config
 from stiefel_gan.config.compose import UsageError, compose_config
 from stiefel_gan.config.naming import default_run_name, disc_label, run_tags, wandb_group
@@ -16,8 +16,6 @@ from stiefel_gan.config.schema import Choice, Config, DiscKind, config_dict, fla
 from stiefel_gan.data.datasets import data_shape
 from stiefel_gan.gan.builder import build_gan
 from stiefel_gan.manifold import FixedCurve, FrobeniusNormalized, LearnableCurve, LearnableGrid, stiefel_layers
-
-SMALL = ["model.g_width=4", "model.d_width=4", "model.z_dim=8"]
 
 PRESETS = {  # preset -> (kind, spectrum, factorization, max_value)
     "stiefel_fixed": ("stiefel", "fixed", "diag", 1.0),
@@ -82,7 +80,7 @@ def test_choices_are_plain_strings_in_records_names_and_wandb():
 @pytest.mark.parametrize("factorization", ["diag", "svd"])
 def test_every_stiefel_key_is_honoured_whatever_the_preset(spectrum, expected, factorization):
     cfg = compose_config(["disc=stiefel_svd", f"disc.spectrum={spectrum}", f"disc.factorization={factorization}",
-                          *SMALL])
+                          *TINY_MODELS["standard_cnn"]])
     layers = list(stiefel_layers(build_gan(cfg, data_shape("digits", 16)).discriminator))
     assert len(layers) == 8
     for _, layer in layers:
@@ -93,7 +91,7 @@ def test_every_stiefel_key_is_honoured_whatever_the_preset(spectrum, expected, f
 
 def test_frobenius_normalize_wraps_the_chosen_spectrum():
     cfg = compose_config(["disc=stiefel_grid", "disc.max_value=null", "disc.normalize=frobenius",
-                          "disc.normalize_target=2.0", *SMALL])
+                          "disc.normalize_target=2.0", *TINY_MODELS["standard_cnn"]])
     for _, layer in stiefel_layers(build_gan(cfg, data_shape("digits", 16)).discriminator):
         assert isinstance(layer.spectrum, FrobeniusNormalized) and isinstance(layer.spectrum.inner, LearnableGrid)
         assert layer.singular_values().norm().item() == pytest.approx(2.0, rel=1e-5)
@@ -112,7 +110,7 @@ def test_run_names_tags_and_groups():
 
 BAD_COMMANDS = [  # (overrides, what the one line must name)
     (["disc.kind=stiefl"], "disc.kind='stiefl' is not allowed"),
-    (["disc.kind=stiefl"], "use one of none, sn, fair_sn, ortho_reg, wc, wn, gp, stiefel"),  # ... and the allowed values
+    (["disc.kind=stiefl"], "use one of none, sn, fair_sn, ortho_reg, wc, wn, gp, stiefel"),  # and what is allowed
     (["disc=stiefel_fixed", "disc.spectrum=grids"], "disc.spectrum"),
     (["disc=stiefel_fixed", "disc.factorization=qr"], "disc.factorization"),
     (["disc=gp", "disc.penalty=one_sided"], "r1"),
@@ -137,10 +135,8 @@ BAD_COMMANDS = [  # (overrides, what the one line must name)
 
 
 @pytest.mark.parametrize("overrides,named", BAD_COMMANDS, ids=[b[1] for b in BAD_COMMANDS])
-def test_bad_disc_input_stops_before_training_with_one_line(tmp_path, capsys, overrides, named):
-    assert main(["train", f"out_dir={tmp_path / 'runs'}", *SMALL, *overrides]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and named in err, err
+def test_bad_disc_input_stops_before_training_with_one_line(tmp_path, stops_in_one_line, overrides, named):
+    stops_in_one_line(["train", f"out_dir={tmp_path / 'runs'}", *TINY_MODELS["standard_cnn"], *overrides], named)
     assert not (tmp_path / "runs").exists(), "nothing is written for a bad config"
 
 
@@ -155,17 +151,17 @@ def test_a_consistent_max_value_on_a_curve_is_accepted():
 def test_the_optimizers_study_entry_variant_builds_the_per_entry_riemannian_adam():
     from stiefel_gan.manifold import StiefelAdam
 
-    cfg = compose_config(["experiment=optimizers", "variant=entry", *SMALL])
+    cfg = compose_config(["experiment=optimizers", "variant=entry", *TINY_MODELS["standard_cnn"]])
     _, opt_d = build_gan(cfg, data_shape("digits", 16)).optimizers(cfg.optim)
     assert isinstance(opt_d, StiefelAdam)
     assert {g["name"]: g["second_moment"] for g in opt_d.param_groups}["stiefel"] == "entry"
 
 
-def test_an_empty_wandb_mode_environment_stops_before_training_with_one_line(tmp_path, capsys, monkeypatch):
+def test_an_empty_wandb_mode_environment_stops_before_training_with_one_line(tmp_path, stops_in_one_line,
+                                                                              monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "")  # wandb itself would stop inside wandb.init with a pydantic traceback
-    assert main(["train", f"out_dir={tmp_path / 'runs'}", *SMALL, "wandb.mode=auto"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "WANDB_MODE=''" in err, err
+    stops_in_one_line(["train", f"out_dir={tmp_path / 'runs'}", *TINY_MODELS["standard_cnn"], "wandb.mode=auto"],
+                      "WANDB_MODE=''")
     assert not (tmp_path / "runs").exists()
 
 

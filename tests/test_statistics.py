@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pytest
+from helpers import raises_one_line
 
 from stiefel_gan.measure.statistics import curve_area, last_mean, paired_bootstrap, summarize
 
@@ -71,13 +72,12 @@ def test_curve_statistics():
     assert summarize([4.0]).n == 1 and math.isnan(summarize([4.0]).std)
 
 
-@pytest.mark.parametrize("call, match", [
+@pytest.mark.parametrize("call, named", [
     (lambda: curve_area([0, 0], [1.0, 2.0]), "strictly increasing"),
     (lambda: curve_area([0, 1], [1.0]), "equal, non-empty"),
     (lambda: last_mean([1.0], count=0), "count=0"),
     (lambda: paired_bootstrap({0: 1.0}, {0: 1.0}, resamples=0), "resamples=0"),
     (lambda: paired_bootstrap({0: 1.0}, {0: 1.0}, confidence=1.5), "confidence=1.5"),
 ])
-def test_bad_input_is_a_one_line_error(call, match):
-    with pytest.raises(ValueError, match=match):
-        call()
+def test_bad_input_is_a_one_line_error(call, named):
+    raises_one_line(call, named)

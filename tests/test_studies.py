@@ -8,11 +8,11 @@ import itertools
 
 import pytest
 import yaml
+from helpers import sweeper_axes
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from stiefel_gan.commands.cli import main
 from stiefel_gan.config.checks import check_config
 from stiefel_gan.config.compose import SOURCE_CONFIG_DIR as CONFIG_DIR
 from stiefel_gan.config.compose import compose_config
@@ -37,13 +37,6 @@ def hydra_configs():
         GlobalHydra.instance().clear()
 
 
-def sweeper_params(study: str) -> dict[str, str]:
-    """``hydra.sweeper.params`` of ``experiment=<study>``, composed by Hydra with its own config."""
-    with hydra_configs():
-        composed = compose("config", overrides=[f"experiment={study}"], return_hydra_config=True)
-    return {str(k): str(v) for k, v in OmegaConf.to_container(composed.hydra.sweeper.params).items()}
-
-
 def study_configs(study: str, extra: tuple[str, ...] = ()) -> list:
     """Every job of the study's product (variant x seed), in order (``extra``: overrides added to each).
 
@@ -51,12 +44,12 @@ def study_configs(study: str, extra: tuple[str, ...] = ()) -> list:
     cyclically, so every value of both axes goes through composition); the other seeds of that variant
     are the same config with ``train.seed`` replaced, which is all a seed override changes.
     """
-    params = sweeper_params(study)
-    assert set(params) == {"variant", "train.seed"}
-    seeds = [int(seed) for seed in params["train.seed"].split(",")]
+    axes = sweeper_axes(study)
+    assert set(axes) == {"variant", "train.seed"}
+    seeds = [int(seed) for seed in axes["train.seed"]]
     configs = []
     with hydra_configs():
-        for index, variant in enumerate(params["variant"].split(",")):
+        for index, variant in enumerate(axes["variant"]):
             composed_seed = seeds[index % len(seeds)]
             overrides = [f"experiment={study}", f"variant={variant}", f"train.seed={composed_seed}", *extra]
             composed = OmegaConf.to_object(compose("config", overrides=overrides))
@@ -68,8 +61,8 @@ def study_configs(study: str, extra: tuple[str, ...] = ()) -> list:
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_every_job_of_a_study_composes_and_passes_the_checks(study):
-    params = sweeper_params(study)
-    assert params["train.seed"] == "0,1,2"
+    axes = sweeper_axes(study)
+    assert axes["train.seed"] == ["0", "1", "2"]
     configs = study_configs(study)
     assert [cfg.train.seed for cfg in configs[:3]] == [0, 1, 2]
     for cfg in configs:
@@ -77,7 +70,7 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
         assert cfg.name == study and cfg.variant
         assert (cfg.data.name, cfg.train.steps, cfg.train.batch_size) == (configs[0].data.name, configs[0].train.steps,
                                                                           configs[0].train.batch_size)
-    variants = params["variant"].split(",")
+    variants = axes["variant"]
     assert len(configs) == 3 * len(variants)
     assert len({default_run_name(cfg) for cfg in configs}) == len(configs)  # seeds and variants never collide
     labels = {cfg.variant for cfg in configs}
@@ -103,7 +96,7 @@ def test_the_wandb_sweep_lists_the_same_grid(study):
     assert sweep["method"] == "grid"
     assert sweep["metric"] == {"name": "quality/digits_fd", "goal": "minimize"}
     assert sweep["command"] == ["stiefel-gan", "train", f"experiment={study}", "${args_no_hyphens}"]
-    hydra_axes = {key: [yaml.safe_load(v) for v in values.split(",")] for key, values in sweeper_params(study).items()}
+    hydra_axes = {key: [yaml.safe_load(v) for v in values] for key, values in sweeper_axes(study).items()}
     assert {key: entry["values"] for key, entry in sweep["parameters"].items()} == hydra_axes
 
 
@@ -111,7 +104,7 @@ def test_variant_presets_set_the_variant_and_no_budget():
     presets = sorted((CONFIG_DIR / "variant").glob("*.yaml"))
     assert set(REQUIRED_VARIANTS) <= {path.stem for path in presets}
     # so each one is composed and checked: above for the digits studies, in tests/test_mixtures.py for the mixtures
-    in_studies = {v for study in (*STUDIES, "smoke", "mixtures") for v in sweeper_params(study)["variant"].split(",")}
+    in_studies = {v for study in (*STUDIES, "smoke", "mixtures") for v in sweeper_axes(study)["variant"]}
     assert {path.stem for path in presets} <= in_studies
     for path in presets:
         text = path.read_text()
@@ -151,13 +144,10 @@ def test_a_variant_wins_over_the_budget_and_the_command_line_over_both():
 
 
 @pytest.mark.parametrize("moved", [["data=cifar10"], ["budget=cifar10"]])
-def test_a_study_on_a_dataset_that_is_not_on_disk_stops_before_training(tmp_path, capsys, moved):
+def test_a_study_on_a_dataset_that_is_not_on_disk_stops_before_training(tmp_path, stops_in_one_line, moved):
     root = tmp_path / "nowhere"
-    code = main(["train", "-m", "experiment=baselines", "variant=sn,wc", *moved, f"data.root={root}",
-                 f"out_dir={tmp_path / 'runs'}"])
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "CIFAR-10 (data=cifar10) is not on disk" in err and str(root) in err, err
+    stops_in_one_line(["train", "-m", "experiment=baselines", "variant=sn,wc", *moved, f"data.root={root}",
+                       f"out_dir={tmp_path / 'runs'}"], "CIFAR-10 (data=cifar10) is not on disk", str(root))
     assert not (tmp_path / "runs").exists() and not root.exists()
 
 
