@@ -59,6 +59,7 @@ Note [subclass, not parametrize]
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from geoopt import ManifoldParameter
@@ -371,7 +372,7 @@ class StiefelLinear(StiefelLayer, nn.Linear):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None, *,
                  spectrum: Spectrum | None = None, factorization: str = "diag",
                  retraction: str = DEFAULT_RETRACTION, init_weight: Tensor | None = None):
-        template = nn.Linear(in_features, out_features, bias, device="meta")
+        template = _meta_template(nn.Linear, in_features, out_features, bias)
         self._setup(template, out_features, in_features, 1, spectrum, factorization, retraction, device, dtype,
                     init_weight)
 
@@ -390,10 +391,19 @@ class _StiefelConvNd(StiefelLayer):
                     retraction, device, dtype, init_weight)
 
 
+def _meta_template(torch_class: type, *args) -> nn.Module:
+    """``torch_class(*args)`` on the meta device, for its geometry alone (Note [reuse the torch layer's argument
+    checks]). Nothing of it is initialized for real, so torch's warning that initializing a zero-size weight
+    is a no-op would only precede the one-line error :class:`StiefelMatrix` gives for ``k = 0``: it is not shown."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Initializing zero-element tensors is a no-op", category=UserWarning)
+        return torch_class(*args, device="meta")
+
+
 def _template(torch_class: type, in_channels: int, out_channels: int, *args) -> nn.Module:
     """``torch_class(...)`` on the meta device; torch's own argument error, naming the arguments, on one line."""
     try:
-        return torch_class(in_channels, out_channels, *args, device="meta")
+        return _meta_template(torch_class, in_channels, out_channels, *args)
     except (ValueError, TypeError) as error:
         groups = args[4]  # after kernel_size, stride, padding and dilation (or output_padding)
         raise ValueError(f"{torch_class.__name__}(in_channels={in_channels}, out_channels={out_channels}, "
