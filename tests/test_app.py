@@ -243,7 +243,7 @@ def test_preemption_checkpoints_on_sigterm_and_resume_auto_continues_the_same_di
     first = _start(args, tmp_path)
     _wait_for_step(run_dir, first, 7)
     first.kill()
-    first.wait()
+    first.communicate()  # reaps it and closes its pipes
     killed_at = torch.load(RunDir(run_dir).checkpoint, weights_only=False)["step"]
     logged_before_kill = loss_steps(run_dir)[-1]
     # (the kill may land right after a checkpoint, with nothing logged past it)
@@ -263,7 +263,8 @@ def test_preemption_checkpoints_on_sigterm_and_resume_auto_continues_the_same_di
 
     # 3. and again to the end: one directory, every step logged exactly once
     third = _start([*args, "train.steps=" + str(stopped_at + 3)], tmp_path)
-    assert third.wait(timeout=300) == 0, third.communicate()
+    _, err = third.communicate(timeout=300)
+    assert third.returncode == 0, err
     assert loss_steps(run_dir) == list(range(1, stopped_at + 4))
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["sn-radam-s0"]
 

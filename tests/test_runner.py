@@ -175,7 +175,8 @@ def test_compare_writes_a_table_and_side_by_side_samples(tmp_path):
     for variant in ("sn", "stiefel_fixed", "stiefel_curve", "stiefel_grid"):
         assert f"| {variant} " in report
     assert "loss/d" in report
-    width, height = Image.open(compare_dir / "samples.png").size
+    with Image.open(compare_dir / "samples.png") as samples:
+        width, height = samples.size
     assert width > 3 * height  # four panels side by side
 
 
