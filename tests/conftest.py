@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from helpers import assert_one_line
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -24,3 +25,19 @@ def private_cache(tmp_path_factory):
         del os.environ["STIEFEL_GAN_CACHE"]
     else:
         os.environ["STIEFEL_GAN_CACHE"] = previous
+
+
+@pytest.fixture
+def stops_in_one_line(capsys):
+    """``stops_in_one_line(argv, *named, status=2)``: ``stiefel-gan <argv>`` exits with ``status`` (2: a
+    usage error) and writes one line to stderr, naming each of ``named``; returns that line."""
+    from stiefel_gan.commands.cli import main  # here: the layer tests need none of the commands
+
+    def run(argv, *named, status=2):
+        capsys.readouterr()  # what came before (another run's lines) is not this command's
+        exit_status = main(list(argv))
+        err = capsys.readouterr().err
+        assert exit_status == status, err
+        return assert_one_line(err.strip(), *named)
+
+    return run

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers import TINY_MODELS, hydra_settings, tiny_run
 
 from stiefel_gan.commands.cli import main
 from stiefel_gan.config.compose import config_source
@@ -23,15 +24,11 @@ from stiefel_gan.run.records import read_metrics
 from stiefel_gan.run.rundir import claim_owner, claim_run_dir
 
 REPO = Path(__file__).resolve().parent.parent
-# the cheapest real runs: an MLP pair on the 2-D ring, no diagnostics, quality at the end only
-FAST = ["data=ring8", "data.n_samples=64", "model=mlp", "model.g_width=8", "model.d_width=8",
-        "train.batch_size=8", "train.log_every=1", "train.sample_every=1000", "train.checkpoint_every=1000",
-        "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled", "metrics.every=0",
-        "metrics.n_samples=64", "metrics.geometry_score=false", "metrics.diagnostics_every=0"]
 
 
-def fast(tmp_path, *overrides):
-    return [*FAST, f"out_dir={tmp_path / 'runs'}", *overrides]
+def fast(tmp_path, steps, *overrides):
+    """The cheapest real runs: an MLP pair on the 2-D ring, quality at the end on 64 samples, into tmp_path/runs."""
+    return tiny_run(steps, *TINY_MODELS["mlp"], "metrics.n_samples=64", f"out_dir={tmp_path / 'runs'}", *overrides)
 
 
 def loss_steps(run_dir) -> list[int]:
@@ -73,21 +70,21 @@ def test_shell_completion_through_the_one_word_entry_point(monkeypatch, capsys):
 
 
 def test_run_directory_is_the_readable_layout_with_hydra_records(tmp_path, capsys):
-    assert main(["train", *fast(tmp_path, "name=layout", "train.steps=2")]) == 0
+    assert main(["train", *fast(tmp_path, 2, "name=layout")]) == 0
     run_dir = tmp_path / "runs" / "layout" / "sn-radam-s0"
     assert capsys.readouterr().out.strip().splitlines()[-1] == str(run_dir)
     assert loss_steps(run_dir) == [1, 2]
     overrides = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text())
     assert "train.steps=2" in overrides and "name=layout" in overrides
     # the same command again is a new run, in a directory of its own, with its own Hydra records
-    assert main(["train", *fast(tmp_path, "name=layout", "train.steps=3")]) == 0
+    assert main(["train", *fast(tmp_path, 3, "name=layout")]) == 0
     second = run_dir.with_name("sn-radam-s0-2")
     assert loss_steps(second) == [1, 2, 3] and loss_steps(run_dir) == [1, 2]
     assert "train.steps=3" in yaml.safe_load((second / ".hydra" / "overrides.yaml").read_text())
 
 
 def test_progress_off_a_terminal_is_one_line_per_log_step(tmp_path, capsys):
-    assert main(["train", *fast(tmp_path, "train.steps=3", "train.log_every=2", "train.progress=true")]) == 0
+    assert main(["train", *fast(tmp_path, 3, "train.log_every=2", "train.progress=true")]) == 0
     err = capsys.readouterr().err
     assert "\r" not in err
     lines = [line for line in err.splitlines() if line.startswith("train: step")]
@@ -102,7 +99,7 @@ def test_a_failure_during_training_keeps_its_traceback_and_checkpoint(tmp_path, 
         raise ValueError("a bug deep inside an evaluation")
 
     monkeypatch.setattr(SampleQuality, "__call__", broken)
-    args = fast(tmp_path, "name=bug", "train.steps=3", "train.checkpoint_every=2", "metrics.every=3")
+    args = fast(tmp_path, 3, "name=bug", "train.checkpoint_every=2", "metrics.every=3")
     assert main(["train", *args]) == 1
     err = capsys.readouterr().err
     assert "Traceback" in err and "a bug deep inside an evaluation" in err and "stiefel-gan: error" not in err
@@ -136,19 +133,17 @@ def test_concurrent_claims_get_distinct_directories(tmp_path):
 # ------------------------------------------------------------------------------------------- sweeps
 
 
-def test_sweep_checks_every_job_before_the_first_one_trains(tmp_path, capsys):
+def test_sweep_checks_every_job_before_the_first_one_trains(tmp_path, stops_in_one_line):
     # the second job (stiefel_fixed with Adam) is invalid: nothing trains, nothing is written
-    args = ["train", "-m", *fast(tmp_path, "train.steps=1", "optim=adam"), "disc=sn,stiefel_fixed,none"]
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "optim=adam is not allowed with disc.kind=stiefel" in err
+    args = ["train", "-m", *fast(tmp_path, 1, "optim=adam"), "disc=sn,stiefel_fixed,none"]
+    stops_in_one_line(args, "optim=adam is not allowed with disc.kind=stiefel")
     assert not (tmp_path / "runs").exists()
-    assert main(["train", "-m", *fast(tmp_path, "train.steps=1"), "disc=sn,bogus"]) == 2
-    assert "disc/bogus" in capsys.readouterr().err and not (tmp_path / "runs").exists()
+    stops_in_one_line(["train", "-m", *fast(tmp_path, 1), "disc=sn,bogus"], "disc/bogus")
+    assert not (tmp_path / "runs").exists()
 
 
 def test_sweep_over_an_unnamed_key_gives_distinct_runs_and_groups(tmp_path):
-    assert main(["train", "-m", *fast(tmp_path, "name=shape", "train.steps=1", "disc=stiefel_fixed"),
+    assert main(["train", "-m", *fast(tmp_path, 1, "name=shape", "disc=stiefel_fixed"),
                  "disc.tau=0.5,2"]) == 0
     sweep = tmp_path / "runs" / "shape"
     runs = sorted(p.name for p in sweep.iterdir() if RunDir(p).config.is_file())
@@ -161,7 +156,7 @@ def test_sweep_over_an_unnamed_key_gives_distinct_runs_and_groups(tmp_path):
 
 @pytest.mark.slow
 def test_two_job_sweep_through_submitit_local_then_report(tmp_path, capsys):
-    args = ["train", "-m", *fast(tmp_path, "name=sub", "train.steps=2"), "disc=none,sn",
+    args = ["train", "-m", *fast(tmp_path, 2, "name=sub"), "disc=none,sn",
             "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5"]
     assert main(args) == 0
     sweep = tmp_path / "runs" / "sub"
@@ -180,9 +175,9 @@ def test_joblib_launcher_runs_two_jobs_at_a_time_with_the_basic_launchers_number
     """hydra/launcher=joblib (two worker processes that stay up between jobs, the studies' way to use
     2 cores) gives every run exactly the records the in-process basic launcher gives it."""
     sweep = ["train", "-m", "disc=none,sn", "train.seed=0,1"]
-    assert main([*sweep, *fast(tmp_path, "name=parallel", "train.steps=2"), "hydra/launcher=joblib",
+    assert main([*sweep, *fast(tmp_path, 2, "name=parallel"), "hydra/launcher=joblib",
                  "hydra.launcher.n_jobs=2"]) == 0
-    assert main([*sweep, *fast(tmp_path, "name=serial", "train.steps=2")]) == 0
+    assert main([*sweep, *fast(tmp_path, 2, "name=serial")]) == 0
     names = [f"{disc}-radam-s{seed}" for disc in ("none", "sn") for seed in (0, 1)]
     for name in names:
         parallel, serial = (read_metrics(tmp_path / "runs" / study / name) for study in ("parallel", "serial"))
@@ -197,20 +192,9 @@ def without_timing(rows):
 # --------------------------------------------------------------------------------------- launchers
 
 
-def _launcher_config(*overrides) -> dict:
-    from hydra import compose
-    from omegaconf import OmegaConf
-
-    from stiefel_gan.config.compose import _initialize
-
-    with _initialize():
-        composed = compose("config", overrides=list(overrides), return_hydra_config=True)
-    return OmegaConf.to_container(composed.hydra.launcher)
-
-
 def test_slurm_preset_composes_with_hydra_submitit_launcher():
-    launcher = _launcher_config("hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                                "hydra.launcher.account=lab")
+    launcher = hydra_settings("hydra/launcher=slurm", "hydra.launcher.partition=gpu",
+                              "hydra.launcher.account=lab")["launcher"]
     assert launcher["_target_"] == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (launcher["partition"], launcher["account"], launcher["gpus_per_node"]) == ("gpu", "lab", 1)
     assert launcher["array_parallelism"] == 16 and launcher["max_num_timeout"] > 0
@@ -221,16 +205,13 @@ def test_slurm_preset_composes_with_hydra_submitit_launcher():
     ("hydra.launcher.timeout_min=0", "timeout_min=0"),
     ("hydra.launcher.array_parallelism=0", "array_parallelism=0"),
 ])
-def test_bad_slurm_settings_stop_before_anything_is_submitted(tmp_path, capsys, override, named):
-    assert main(["train", "-m", *fast(tmp_path, "train.steps=1"), "hydra/launcher=submitit_slurm", override]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and named in err
+def test_bad_slurm_settings_stop_before_anything_is_submitted(tmp_path, stops_in_one_line, override, named):
+    stops_in_one_line(["train", "-m", *fast(tmp_path, 1), "hydra/launcher=submitit_slurm", override], named)
     assert not (tmp_path / "runs").exists()
 
 
-def test_slurm_without_sbatch_is_refused_in_one_line(tmp_path, capsys):
-    assert main(["train", "-m", *fast(tmp_path, "train.steps=1"), "hydra/launcher=slurm"]) == 2
-    assert "sbatch is not on PATH" in capsys.readouterr().err
+def test_slurm_without_sbatch_is_refused_in_one_line(tmp_path, stops_in_one_line):
+    stops_in_one_line(["train", "-m", *fast(tmp_path, 1), "hydra/launcher=slurm"], "sbatch is not on PATH")
     assert not (tmp_path / "runs").exists()
 
 
@@ -255,14 +236,14 @@ def _wait_for_step(run_dir: Path, process: subprocess.Popen, step: int, timeout:
 
 @pytest.mark.slow
 def test_preemption_checkpoints_on_sigterm_and_resume_auto_continues_the_same_directory(tmp_path):
-    args = [*fast(tmp_path, "name=pre", "train.steps=400", "train.checkpoint_every=5"), "resume=auto"]
+    args = [*fast(tmp_path, 400, "name=pre", "train.checkpoint_every=5"), "resume=auto"]
     run_dir = tmp_path / "runs" / "pre" / "sn-radam-s0"
 
     # 1. killed outright between two checkpoints: what was logged after the last one is redone
     first = _start(args, tmp_path)
     _wait_for_step(run_dir, first, 7)
     first.kill()
-    first.wait()
+    first.communicate()  # reaps it and closes its pipes
     killed_at = torch.load(RunDir(run_dir).checkpoint, weights_only=False)["step"]
     logged_before_kill = loss_steps(run_dir)[-1]
     # (the kill may land right after a checkpoint, with nothing logged past it)
@@ -282,7 +263,8 @@ def test_preemption_checkpoints_on_sigterm_and_resume_auto_continues_the_same_di
 
     # 3. and again to the end: one directory, every step logged exactly once
     third = _start([*args, "train.steps=" + str(stopped_at + 3)], tmp_path)
-    assert third.wait(timeout=300) == 0, third.communicate()
+    _, err = third.communicate(timeout=300)
+    assert third.returncode == 0, err
     assert loss_steps(run_dir) == list(range(1, stopped_at + 4))
     assert sorted(p.name for p in run_dir.parent.iterdir()) == ["sn-radam-s0"]
 
@@ -294,7 +276,7 @@ def test_multirun_of_the_installed_package_finds_the_checked_sweeper(tmp_path):
     [plugins in an editable install])."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env.update(WANDB_MODE="offline", WANDB_SILENT="true")
-    done = subprocess.run([sys.executable, "-m", "stiefel_gan", "train", "-m", *fast(tmp_path, "train.steps=1"),
+    done = subprocess.run([sys.executable, "-m", "stiefel_gan", "train", "-m", *fast(tmp_path, 1),
                            "train.seed=0,1"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Unknown plugin class" not in done.stderr

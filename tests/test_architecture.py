@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import tiny_run
 
 from stiefel_gan.config.compose import compose_config
 from stiefel_gan.measure.table import BY_KEY, HEADLINE, METRIC_GOALS, OBJECTIVES
@@ -98,12 +99,6 @@ def test_tests_and_benchmarks_compose_through_the_config_not_the_commands():
 
 # ----------------------------------------------------------------------------------- the metric table
 
-TINY_RUN = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=1000",
-            "train.checkpoint_every=1000", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
-            "metrics.every=0", "metrics.diagnostics_every=0", "metrics.geometry_score=true", "metrics.gs_n=4",
-            "metrics.gs_landmarks=8"]
-
-
 def _cifar_overrides(tmp_path, monkeypatch):
     """CIFAR-10 in its own on-disk format (2,000 training images: the ``quick`` protocol's 2,000 real
     ones), with torchvision's md5 list pointed at these files, and the tests' tiny torch-fidelity feature
@@ -128,7 +123,9 @@ def test_every_quality_key_a_run_logs_is_in_the_table_and_the_objective_is_a_num
              "ring8": ["data=ring8", "model=mlp", "data.n_samples=256", "metrics.n_samples=64"],
              "grid25": ["data=grid25", "model=mlp", "data.n_samples=256", "metrics.n_samples=64"]}
     overrides = _cifar_overrides(tmp_path, monkeypatch) if dataset == "cifar10" else extra[dataset]
-    cfg = compose_config([*overrides, *TINY_RUN, f"out_dir={tmp_path / 'runs'}", "name=table", "disc=sn"])
+    # two steps with the Geometry Score (a few landmarks): every key a run can log
+    cfg = compose_config(tiny_run(2, *overrides, "metrics.geometry_score=true", "metrics.gs_n=4",
+                                  "metrics.gs_landmarks=8", f"out_dir={tmp_path / 'runs'}", "name=table", "disc=sn"))
     run_dir = run(cfg)
     logged = {key for row in read_metrics(run_dir) for key in row if key.startswith("quality/")}
     assert logged, "the run logged no quality metric"

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import TINY_MODELS, tiny_run
 from torch import nn
 
 from stiefel_gan.config.compose import compose_config
@@ -27,10 +28,7 @@ from stiefel_gan.manifold import (
 )
 from stiefel_gan.run.runner import run
 
-TINY = ["train.steps=3", "train.batch_size=8", "train.log_every=1", "train.sample_every=3",
-        "train.checkpoint_every=3", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
-        "metrics.n_samples=50", "metrics.geometry_score=false", "metrics.diagnostics_every=0",
-        "model.g_width=4", "model.d_width=4", "model.z_dim=8"]
+TINY = tiny_run(3, *TINY_MODELS["standard_cnn"], "metrics.n_samples=50")
 
 
 def trained_discriminator(tmp_path, *overrides):

@@ -63,12 +63,9 @@ def test_the_panels_cover_quality_spectra_bounds_gradients_drift_and_samples(spe
     assert "samples" in json.dumps(media)
 
 
-def test_dashboard_refusals_are_one_line(tmp_path, capsys, monkeypatch):
+def test_dashboard_refusals_are_one_line(tmp_path, stops_in_one_line, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert main(["dashboard", "--entity", "lab", "--project", "stiefel", "--study", "smoke"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--dry-run" in err
-    assert main(["dashboard", "--entity", "lab", "--project", "p", "--study", "nope", "--dry-run",
-                 str(tmp_path / "x.json")]) == 2
-    assert "--study 'nope' is not allowed" in capsys.readouterr().err
+    stops_in_one_line(["dashboard", "--entity", "lab", "--project", "stiefel", "--study", "smoke"], "--dry-run")
+    stops_in_one_line(["dashboard", "--entity", "lab", "--project", "p", "--study", "nope", "--dry-run",
+                       str(tmp_path / "x.json")], "--study 'nope' is not allowed")
     assert not (tmp_path / "x.json").exists()

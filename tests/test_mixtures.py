@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import sweeper_axes
 
 from stiefel_gan.config.compose import compose_config
 from stiefel_gan.measure.table import HEADLINE, METRIC_GOALS
@@ -18,15 +19,9 @@ VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau4", "svd_tau0p5_e
             "diag_tau0p5_flat_input", "svd_tau0p5_flat_input", "svd_tau4_flat_input", "curve_flat_input", "all_flat")
 
 
-def _sweeper_axes() -> dict[str, list[str]]:
-    study = yaml.safe_load((CONFIGS / "experiment" / "mixtures.yaml").read_text())
-    params = study["hydra"]["sweeper"]["params"]
-    return {key: [value.strip() for value in str(values).split(",")] for key, values in params.items()}
-
-
 def test_hydra_axes_and_wandb_sweep_agree():
     sweep = yaml.safe_load((CONFIGS / "sweeps" / "mixtures.yaml").read_text())
-    axes = _sweeper_axes()
+    axes = sweeper_axes("mixtures")
     assert axes == {"data": ["ring8", "grid25"], "variant": list(VARIANTS), "train.seed": ["0", "1", "2"]}
     assert {key: [str(v) for v in spec["values"]] for key, spec in sweep["parameters"].items()} == axes
     assert sweep["method"] == "grid"

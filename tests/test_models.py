@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import raises_one_line
 from torch import nn
 
 from stiefel_gan._modules import select_layers
@@ -294,45 +295,36 @@ def test_every_generator_is_a_latent_generator(G):
 # ---------------------------------------------------------------- bad input
 
 
-def _raises_one_line(call, *fragments):
-    with pytest.raises(ValueError) as info:
-        call()
-    message = str(info.value)
-    assert "\n" not in message
-    for fragment in fragments:
-        assert fragment in message, message
-
-
 def test_build_models_rejects_bad_arch_and_shapes():
-    _raises_one_line(lambda: build_models("dcgan", (3, 32, 32)), "'dcgan'", *ARCHITECTURES)
-    _raises_one_line(lambda: build_models("mlp", (3, 32, 32)), "(3, 32, 32)", "(dim,)")
-    _raises_one_line(lambda: build_models("standard_cnn", (2,)), "(2,)", "(16, 32, 48)")
-    _raises_one_line(lambda: build_models("standard_cnn", (3, 64, 64)), "(3, 64, 64)", "(16, 32, 48)")
-    _raises_one_line(lambda: build_models("standard_cnn", (3, 32, 16)), "(3, 32, 16)")
-    _raises_one_line(lambda: build_models("resnet", (3, 16, 16)), "(3, 16, 16)", "(32, 48)")
-    _raises_one_line(lambda: build_models("resnet", (0, 32, 32)), "(0, 32, 32)")
-    _raises_one_line(lambda: build_models("mlp", 2), "data_shape=2")
-    _raises_one_line(lambda: build_models("mlp", ()), "data_shape=()")
+    raises_one_line(lambda: build_models("dcgan", (3, 32, 32)), "'dcgan'", *ARCHITECTURES)
+    raises_one_line(lambda: build_models("mlp", (3, 32, 32)), "(3, 32, 32)", "(dim,)")
+    raises_one_line(lambda: build_models("standard_cnn", (2,)), "(2,)", "(16, 32, 48)")
+    raises_one_line(lambda: build_models("standard_cnn", (3, 64, 64)), "(3, 64, 64)", "(16, 32, 48)")
+    raises_one_line(lambda: build_models("standard_cnn", (3, 32, 16)), "(3, 32, 16)")
+    raises_one_line(lambda: build_models("resnet", (3, 16, 16)), "(3, 16, 16)", "(32, 48)")
+    raises_one_line(lambda: build_models("resnet", (0, 32, 32)), "(0, 32, 32)")
+    raises_one_line(lambda: build_models("mlp", 2), "data_shape=2")
+    raises_one_line(lambda: build_models("mlp", ()), "data_shape=()")
 
 
 def test_constructors_reject_bad_sizes_and_widths():
-    _raises_one_line(lambda: StandardCNNGenerator(image_size=28), "image_size=28", "(16, 32, 48)")
-    _raises_one_line(lambda: StandardCNNDiscriminator(image_size=64), "image_size=64", "(16, 32, 48)")
-    _raises_one_line(lambda: ResNetGenerator(image_size=16), "image_size=16", "(32, 48)")
-    _raises_one_line(lambda: ResNetDiscriminator(image_size=64), "image_size=64", "(32, 48)")
-    _raises_one_line(lambda: ResNetGenerator(image_size=48, width=6), "width=6", "multiple of 4")
-    _raises_one_line(lambda: ResNetDiscriminator(image_size=48, width=3), "width=3", "multiple of 2")
-    _raises_one_line(lambda: StandardCNNDiscriminator(width=0), "width=0")
-    _raises_one_line(lambda: StandardCNNGenerator(z_dim=2.5), "z_dim=2.5")
-    _raises_one_line(lambda: MLPDiscriminator(depth=0), "depth=0")
-    _raises_one_line(lambda: MLPGenerator(hidden=True), "hidden=True")
+    raises_one_line(lambda: StandardCNNGenerator(image_size=28), "image_size=28", "(16, 32, 48)")
+    raises_one_line(lambda: StandardCNNDiscriminator(image_size=64), "image_size=64", "(16, 32, 48)")
+    raises_one_line(lambda: ResNetGenerator(image_size=16), "image_size=16", "(32, 48)")
+    raises_one_line(lambda: ResNetDiscriminator(image_size=64), "image_size=64", "(32, 48)")
+    raises_one_line(lambda: ResNetGenerator(image_size=48, width=6), "width=6", "multiple of 4")
+    raises_one_line(lambda: ResNetDiscriminator(image_size=48, width=3), "width=3", "multiple of 2")
+    raises_one_line(lambda: StandardCNNDiscriminator(width=0), "width=0")
+    raises_one_line(lambda: StandardCNNGenerator(z_dim=2.5), "z_dim=2.5")
+    raises_one_line(lambda: MLPDiscriminator(depth=0), "depth=0")
+    raises_one_line(lambda: MLPGenerator(hidden=True), "hidden=True")
 
 
 def test_forward_rejects_wrong_input_shapes():
     G, D = build_models("standard_cnn", (3, 16, 16), **TINY)
-    _raises_one_line(lambda: D(torch.zeros(2, 3, 32, 32)), "(2, 3, 32, 32)", "(B, 3, 16, 16)")
-    _raises_one_line(lambda: D(torch.zeros(3, 16, 16)), "(3, 16, 16)")
-    _raises_one_line(lambda: G(torch.zeros(2, 9)), "(2, 9)", "(B, 8)")
+    raises_one_line(lambda: D(torch.zeros(2, 3, 32, 32)), "(2, 3, 32, 32)", "(B, 3, 16, 16)")
+    raises_one_line(lambda: D(torch.zeros(3, 16, 16)), "(3, 16, 16)")
+    raises_one_line(lambda: G(torch.zeros(2, 9)), "(2, 9)", "(B, 8)")
     _, D_mlp = build_models("mlp", (2,), **TINY)
-    _raises_one_line(lambda: D_mlp(torch.zeros(4, 3)), "(4, 3)", "(B, 2)")
-    _raises_one_line(lambda: G.sample_z(0), "n=0")
+    raises_one_line(lambda: D_mlp(torch.zeros(4, 3)), "(4, 3)", "(B, 2)")
+    raises_one_line(lambda: G.sample_z(0), "n=0")

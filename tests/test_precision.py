@@ -3,8 +3,8 @@ one-line errors for the options a machine cannot run."""
 
 import pytest
 import torch
+from helpers import TINY_MODELS, tiny_run
 
-from stiefel_gan.commands.cli import main
 from stiefel_gan.config.compose import compose_config
 from stiefel_gan.data.datasets import data_shape
 from stiefel_gan.gan.builder import build_gan
@@ -13,16 +13,13 @@ from stiefel_gan.manifold import stiefel_layers
 from stiefel_gan.run.records import read_metrics
 from stiefel_gan.run.runner import run
 
-TINY_CNN = ["data=digits", "model=standard_cnn", "model.g_width=4", "model.d_width=4", "model.z_dim=8",
-            "train.batch_size=8"]
-TINY_RUN = ["train.steps=5", "train.log_every=1", "train.sample_every=5", "train.checkpoint_every=5",
-            "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled", "metrics.every=0",
-            "metrics.n_samples=100", "metrics.geometry_score=false", "metrics.diagnostics_every=0"]
+#: five steps of the smallest standard CNN on the digits
+TINY_CNN_RUN = tiny_run(5, *TINY_MODELS["standard_cnn"])
 
 
 @pytest.mark.parametrize("disc", ["stiefel_curve", "stiefel_svd"])
 def test_bf16_autocast_steps_stay_on_the_manifold_with_the_exact_spectrum(disc):
-    cfg = compose_config([*TINY_CNN, f"disc={disc}", "optim.lr_stiefel=0.05"])
+    cfg = compose_config([*TINY_MODELS["standard_cnn"], f"disc={disc}", "optim.lr_stiefel=0.05"])
     torch.manual_seed(0)
     gan = build_gan(cfg, data_shape("digits", 16))
     opt_g, opt_d = gan.optimizers(cfg.optim)
@@ -54,8 +51,7 @@ def test_bf16_autocast_steps_stay_on_the_manifold_with_the_exact_spectrum(disc):
 
 
 def test_compiled_training_gives_the_eager_losses(tmp_path):
-    common = ["data=ring8", "data.n_samples=64", "model=mlp", "model.g_width=8", "model.d_width=8",
-              "disc=stiefel_curve", *TINY_RUN, f"out_dir={tmp_path}"]
+    common = tiny_run(5, *TINY_MODELS["mlp"], "disc=stiefel_curve", f"out_dir={tmp_path}")
     eager = run(compose_config([*common, "run_name=eager"]))
     compiled = run(compose_config([*common, "run_name=compiled", "train.compile=true"]))
     rows = {name: [r for r in read_metrics(d) if "loss/d" in r] for name, d in (("eager", eager), ("compiled", compiled))}
@@ -78,19 +74,16 @@ BAD = [
 
 
 @pytest.mark.parametrize("overrides,named", BAD, ids=[b[1] for b in BAD])
-def test_bad_precision_and_optimizer_options_stop_with_one_line(tmp_path, capsys, overrides, named):
-    assert main(["train", *TINY_CNN, *TINY_RUN, f"out_dir={tmp_path / 'runs'}", *overrides]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and named in err, err
+def test_bad_precision_and_optimizer_options_stop_with_one_line(tmp_path, stops_in_one_line, overrides, named):
+    stops_in_one_line(["train", *TINY_CNN_RUN, f"out_dir={tmp_path / 'runs'}", *overrides], named)
     assert not (tmp_path / "runs").exists()
 
 
-def test_compile_without_a_compiler_stops_with_one_line(tmp_path, capsys, monkeypatch):
+def test_compile_without_a_compiler_stops_with_one_line(tmp_path, stops_in_one_line, monkeypatch):
     empty = tmp_path / "empty_path"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))  # no g++ / c++ / clang++ for inductor
     monkeypatch.delenv("CXX", raising=False)
-    assert main(["train", *TINY_CNN, *TINY_RUN, f"out_dir={tmp_path / 'runs'}", "train.compile=true"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "train.compile=true" in err and "C++ compiler" in err, err
+    stops_in_one_line(["train", *TINY_CNN_RUN, f"out_dir={tmp_path / 'runs'}", "train.compile=true"],
+                      "train.compile=true", "C++ compiler")
     assert not (tmp_path / "runs").exists()

@@ -9,6 +9,7 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
+from helpers import TINY_MODELS, tiny_run
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -32,14 +33,13 @@ from stiefel_gan.report.summary import (
 from stiefel_gan.run.records import read_metrics
 from stiefel_gan.run.runner import run
 
-TINY = ["train.steps=4", "train.batch_size=8", "train.log_every=1", "train.sample_every=4", "train.checkpoint_every=4",
-        "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled", "metrics.n_samples=100",
-        "metrics.every=1", "metrics.geometry_score=false", "metrics.diagnostics_every=4", "model.g_width=4",
-        "model.d_width=4", "model.z_dim=8"]
-MLP = ["data=ring8", "model=mlp", "train.steps=3", "train.batch_size=16", "train.progress=false", "wandb.mode=disabled",
-       "train.log_every=1", "train.sample_every=3", "train.checkpoint_every=3", "train.n_grid_samples=64",
-       "metrics.n_samples=200", "metrics.every=1", "metrics.gs_n=2", "metrics.gs_landmarks=16",
-       "metrics.diagnostics_every=3", "model.g_width=8", "model.d_width=8", "model.z_dim=4"]
+#: quality every step and D's diagnostics at the end
+TINY = tiny_run(4, *TINY_MODELS["standard_cnn"], "metrics.every=1", "metrics.diagnostics_every=4")
+#: the 2-D ring at its full size, with the Geometry Score and a scatter grid of 64 points
+MLP = tiny_run(3, "data=ring8", "model=mlp", "model.g_width=8", "model.d_width=8", "model.z_dim=4",
+               "train.batch_size=16", "train.n_grid_samples=64", "metrics.n_samples=200", "metrics.every=1",
+               "metrics.geometry_score=true", "metrics.gs_n=2", "metrics.gs_landmarks=16",
+               "metrics.diagnostics_every=3")
 #: the tuning study's variants (label -> overrides): two SN settings, one Stiefel (the ranking itself is tested
 #: on runs held in memory below)
 TUNING = {"sn@lr_d=1e-4": ["disc=sn", "optim.lr_d=1e-4"], "sn@lr_d=1e-2": ["disc=sn", "optim.lr_d=1e-2"],
@@ -252,21 +252,17 @@ def test_mixture_scatter_shows_modes_on_fixed_axes(mixture):
         scatter_figure(np.zeros((3, 2)), "ring9")
 
 
-def test_report_of_a_directory_without_runs_is_a_one_line_error(tmp_path, capsys):
-    assert main(["report", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "no run directory" in err
+def test_report_of_a_directory_without_runs_is_a_one_line_error(tmp_path, stops_in_one_line):
+    stops_in_one_line(["report", str(tmp_path)], "no run directory")
 
 
-def test_report_out_writes_a_publishable_copy_elsewhere(sweep_dir, tmp_path, capsys):
+def test_report_out_writes_a_publishable_copy_elsewhere(sweep_dir, tmp_path, stops_in_one_line):
     published = tmp_path / "figures" / "study"
     assert main(["report", str(sweep_dir), "--out", str(published), "--samples", "median"]) == 0
     assert (published / "report.md").read_text().count("| sn | 2 |") >= 1
     assert not (published / "samples_all_seeds.png").exists()
     assert {p.name for p in published.glob("*.png")} >= {"samples.png", "curves.png", "spectra.png"}
-    assert main(["report", str(sweep_dir), str(sweep_dir), "--out", str(published)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--out" in err and "2 directories" in err
+    stops_in_one_line(["report", str(sweep_dir), str(sweep_dir), "--out", str(published)], "--out", "2 directories")
 
 
 def test_a_directory_of_runs_on_two_datasets_gets_one_report_per_dataset(tmp_path):

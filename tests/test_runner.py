@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
+from helpers import TINY_MODELS, tiny_run
 from PIL import Image
 from wandb_records import read_offline_run
 
@@ -18,19 +20,11 @@ from stiefel_gan.run.runner import run
 from stiefel_gan.run.tracker import Tracker
 
 DISC_PRESETS = sorted(path.stem for path in (Path(__file__).resolve().parents[1] / "configs" / "disc").glob("*.yaml"))
-TINY = ["train.steps=2", "train.batch_size=8", "train.log_every=1", "train.sample_every=2",
-        "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
-        "metrics.n_samples=100", "metrics.geometry_score=false", "metrics.diagnostics_every=2"]
-MODELS = {
-    "standard_cnn": ["data=digits", "model=standard_cnn", "model.g_width=4", "model.d_width=4", "model.z_dim=8"],
-    "resnet": ["data=digits", "data.image_size=32", "model=resnet", "model.g_width=8", "model.d_width=8",
-               "model.z_dim=8"],
-    "mlp": ["data=ring8", "data.n_samples=64", "model=mlp", "model.g_width=8", "model.d_width=8"],
-}
 
 
 def tiny(tmp_path, *overrides):
-    return [*TINY, f"out_dir={tmp_path}", *overrides]
+    """Two steps with D's diagnostics at the end, into ``tmp_path``."""
+    return tiny_run(2, "metrics.diagnostics_every=2", f"out_dir={tmp_path}", *overrides)
 
 
 def metric_rows(run_dir):
@@ -38,10 +32,10 @@ def metric_rows(run_dir):
     return [{k: v for k, v in row.items() if not k.startswith("perf/")} for row in read_metrics(run_dir)]
 
 
-@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("model", TINY_MODELS)
 @pytest.mark.parametrize("disc", DISC_PRESETS)
 def test_every_disc_trains_with_every_model(tmp_path, disc, model):
-    cfg = compose_config(tiny(tmp_path, f"disc={disc}", *MODELS[model]))
+    cfg = compose_config(tiny(tmp_path, f"disc={disc}", *TINY_MODELS[model]))
     run_dir = run(cfg)
     rows = [r for r in read_metrics(run_dir) if "loss/d" in r]
     assert [r["step"] for r in rows] == [1, 2]
@@ -71,7 +65,7 @@ def test_stiefel_variants_replace_every_discriminator_layer(tmp_path):
     from stiefel_gan.gan.builder import build_gan
     from stiefel_gan.manifold import stiefel_layers
 
-    cfg = compose_config(tiny(tmp_path, "disc=stiefel_grid", *MODELS["standard_cnn"]))
+    cfg = compose_config(tiny(tmp_path, "disc=stiefel_grid", *TINY_MODELS["standard_cnn"]))
     gan = build_gan(cfg, data_shape("digits", 16))
     names = [name for name, _ in stiefel_layers(gan.discriminator)]
     assert "fc" in names and len(names) == 8  # seven convs and the final dense layer
@@ -80,7 +74,7 @@ def test_stiefel_variants_replace_every_discriminator_layer(tmp_path):
 
 
 def test_same_seed_same_numbers(tmp_path):
-    overrides = tiny(tmp_path, "disc=stiefel_curve", "train.steps=3", *MODELS["standard_cnn"])
+    overrides = tiny(tmp_path, "disc=stiefel_curve", "train.steps=3", *TINY_MODELS["standard_cnn"])
     first, second = run(compose_config(overrides)), run(compose_config(overrides))
     assert first != second  # a second run never overwrites the first
     assert metric_rows(first) == metric_rows(second)
@@ -94,7 +88,7 @@ def test_same_seed_same_numbers(tmp_path):
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, disc, optim, decay):
     common = tiny(tmp_path, f"disc={disc}", f"optim={optim}", f"optim.lr_decay={decay}", "optim.n_dis=2",
                   "train.checkpoint_every=3",
-                  "train.sample_every=3", "metrics.every=2", "train.steps=7", *MODELS["standard_cnn"])
+                  "train.sample_every=3", "metrics.every=2", "train.steps=7", *TINY_MODELS["standard_cnn"])
     straight = run(compose_config([*common, "run_name=straight"]))
 
     original_log = Tracker.log
@@ -117,7 +111,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch, dis
 
 def test_linear_lr_decay_reaches_every_parameter_group(tmp_path):
     cfg = compose_config(tiny(tmp_path, "disc=stiefel_curve", "optim.lr_decay=linear", "train.steps=4",
-                              "optim.lr_stiefel=0.1", "optim.lr_spectrum=0.01", *MODELS["standard_cnn"]))
+                              "optim.lr_stiefel=0.1", "optim.lr_spectrum=0.01", *TINY_MODELS["standard_cnn"]))
     rows = [r for r in read_metrics(run(cfg)) if "loss/d" in r]
     for row in rows:  # update s of 4 runs at lr_0 (1 - (s - 1) / 4): 1, 3/4, 1/2, 1/4 of lr_0
         factor = 1 - (row["step"] - 1) / 4
@@ -126,16 +120,21 @@ def test_linear_lr_decay_reaches_every_parameter_group(tmp_path):
         assert d_rates == pytest.approx(sorted(lr * factor for lr in (cfg.optim.lr_d, 0.1, 0.01)))
 
 
-def test_resume_extends_a_finished_run(tmp_path):
-    common = tiny(tmp_path, "disc=stiefel_curve", *MODELS["standard_cnn"])
+def test_resume_extends_a_finished_run(tmp_path, stops_in_one_line):
+    common = tiny(tmp_path, "disc=stiefel_curve", *TINY_MODELS["standard_cnn"])
     run_dir = run(compose_config([*common, "train.steps=2"]))
+    saved = yaml.safe_load((run_dir / "config.yaml").read_text())  # the choices as plain strings on disk
+    assert saved["loss"]["name"] == "hinge" and saved["disc"]["learn"] == ["tau", "eps"]
+    assert saved["wandb"]["mode"] == "disabled"
+    stops_in_one_line(["train", f"resume={run_dir}", "train.steps=4", "wandb.mode=sometimes"],
+                      "wandb.mode='sometimes' is not allowed: use one of auto, online, offline, disabled")
     assert main(["train", f"resume={run_dir}", "train.steps=4"]) == 0
     assert [r["step"] for r in read_metrics(run_dir) if "loss/d" in r] == [1, 2, 3, 4]
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["step"] == 4
 
 
 def test_resume_truncates_rows_logged_after_the_checkpoint(tmp_path):
-    common = tiny(tmp_path, "disc=sn", "train.checkpoint_every=2", "train.steps=3", *MODELS["standard_cnn"])
+    common = tiny(tmp_path, "disc=sn", "train.checkpoint_every=2", "train.steps=3", *TINY_MODELS["standard_cnn"])
     run_dir, reference = run(compose_config(common)), run(compose_config(common))
     with open(run_dir / "metrics.jsonl", "a") as f:  # a crash after step 4's log but before its checkpoint
         f.write(json.dumps({"step": 4, "loss/d": 0.0}) + "\n")
@@ -145,7 +144,7 @@ def test_resume_truncates_rows_logged_after_the_checkpoint(tmp_path):
 
 
 def test_wandb_offline_run_reads_back(tmp_path):
-    run_dir = run(compose_config([*tiny(tmp_path, "disc=sn", *MODELS["standard_cnn"]), "wandb.mode=offline",
+    run_dir = run(compose_config([*tiny(tmp_path, "disc=sn", *TINY_MODELS["standard_cnn"]), "wandb.mode=offline",
                                   "name=wb", "wandb.tags=[mine]"]))
     record = read_offline_run(run_dir)
     # no study variant: the group is the experiment and a digest of everything but the seed
@@ -162,7 +161,7 @@ def test_wandb_offline_run_reads_back(tmp_path):
 def test_wandb_groups_differ_by_anything_but_the_seed(tmp_path):
     from stiefel_gan.config.naming import wandb_group
 
-    base = tiny(tmp_path, "disc=stiefel_fixed", *MODELS["standard_cnn"])
+    base = tiny(tmp_path, "disc=stiefel_fixed", *TINY_MODELS["standard_cnn"])
     group = lambda *extra: wandb_group(compose_config([*base, *extra]))  # noqa: E731
     assert group("train.seed=0") == group("train.seed=1")
     assert group("disc.tau=0.5") != group("disc.tau=2")
@@ -176,7 +175,8 @@ def test_compare_writes_a_table_and_side_by_side_samples(tmp_path):
     for variant in ("sn", "stiefel_fixed", "stiefel_curve", "stiefel_grid"):
         assert f"| {variant} " in report
     assert "loss/d" in report
-    width, height = Image.open(compare_dir / "samples.png").size
+    with Image.open(compare_dir / "samples.png") as samples:
+        width, height = samples.size
     assert width > 3 * height  # four panels side by side
 
 
@@ -187,17 +187,15 @@ def test_parallel_compare_trains_what_the_sequential_one_does(tmp_path):
     assert main(["compare", *overrides, "compare.jobs=1", "out_dir=" + str(tmp_path / "one")]) == 0
     assert main(["compare", *overrides, "compare.jobs=2", "out_dir=" + str(tmp_path / "two")]) == 0
     (one,), (two,) = (tmp_path / "one" / "compare").iterdir(), (tmp_path / "two" / "compare").iterdir()
-    for run in ("sn-s0", "stiefel_curve-s0"):
-        rows = metric_rows(two / run)
+    for name in ("sn-s0", "stiefel_curve-s0"):
+        rows = metric_rows(two / name)
         assert any("quality/digits_fd" in row for row in rows)
-        assert rows == metric_rows(one / run)
+        assert rows == metric_rows(one / name)
     assert "| stiefel_curve " in (two / "report.md").read_text()
 
 
-def test_compare_rejects_a_non_positive_jobs_count_before_training(tmp_path, capsys):
-    assert main(["compare", *tiny(tmp_path), "compare.jobs=0"]) == 2
-    err = capsys.readouterr().err
-    assert "compare.jobs=0" in err and len(err.strip().splitlines()) == 1
+def test_compare_rejects_a_non_positive_jobs_count_before_training(tmp_path, stops_in_one_line):
+    stops_in_one_line(["compare", *tiny(tmp_path), "compare.jobs=0"], "compare.jobs=0")
     assert not (tmp_path / "compare").exists()
 
 
@@ -216,48 +214,43 @@ BAD_COMMANDS = [
     (["loss=wasserstein"], "loss/wasserstein"),
     (["train.seed=abc"], "could not be converted to Integer"),
     (["train.threads=0"], "train.threads=0"),
+    (["loss.name=wgan"], "loss.name='wgan' is not allowed: use one of hinge, vanilla"),  # a typed choice
+    (["model=resnet"], "data_shape=(1, 16, 16) is not allowed for model.arch='resnet'"),  # 16-px digits
 ]
 
 
 @pytest.mark.parametrize("overrides,named", BAD_COMMANDS, ids=[b[1] for b in BAD_COMMANDS])
-def test_bad_input_stops_before_training_with_one_line(tmp_path, capsys, overrides, named):
+def test_bad_input_stops_before_training_with_one_line(tmp_path, stops_in_one_line, overrides, named):
     overrides = [o.replace("__ROOT__", str(tmp_path / "data")) for o in overrides]
-    assert main(["train", *tiny(tmp_path / "runs", *MODELS["standard_cnn"]), *overrides]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and named in err, err
+    stops_in_one_line(["train", *tiny(tmp_path / "runs", *TINY_MODELS["standard_cnn"]), *overrides], named)
     assert not (tmp_path / "runs").exists(), "nothing is written for a bad config"
 
 
-def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, capsys):
-    first = run(compose_config(tiny(tmp_path, "disc=sn", *MODELS["standard_cnn"])))
-    other = run(compose_config(tiny(tmp_path, "disc=stiefel_fixed", *MODELS["standard_cnn"])))
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, stops_in_one_line):
+    first = run(compose_config(tiny(tmp_path, "disc=sn", *TINY_MODELS["standard_cnn"])))
+    other = run(compose_config(tiny(tmp_path, "disc=stiefel_fixed", *TINY_MODELS["standard_cnn"])))
     (first / "checkpoints" / "last.pt").write_bytes((other / "checkpoints" / "last.pt").read_bytes())
     before = (first / "metrics.jsonl").read_bytes()
-    capsys.readouterr()
-    assert main(["train", f"resume={first}", "train.steps=4"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "disc.kind='stiefel'" in err
+    stops_in_one_line(["train", f"resume={first}", "train.steps=4"], "disc.kind='stiefel'")
     assert (first / "metrics.jsonl").read_bytes() == before
 
 
-def test_resume_refuses_a_corrupt_checkpoint_and_keeps_it(tmp_path, capsys):
-    run_dir = run(compose_config(tiny(tmp_path, "disc=sn", *MODELS["standard_cnn"])))
+def test_resume_refuses_a_corrupt_checkpoint_and_keeps_it(tmp_path, stops_in_one_line):
+    run_dir = run(compose_config(tiny(tmp_path, "disc=sn", *TINY_MODELS["standard_cnn"])))
     checkpoint = run_dir / "checkpoints" / "last.pt"
     checkpoint.write_bytes(checkpoint.read_bytes()[:100])
     damaged = checkpoint.read_bytes()
-    assert main(["train", f"resume={run_dir}", "train.steps=4"]) == 2
-    err = capsys.readouterr().err
-    assert f"{checkpoint} is unreadable" in err and "previous.pt is missing" in err and "delete" not in err
+    line = stops_in_one_line(["train", f"resume={run_dir}", "train.steps=4"], f"{checkpoint} is unreadable",
+                             "previous.pt is missing")
+    assert "delete" not in line
     assert checkpoint.read_bytes() == damaged
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, stops_in_one_line):
     # RSGD with a learning rate of 1e5 sends D's weights to inf within a few steps: a real divergence
     overrides = tiny(tmp_path, "disc=none", "optim=rsgd", "optim.lr_d=1e5", "optim.momentum=0.0",
-                     "train.steps=50", "train.checkpoint_every=1", *MODELS["standard_cnn"])
-    assert main(["train", *overrides]) == 1
-    err = capsys.readouterr().err.strip()
-    assert "at step" in err and "last good checkpoint" in err and len(err.splitlines()) == 1
+                     "train.steps=50", "train.checkpoint_every=1", *TINY_MODELS["standard_cnn"])
+    err = stops_in_one_line(["train", *overrides], "at step", "last good checkpoint", status=1)
     (run_dir,) = (tmp_path / "default").iterdir()
     checkpoint = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     diverged_at = int(err.split("at step ")[1].split(";")[0])
@@ -285,7 +278,7 @@ def test_scheduler_signal_checkpoints_the_current_step_then_goes_to_the_schedule
     from stiefel_gan.run.signals import RunInterrupted
 
     overrides = tiny(tmp_path, "disc=sn", "train.steps=6", "train.checkpoint_every=100", "run_name=pre",
-                     *MODELS["standard_cnn"])
+                     *TINY_MODELS["standard_cnn"])
     run_dir = tmp_path / "default" / "pre"
     seen = []
 

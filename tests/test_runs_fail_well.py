@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_architecture import TINY_RUN, _cifar_overrides
+from helpers import tiny_run
+from test_architecture import _cifar_overrides
 from torch import nn
 from wandb_records import read_offline_run
 
@@ -109,7 +110,8 @@ def test_a_run_whose_final_samples_are_nan_logs_nan_with_its_reason_and_finishes
         return torch.full_like(samples, math.nan)
 
     monkeypatch.setattr(SampleQuality, "samples", nan_at_the_end)
-    cfg = compose_config(["experiment=compare", *TINY_RUN, "metrics.n_samples=64", "wandb.mode=offline",
+    cfg = compose_config([*tiny_run(2, "experiment=compare", "metrics.geometry_score=true", "metrics.gs_n=4",
+                                    "metrics.gs_landmarks=8"), "metrics.n_samples=64", "wandb.mode=offline",
                           f"out_dir={tmp_path / 'runs'}", "name=nan", "disc=sn"])
     run_dir = run(cfg)
     (final,) = [row for row in read_metrics(run_dir) if "quality/digits_fd" in row]
@@ -211,6 +213,12 @@ def _train(args, cwd, slow_phase=None, seconds=600.0, marker=None, **popen) -> s
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
+def _finishes(process: subprocess.Popen, timeout: float = 300) -> None:
+    """The process ends with exit status 0 (its pipes read to the end and closed)."""
+    _, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-3000:]
+
+
 def _wait_for(marker: Path, process: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not marker.is_file():
@@ -232,8 +240,7 @@ def _checkpoint_step(run_dir: Path) -> int:
 def uninterrupted_records(tmp_path_factory) -> list[dict]:
     """The records of :data:`SIGNAL_RUN` trained without a signal."""
     here = tmp_path_factory.mktemp("uninterrupted")
-    process = _train([*SIGNAL_RUN, f"out_dir={here / 'runs'}"], here)
-    assert process.wait(timeout=300) == 0, process.communicate()
+    _finishes(_train([*SIGNAL_RUN, f"out_dir={here / 'runs'}"], here))
     return _records(here / "runs" / "sig" / "sn-radam-s0")
 
 
@@ -272,8 +279,7 @@ def test_a_signal_in_any_phase_stops_the_run_within_seconds_and_leaves_it_resuma
     assert not list(RunDir(run_dir).checkpoint.parent.glob(".*.tmp"))
 
     # the same command continues it and ends with the records of an uninterrupted run
-    resumed = _train(args, tmp_path)
-    assert resumed.wait(timeout=300) == 0, resumed.communicate()
+    _finishes(_train(args, tmp_path))
     assert _records(run_dir) == uninterrupted_records
 
 
@@ -298,8 +304,8 @@ def test_a_second_signal_ends_the_process_at_once(tmp_path):
 # ------------------------------------------------------------------- a checkpoint to fall back on
 
 #: A digits run that checkpoints at steps 2 and 4 (``previous.pt`` and ``last.pt``).
-FALLBACK_RUN = ["experiment=compare", *TINY_RUN, "train.steps=4", "train.checkpoint_every=2", "metrics.every=2",
-                "metrics.geometry_score=false", "metrics.n_samples=64", "name=fb", "disc=sn"]
+FALLBACK_RUN = tiny_run(4, "experiment=compare", "train.checkpoint_every=2", "metrics.every=2", "metrics.n_samples=64",
+                        "name=fb", "disc=sn")
 
 
 def _corrupt(path: Path) -> None:

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from helpers import tiny_run
 from omegaconf import OmegaConf
 from test_diagnostics import TwoConvs, batches
 
@@ -21,9 +22,7 @@ from stiefel_gan.manifold import StiefelLayer
 from stiefel_gan.run.runner import prepare, run
 from stiefel_gan.spectral import reshape_singular_values
 
-TINY = ["train.steps=4", "train.batch_size=8", "train.log_every=1", "train.sample_every=1000",
-        "train.checkpoint_every=2", "train.n_grid_samples=4", "train.progress=false", "wandb.mode=disabled",
-        "metrics.n_samples=64", "metrics.geometry_score=false", "model.g_width=8", "model.d_width=8"]
+TINY = tiny_run(4, "train.checkpoint_every=2", "metrics.n_samples=64", "model.g_width=8", "model.d_width=8")
 
 
 @pytest.mark.parametrize("disc", ["sn", "stiefel_curve", "fair_sn", "none"])

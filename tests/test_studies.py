@@ -9,6 +9,7 @@ import itertools
 
 import pytest
 import yaml
+from helpers import sweeper_axes
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -41,13 +42,6 @@ def hydra_configs():
         GlobalHydra.instance().clear()
 
 
-def sweeper_params(study: str) -> dict[str, str]:
-    """``hydra.sweeper.params`` of ``experiment=<study>``, composed by Hydra with its own config."""
-    with hydra_configs():
-        composed = compose("config", overrides=[f"experiment={study}"], return_hydra_config=True)
-    return {str(k): str(v) for k, v in OmegaConf.to_container(composed.hydra.sweeper.params).items()}
-
-
 def study_configs(study: str, extra: tuple[str, ...] = ()) -> list:
     """Every job of the study's product (variant x seed), in order (``extra``: overrides added to each).
 
@@ -55,12 +49,12 @@ def study_configs(study: str, extra: tuple[str, ...] = ()) -> list:
     cyclically, so every value of both axes goes through composition); the other seeds of that variant
     are the same config with ``train.seed`` replaced, which is all a seed override changes.
     """
-    params = sweeper_params(study)
-    assert set(params) == {"variant", "train.seed"}
-    seeds = [int(seed) for seed in params["train.seed"].split(",")]
+    axes = sweeper_axes(study)
+    assert set(axes) == {"variant", "train.seed"}
+    seeds = [int(seed) for seed in axes["train.seed"]]
     configs = []
     with hydra_configs():
-        for index, variant in enumerate(params["variant"].split(",")):
+        for index, variant in enumerate(axes["variant"]):
             composed_seed = seeds[index % len(seeds)]
             overrides = [f"experiment={study}", f"variant={variant}", f"train.seed={composed_seed}", *extra]
             composed = OmegaConf.to_object(compose("config", overrides=overrides))
@@ -72,8 +66,8 @@ def study_configs(study: str, extra: tuple[str, ...] = ()) -> list:
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_every_job_of_a_study_composes_and_passes_the_checks(study):
-    params = sweeper_params(study)
-    assert params["train.seed"] == "0,1,2"
+    axes = sweeper_axes(study)
+    assert axes["train.seed"] == ["0", "1", "2"]
     configs = study_configs(study)
     assert [cfg.train.seed for cfg in configs[:3]] == [0, 1, 2]
     for cfg in configs:
@@ -83,7 +77,7 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
                                                                           configs[0].train.batch_size)
     check_study(configs)  # the declared comparisons name variants the study runs
     assert all(cfg.report.comparisons == DECLARED[study] for cfg in configs)
-    variants = params["variant"].split(",")
+    variants = axes["variant"]
     assert len(configs) == 3 * len(variants)
     assert len({default_run_name(cfg) for cfg in configs}) == len(configs)  # seeds and variants never collide
     labels = {cfg.variant for cfg in configs}
@@ -109,7 +103,7 @@ def test_the_wandb_sweep_lists_the_same_grid(study):
     assert sweep["method"] == "grid"
     assert sweep["metric"] == {"name": "quality/digits_fd", "goal": "minimize"}
     assert sweep["command"] == ["stiefel-gan", "train", f"experiment={study}", "${args_no_hyphens}"]
-    hydra_axes = {key: [yaml.safe_load(v) for v in values.split(",")] for key, values in sweeper_params(study).items()}
+    hydra_axes = {key: [yaml.safe_load(v) for v in values] for key, values in sweeper_axes(study).items()}
     assert {key: entry["values"] for key, entry in sweep["parameters"].items()} == hydra_axes
 
 
@@ -117,7 +111,7 @@ def test_variant_presets_set_the_variant_and_no_budget():
     presets = sorted((CONFIG_DIR / "variant").glob("*.yaml"))
     assert set(REQUIRED_VARIANTS) <= {path.stem for path in presets}
     # so each one is composed and checked: above for the digits studies, in tests/test_mixtures.py for the mixtures
-    in_studies = {v for study in (*STUDIES, "smoke", "mixtures") for v in sweeper_params(study)["variant"].split(",")}
+    in_studies = {v for study in (*STUDIES, "smoke", "mixtures") for v in sweeper_axes(study)["variant"]}
     assert {path.stem for path in presets} <= in_studies
     for path in presets:
         text = path.read_text()
@@ -157,13 +151,10 @@ def test_a_variant_wins_over_the_budget_and_the_command_line_over_both():
 
 
 @pytest.mark.parametrize("moved", [["data=cifar10"], ["budget=cifar10"]])
-def test_a_study_on_a_dataset_that_is_not_on_disk_stops_before_training(tmp_path, capsys, moved):
+def test_a_study_on_a_dataset_that_is_not_on_disk_stops_before_training(tmp_path, stops_in_one_line, moved):
     root = tmp_path / "nowhere"
-    code = main(["train", "-m", "experiment=baselines", "variant=sn,wc", *moved, f"data.root={root}",
-                 f"out_dir={tmp_path / 'runs'}"])
-    assert code == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "CIFAR-10 (data=cifar10) is not on disk" in err and str(root) in err, err
+    stops_in_one_line(["train", "-m", "experiment=baselines", "variant=sn,wc", *moved, f"data.root={root}",
+                       f"out_dir={tmp_path / 'runs'}"], "CIFAR-10 (data=cifar10) is not on disk", str(root))
     assert not (tmp_path / "runs").exists() and not root.exists()
 
 
@@ -182,7 +173,7 @@ def test_a_sweep_over_part_of_a_study_is_checked_against_the_whole_study(tmp_pat
     configs = [compose_config(["experiment=baselines", "variant=fair_sn", f"train.seed={seed}"]) for seed in (3, 4)]
     with pytest.raises(UsageError, match="the study has no SN variant"):
         check_study(configs)
-    check_study(configs, study_presets=sweeper_params("baselines")["variant"].split(","))
+    check_study(configs, study_presets=sweeper_axes("baselines")["variant"])
     # the checked sweeper passes that axis: a misspelled declaration lists every variant of the study
     assert main(["train", "-m", "experiment=baselines", "variant=wc", "report.comparisons=[fair_snn]",
                  f"out_dir={tmp_path / 'runs'}"]) == 2

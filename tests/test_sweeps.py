@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import sweeper_axes
 from wandb_records import read_offline_run
 
 from stiefel_gan.commands.cli import main
@@ -17,13 +18,6 @@ from stiefel_gan.config.paths import RunDir
 
 REPO = Path(__file__).resolve().parent.parent
 SWEEP_FILES = sorted((REPO / "configs" / "sweeps").glob("*.yaml"))
-
-
-def hydra_axes(study: str) -> dict[str, list[str]]:
-    """``hydra.sweeper.params`` of configs/experiment/<study>.yaml: ``{key: [value, ...]}`` as strings."""
-    experiment = yaml.safe_load((REPO / "configs" / "experiment" / f"{study}.yaml").read_text())
-    params = experiment["hydra"]["sweeper"]["params"]
-    return {key: [v.strip() for v in str(values).split(",")] for key, values in params.items()}
 
 
 def test_every_named_study_has_its_sweep_file():
@@ -38,7 +32,7 @@ def test_sweep_file_is_the_twin_of_the_hydra_sweep(path):
     assert sweep["method"] == "grid"
     assert sweep["metric"]["goal"] in ("minimize", "maximize") and sweep["metric"]["name"].startswith("quality/")
     assert sweep["command"] == ["stiefel-gan", "train", f"experiment={study}", "${args_no_hyphens}"]
-    axes = hydra_axes(study)
+    axes = sweeper_axes(study)
     assert set(sweep["parameters"]) == set(axes)
     for key, values in axes.items():
         assert [str(v) for v in sweep["parameters"][key]["values"]] == values, key
@@ -50,7 +44,7 @@ def test_sweep_expands_into_the_agents_command_lines(path):
     """The reference is the Cartesian product of the axes, one ``key=value`` per axis (wandb's
     ``${args_no_hyphens}``); the sweeps engine must propose each combination exactly once."""
     study = path.stem
-    axes = hydra_axes(study)
+    axes = sweeper_axes(study)
     expected = {("stiefel-gan", "train", f"experiment={study}",
                  *sorted(f"{key}={value}" for key, value in zip(axes, combination)))
                 for combination in itertools.product(*axes.values())}
@@ -59,7 +53,7 @@ def test_sweep_expands_into_the_agents_command_lines(path):
     assert {(*c[:3], *sorted(c[3:])) for c in commands} == expected
 
 
-def test_bad_sweep_files_are_refused_in_one_line(tmp_path, monkeypatch, capsys):
+def test_bad_sweep_files_are_refused_in_one_line(tmp_path, monkeypatch, stops_in_one_line):
     from stiefel_gan.commands import sweeps as wandb_sweeps
 
     sweeps_dir = tmp_path / "sweeps"
@@ -73,23 +67,16 @@ def test_bad_sweep_files_are_refused_in_one_line(tmp_path, monkeypatch, capsys):
     (sweeps_dir / "badmethod.yaml").write_text(yaml.safe_dump({**smoke, "method": "everything"}))
     monkeypatch.setattr(wandb_sweeps, "config_files", lambda: tmp_path)
 
-    assert main(["sweep", "typo", "--local"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "train.sed" in err
-    assert main(["sweep", "badmethod", "--local"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "not a valid W&B sweep" in err
-    assert main(["sweep", "nope"]) == 2
-    assert "study 'nope' is not allowed" in capsys.readouterr().err
+    stops_in_one_line(["sweep", "typo", "--local"], "train.sed")
+    stops_in_one_line(["sweep", "badmethod", "--local"], "not a valid W&B sweep")
+    stops_in_one_line(["sweep", "nope"], "study 'nope' is not allowed")
     with pytest.raises(Exception):
         load_sweep("badmethod")
 
 
-def test_sweep_without_a_server_is_refused_in_one_line(capsys, monkeypatch):
+def test_sweep_without_a_server_is_refused_in_one_line(stops_in_one_line, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    assert main(["sweep", "smoke"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "--local" in err
+    stops_in_one_line(["sweep", "smoke"], "--local")
 
 
 @pytest.mark.slow

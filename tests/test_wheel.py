@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import TINY_MODELS, assert_one_line, tiny_run
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,10 +63,7 @@ def test_installed_entry_point_trains_outside_the_repository(installed, tmp_path
                                check=True).stdout
     assert "disc: " in help_text and "stiefel_curve" in help_text and "experiment: " in help_text
 
-    steps = ["data=ring8", "data.n_samples=64", "model=mlp", "model.g_width=8", "model.d_width=8",
-             "train.steps=2", "train.batch_size=8", "train.log_every=1", "metrics.every=0",
-             "metrics.n_samples=64", "metrics.geometry_score=false", "metrics.diagnostics_every=0",
-             "wandb.mode=disabled", "name=installed"]
+    steps = tiny_run(2, *TINY_MODELS["mlp"], "metrics.n_samples=64", "name=installed")
     trained = subprocess.run([*command, "train", *steps], cwd=work, env=env, capture_output=True, text=True)
     assert trained.returncode == 0, trained.stderr
     run_dir = work / "runs" / "installed" / "sn-radam-s0"
@@ -157,6 +155,5 @@ def test_a_suite_command_without_the_suite_extra_says_which_extra_in_one_line(in
         result = subprocess.run(argv, cwd=work, env=_core_only_env(env, tmp_path), capture_output=True, text=True,
                                 timeout=300)
         assert result.returncode == 2, result.stderr[-3000:]
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and "stiefel-gan[suite]" in lines[0] and "hydra-core" in lines[0], lines
+        assert_one_line(result.stderr.strip(), "stiefel-gan[suite]", "hydra-core")
         assert not (work / "runs").exists()

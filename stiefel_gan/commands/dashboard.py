@@ -34,7 +34,6 @@ from ..config.naming import label
 #: how an SN baseline group is drawn, so the comparison users come for stands out
 BASELINE_COLOR = "#000000"
 
-
 BASELINE_WIDTH = 3.0
 
 
@@ -120,7 +119,7 @@ def build_workspace(entity: str, project: str, study: str):
         ws.Section(name="Samples", panels=[wr.MediaBrowser(title="Samples", media_keys=["samples"], num_columns=4)]),
     ]
     runsets = ws.RunsetSettings(
-        filters=[ws.Metric("JobType") == study],
+        filters=ws.And(ws.Metric("JobType") == study),  # a plain list of filters is deprecated
         groupby=[ws.Metric("Group")],
         group_colors={group: BASELINE_COLOR for group in baselines},
     )

@@ -1,7 +1,8 @@
 """Every check of a job, from its config and the files it names; nothing here builds or writes.
 
-Types refuse what they can when the config is composed (the Enums of :mod:`~.schema`); the rest is
-here: ranges, allowed names, combinations of keys (Note [one scale per spectrum]), whether the model
+Types refuse what they can when the config is composed (every closed choice is a
+:class:`~.schema.Choice`); the rest is here: ranges, the names only this process knows (a registered
+feature extractor), combinations of keys (Note [one scale per spectrum]), whether the model
 takes the data's shape (facts of the schema, so no model is built), the dataset on disk, the device,
 a resume directory's checkpoint, the W&B environment, the launcher's settings. Each failure is a
 one-line ``ValueError`` (a :class:`~.compose.UsageError` from :func:`check_job`) that names the bad
@@ -31,18 +32,11 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ..data.datasets import data_shape
 from ..data.images import DATA_SPLITS, missing_dataset
-from ..manifold import OPTIMIZERS, SECOND_MOMENTS
-from ..manifold.retractions import RETRACTIONS
-from ..metrics.fidelity import PROTOCOLS
 from .compose import UsageError, compose_config, job_config, one_line
 from .naming import RESUMABLE_KEYS, disc_label
 from .paths import RunDir
 from .schema import (
-    LOSS_KINDS,
-    LR_DECAYS,
-    PRECISIONS,
     REPORT_STATISTICS,
-    WANDB_MODES,
     Config,
     DiscConfig,
     ReportConfig,
@@ -69,17 +63,7 @@ def check_config(cfg: Config, require_data: bool = True) -> None:
     for key, value in positive.items():
         if value < 1:
             _fail(f"{key}={value} is not allowed: use an integer >= 1")
-    # disc.kind, disc.spectrum, disc.factorization, ... are Enums: OmegaConf has already refused a bad name
-    choices = {"optim.name": (cfg.optim.name, OPTIMIZERS),
-               "optim.second_moment": (cfg.optim.second_moment, SECOND_MOMENTS),
-               "optim.lr_decay": (cfg.optim.lr_decay, LR_DECAYS),
-               "loss.name": (cfg.loss.name, LOSS_KINDS), "wandb.mode": (cfg.wandb.mode, WANDB_MODES),
-               "train.precision": (cfg.train.precision, tuple(PRECISIONS))}
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            _fail(f"{key}={value!r} is not allowed: use one of {', '.join(allowed)}")
-    if cfg.wandb.mode in WANDB_MODES:
-        check_wandb_environment(cfg.wandb.mode)
+    check_wandb_environment(cfg.wandb.mode)
     if cfg.train.threads is not None and cfg.train.threads < 1:
         _fail(f"train.threads={cfg.train.threads} is not allowed: use an integer >= 1, or null for torch's default")
     for key, every in (("metrics.every", cfg.metrics.every), ("metrics.diagnostics_every", cfg.metrics.diagnostics_every)):
@@ -93,7 +77,7 @@ def check_config(cfg: Config, require_data: bool = True) -> None:
         _fail(f"optim=adam is not allowed with disc.kind={cfg.disc.kind}: Adam leaves the Stiefel manifold; "
               "use optim=radam (Adam off-manifold) or optim=rsgd")
     if cfg.optim.second_moment != "matrix" and cfg.optim.name != "radam":
-        _fail(f"optim.second_moment={cfg.optim.second_moment!r} is not allowed with optim.name={cfg.optim.name}: "
+        _fail(f"optim.second_moment='{cfg.optim.second_moment}' is not allowed with optim.name={cfg.optim.name}: "
               "only radam has a per-entry variant (use optim.name=radam, or optim.second_moment=matrix)")
     if cfg.train.compile:
         unavailable = compile_unavailable()
@@ -114,16 +98,14 @@ def check_config(cfg: Config, require_data: bool = True) -> None:
 def _check_model(cfg: Config) -> None:
     """The data's shape (from the dataset's name and size alone) and whether ``model.arch`` takes it."""
     shape = data_shape(cfg.data.name, cfg.data.image_size)  # a one-line ValueError for a bad name or size
-    problem = model_input_problem(cfg.model.arch, shape)
+    problem = model_input_problem(cfg.model.arch, shape, arch_key="model.arch")
     if problem is not None:
-        _fail(problem.replace("arch=", "model.arch=", 1) if problem.startswith("arch=") else problem)
+        _fail(problem)
     for key, width in (("model.g_width", cfg.model.g_width), ("model.d_width", cfg.model.d_width)):
         if width is not None and width < 1:
             _fail(f"{key}={width} is not allowed: use a positive integer, or null for the model's default")
     if cfg.data.n_samples is not None and cfg.data.n_samples < 1:
         _fail(f"data.n_samples={cfg.data.n_samples} is not allowed: use an integer > 0, or null for all samples")
-    if cfg.disc.retraction not in RETRACTIONS:
-        _fail(f"disc.retraction={cfg.disc.retraction!r} is not allowed: use one of {', '.join(RETRACTIONS)}")
 
 
 def _check_metrics(cfg: Config) -> None:
@@ -132,8 +114,6 @@ def _check_metrics(cfg: Config) -> None:
     if outside:
         _fail(f"metrics.at_steps has {outside[0]}, which is not allowed: use generator steps in "
               f"[1, train.steps={cfg.train.steps}]")
-    if cfg.data.name in ("cifar10", "stl10") and m.protocol not in PROTOCOLS:
-        _fail(f"metrics.protocol={m.protocol!r} is not allowed: use one of {', '.join(PROTOCOLS)}")
     if m.inception_weights is not None and not Path(m.inception_weights).is_file():
         _fail(f"metrics.inception_weights={m.inception_weights} is not allowed: no such file")
     if m.feature_extractor is not None and m.feature_extractor not in FEATURE_EXTRACTORS_REGISTRY:
@@ -217,7 +197,7 @@ def _check_disc(disc: DiscConfig) -> None:
         # that contradicts the curve's sigma (the default itself never blocks a sigma or a learned sigma)
         if disc.spectrum == "curve" and "sigma" in disc.learn:
             _fail(f"disc.max_value={disc.max_value} is not allowed with a learned sigma "
-                  f"(disc.learn={list(disc.learn)}): the max_value would pin what sigma learns; set "
+                  f"(disc.learn={[str(name) for name in disc.learn]}): the max_value would pin what sigma learns; set "
                   "disc.max_value=null to learn the top value")
         if disc.max_value != disc.sigma:
             _fail(f"disc.max_value={disc.max_value} is not allowed with disc.spectrum={disc.spectrum} and "

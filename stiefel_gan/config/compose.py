@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import importlib.resources
 import importlib.util
+import typing
+from enum import Enum
 from pathlib import Path
 from typing import Sequence
 
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import EnumNode, OmegaConf
+from omegaconf.errors import OmegaConfBaseException, ValidationError
 
 from .naming import run_name_for
 from .paths import HYDRA_DIR, RunDir
@@ -29,9 +31,7 @@ from .schema import Config, register_configs
 #: the package of the checked sweeper (``hydra/sweeper=checked``, the default)
 SWEEPER_PACKAGE = "hydra_plugins.stiefel_gan_sweeper"
 
-
 CONFIG_PACKAGE = "stiefel_gan.configs"
-
 
 #: the repository's configs/ next to the package, for a source checkout that is not installed
 SOURCE_CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -74,6 +74,28 @@ def one_line(error: BaseException) -> str:
         if reason and reason not in text:
             text = f"{text}: {reason}"
     return text
+
+
+def refused_choice(error: BaseException) -> str | None:
+    """OmegaConf's refusal of a value outside a typed choice (a :class:`~.schema.Choice` field, or an
+    element of a list of them), in the words of every other check: ``loss.name='wgan' is not allowed:
+    use one of hinge, vanilla``; None for any other error. ``error`` is OmegaConf's, or Hydra's around it.
+
+    OmegaConf's own message names the value and the allowed names but not the key (that follows on
+    another line), and a value of another type (``train.precision=1.5``, ``wandb.mode=null``) gets a
+    message that names neither."""
+    cause = error if isinstance(error, ValidationError) else error.__cause__
+    if not isinstance(cause, ValidationError):
+        return None
+    if isinstance(cause.child_node, EnumNode):
+        choice = cause.child_node.enum_type
+    else:  # an element of a list: the list's declared type says of what
+        element_types = typing.get_args(cause.ref_type)
+        choice = element_types[0] if element_types else None
+    if not (isinstance(choice, type) and issubclass(choice, Enum)):
+        return None
+    allowed = ", ".join(str(member.value) for member in choice)
+    return f"{cause.full_key}={cause.value!r} is not allowed: use one of {allowed}"
 
 
 def config_source() -> str:
@@ -182,7 +204,10 @@ def compose_config(overrides: Sequence[str]) -> Config:
             composed = compose("config", overrides=[o for o in overrides if not _hydra_override(o)])
         return OmegaConf.to_object(composed)
     except (HydraException, OmegaConfBaseException) as error:
-        # Hydra says which override failed; OmegaConf's cause says why (a typed choice lists what is allowed)
+        choice = refused_choice(error)
+        if choice is not None:
+            raise UsageError(choice) from None
+        # Hydra says which override failed; OmegaConf's cause says why
         cause = error.__cause__
         text = one_line(error)
         reason = str(cause).splitlines()[0] if isinstance(cause, OmegaConfBaseException) and str(cause) else ""
@@ -205,7 +230,7 @@ def resume_config(overrides: Sequence[str]) -> Config:
         merged = OmegaConf.merge(OmegaConf.structured(saved), OmegaConf.from_dotlist(others), {"resume": resume})
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as error:
-        raise UsageError(one_line(error)) from None
+        raise UsageError(refused_choice(error) or one_line(error)) from None
 
 
 def resumes_a_directory(overrides: Sequence[str]) -> bool:

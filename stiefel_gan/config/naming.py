@@ -70,7 +70,8 @@ def default_run_name(cfg: Config) -> str:
 def run_tags(cfg: Config) -> list[str]:
     """W&B tags: D's kind and label, the optimizer, loss, dataset, the config's own tags; ``baseline``
     for the SN baseline (the variant whose ``disc.kind`` is ``sn``)."""
-    tags = {str(cfg.disc.kind), disc_label(cfg.disc), label(cfg.optim.name), label(cfg.loss.name), cfg.data.name, *cfg.wandb.tags}
+    tags = {label(cfg.disc.kind), disc_label(cfg.disc), label(cfg.optim.name), label(cfg.loss.name),
+            label(cfg.data.name), *cfg.wandb.tags}
     return sorted(tags | ({"baseline"} if cfg.disc.kind == "sn" else set()))
 
 

@@ -35,43 +35,18 @@ from .naming import default_run_name
 from .schema import Config
 
 CONFIG_FILE = "config.yaml"
-
-
 METRICS_FILE = "metrics.jsonl"
-
-
 SERIES_FILE = "series.jsonl"
-
-
 METRIC_STATUS_FILE = "metric_status.jsonl"
-
-
 CHECKPOINT_FILE = "last.pt"
-
-
 PREVIOUS_CHECKPOINT_FILE = "previous.pt"
-
-
 UNREADABLE_CHECKPOINT_FILE = "last.unreadable.pt"
-
-
 GEOMETRY_PLOT = "geometry_rlt.png"
-
-
 CLAIM_FILE = ".claim"
-
-
 HYDRA_DIR = ".hydra"
-
-
 REPORT_FILE = "report.md"
-
-
 STATUS_FILE = "status.json"
-
-
 STOP_FILE = ".stop"
-
 
 #: what ``status.json`` says of a run: ``running`` from its claim until it ends (a run killed outright,
 #: SIGKILL or a power cut, stays ``running``), then how it ended

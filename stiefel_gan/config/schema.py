@@ -1,21 +1,56 @@
 """The experiment schema: typed dataclasses that Hydra composes the YAML files of ``configs/`` onto.
 
-Because the root config is structured, Hydra itself refuses a misspelled key or a value of the
-wrong type. What types cannot say (allowed names, ranges, combinations) :func:`check_config` says,
-before anything is built or written.
+Because the root config is structured, Hydra itself refuses a misspelled key, a value of the wrong
+type or a value outside a closed choice (every choice is a :class:`Choice`). What types cannot say
+(ranges, combinations) :func:`~stiefel_gan.config.checks.check_config` says, before anything is
+built or written.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import List, Optional
+from enum import Enum
+from typing import Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
+from ..data.datasets import DATASET_NAMES
+from ..manifold import OPTIMIZERS, RETRACTIONS, SECOND_MOMENTS
+from ..manifold.spectra import CURVE_PARAMETERS
+from ..metrics.fidelity import PROTOCOLS
 
-class DiscKind(StrEnum):
+
+class Choice(str, Enum):
+    """A closed choice of the config: OmegaConf refuses any other value when a config is composed or
+    loaded, and in code a choice is its string (it compares and hashes as it, ``f"{kind}"`` and
+    ``str(kind)`` are ``sn``, not ``DiscKind.sn``), so ``cfg.loss.name == "hinge"`` and a dict keyed
+    by the strings work. Every member's name is its value (OmegaConf reads a value by the name).
+
+    :class:`enum.StrEnum` is this from Python 3.11 on; ``pyproject.toml`` allows 3.10.
+    """
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+    @classmethod
+    def values(cls) -> tuple[str, ...]:
+        """The allowed values, in order."""
+        return tuple(member.value for member in cls)
+
+
+def _choice_of(name: str, values: Iterable[str], doc: str) -> type[Choice]:
+    """A :class:`Choice` of names that the layer implementing them defines (an optimizer, a
+    retraction, a dataset): the config lists them once, there."""
+    choice = Choice(name, [(value, value) for value in values], module=__name__, qualname=name)
+    choice.__doc__ = doc
+    return choice
+
+
+class DiscKind(Choice):
     """How D's layers are constrained: one axis per concept (the Stiefel spectrum and factorization
     are their own keys, ``disc.spectrum`` and ``disc.factorization``)."""
 
@@ -29,28 +64,28 @@ class DiscKind(StrEnum):
     stiefel = "stiefel"  # W = diag(lambda) X, X on a Stiefel manifold
 
 
-class SpectrumKind(StrEnum):
+class SpectrumKind(Choice):
     fixed = "fixed"  # a fixed curve
     curve = "curve"  # a learnable curve
     grid = "grid"  # k free values
 
 
-class Factorization(StrEnum):
+class Factorization(Choice):
     diag = "diag"  # diag(lambda) X: the singular vectors on one side are the coordinate axes
     svd = "svd"  # U diag(lambda) V^T: both sides free
 
 
-class GradientPenalty(StrEnum):
+class GradientPenalty(Choice):
     two_sided = "two_sided"  # WGAN-GP: (||grad D(x_hat)|| - 1)^2 on interpolates of real and fake
     r1 = "r1"  # Mescheder et al.'s R1: ||grad D(x)||^2 / 2 on real samples
 
 
-class SpectrumNormalization(StrEnum):
+class SpectrumNormalization(Choice):
     none = "none"
     frobenius = "frobenius"  # lambda rescaled to ||lambda||_2 = ||W||_F = disc.normalize_target
 
 
-class OtherLayers(StrEnum):
+class OtherLayers(Choice):
     """``disc.layers.others``: what the D layers that ``disc.layers`` leaves out of a Stiefel D become."""
 
     flat = "flat"  # Stiefel too, with a flat spectrum (every singular value sigma: an orthogonal layer)
@@ -58,46 +93,91 @@ class OtherLayers(StrEnum):
     none = "none"  # unconstrained
 
 
-#: ``loss.name``: the GAN losses (stiefel_gan.gan.losses)
-LOSS_KINDS = ("hinge", "vanilla")
-#: ``optim.lr_decay``: how every group's learning rate moves over ``train.steps``
-LR_DECAYS = ("constant", "linear")
-#: ``train.precision``: autocast of G's and D's forward passes (fp16 needs CUDA)
-PRECISIONS = ("fp32", "bf16", "fp16")
-#: ``model.arch``: the architectures of stiefel_gan.gan.models, and the square image sides each takes
-ARCHITECTURES = ("standard_cnn", "resnet", "mlp")
+class LossKind(Choice):
+    """``loss.name``: the GAN losses (stiefel_gan.gan.losses)."""
+
+    hinge = "hinge"
+    vanilla = "vanilla"  # non-saturating
+
+
+class LrDecay(Choice):
+    """``optim.lr_decay``: how every group's learning rate moves over ``train.steps``."""
+
+    constant = "constant"
+    linear = "linear"  # falls linearly to 0 at train.steps
+
+
+class PrecisionKind(Choice):
+    """``train.precision``: autocast of G's and D's forward passes."""
+
+    fp32 = "fp32"  # no autocast
+    bf16 = "bf16"
+    fp16 = "fp16"  # CUDA only (loss scaling)
+
+
+class WandbMode(Choice):
+    """``wandb.mode`` (stiefel_gan.run.tracker resolves ``auto``)."""
+
+    auto = "auto"
+    online = "online"
+    offline = "offline"
+    disabled = "disabled"
+
+
+class Architecture(Choice):
+    """``model.arch``: the architectures of stiefel_gan.gan.models."""
+
+    standard_cnn = "standard_cnn"  # Miyato et al.'s standard CNN
+    resnet = "resnet"  # SNGAN's ResNet
+    mlp = "mlp"  # for the 2-D mixtures
+
+
+DatasetName = _choice_of("DatasetName", DATASET_NAMES, "``data.name``: the datasets of stiefel_gan.data.")
+OptimizerName = _choice_of("OptimizerName", OPTIMIZERS,
+                           "``optim.name``: D's optimizer (stiefel_gan.manifold.make_optimizer).")
+SecondMoment = _choice_of("SecondMoment", SECOND_MOMENTS, "``optim.second_moment``: Riemannian Adam's second moment.")
+Retraction = _choice_of("Retraction", RETRACTIONS, "``disc.retraction``: how a Stiefel factor returns to the manifold.")
+CurveParameter = _choice_of("CurveParameter", CURVE_PARAMETERS, "``disc.learn``: what a learnable curve trains.")
+ProtocolName = _choice_of("ProtocolName", PROTOCOLS,
+                          "``metrics.protocol``: the torch-fidelity protocol of CIFAR-10 / STL-10.")
+
+LOSS_KINDS = LossKind.values()
+PRECISIONS = PrecisionKind.values()
+WANDB_MODES = WandbMode.values()
+ARCHITECTURES = Architecture.values()
+#: the square image sides each convolutional architecture takes
 STANDARD_CNN_IMAGE_SIZES = (16, 32, 48)
 RESNET_IMAGE_SIZES = (32, 48)
 MODEL_IMAGE_SIZES = {"standard_cnn": STANDARD_CNN_IMAGE_SIZES, "resnet": RESNET_IMAGE_SIZES}
 
 
-def model_input_problem(arch: str, data_shape) -> str | None:
+def model_input_problem(arch: str, data_shape, arch_key: str = "arch") -> str | None:
     """Why architecture ``arch`` cannot take samples of shape ``data_shape`` (one line), or None.
 
     The MLPs take vectors ``(dim,)``; the convolutional models square images ``(channels, s, s)``
-    with ``s`` in :data:`MODEL_IMAGE_SIZES` (their strided stages halve ``s`` down to 4 or 6)."""
+    with ``s`` in :data:`MODEL_IMAGE_SIZES` (their strided stages halve ``s`` down to 4 or 6).
+    ``arch_key`` is the name the message gives ``arch``: ``model.arch`` for a config, ``arch`` for
+    :func:`~stiefel_gan.gan.models.build_models`."""
     if arch not in ARCHITECTURES:
-        return f"arch={arch!r} is not allowed: use one of {ARCHITECTURES}"
+        return f"{arch_key}={arch!r} is not allowed: use one of {ARCHITECTURES}"
     if not isinstance(data_shape, (tuple, list)):
         return f"data_shape={data_shape!r} is not allowed: use a tuple such as (3, 32, 32) or (2,)"
     shape = tuple(data_shape)
     if not shape or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
         return f"data_shape={shape!r} is not allowed: use positive integers"
     if arch == "mlp":
-        return None if len(shape) == 1 else f"data_shape={shape!r} is not allowed for arch='mlp': use (dim,), e.g. (2,)"
+        if len(shape) != 1:
+            return f"data_shape={shape!r} is not allowed for {arch_key}='mlp': use (dim,), e.g. (2,)"
+        return None
     sizes = MODEL_IMAGE_SIZES[arch]
     if len(shape) != 3 or shape[1] != shape[2] or shape[1] not in sizes:
-        return f"data_shape={shape!r} is not allowed for arch={arch!r}: use (channels, s, s) with s in {sizes}"
+        return f"data_shape={shape!r} is not allowed for {arch_key}='{arch}': use (channels, s, s) with s in {sizes}"
     return None
-
-
-#: ``wandb.mode`` (stiefel_gan.run.tracker resolves ``auto``)
-WANDB_MODES = ("auto", "online", "offline", "disabled")
 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"
+    name: DatasetName = DatasetName.digits
     root: str = "data"
     image_size: Optional[int] = 16
     download: bool = False
@@ -109,7 +189,7 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "standard_cnn"
+    arch: Architecture = Architecture.standard_cnn
     z_dim: int = 128
     g_width: Optional[int] = None
     d_width: Optional[int] = None
@@ -143,14 +223,15 @@ class DiscConfig:
     tau: float = 1.0
     eps: float = 0.1
     sigma: float = 1.0  # the largest singular value of a curve (1: SN's per-layer Lipschitz bound)
-    learn: List[str] = field(default_factory=lambda: ["tau", "eps"])  # curve: which ones are trained
+    # curve: which ones are trained
+    learn: List[CurveParameter] = field(default_factory=lambda: [CurveParameter.tau, CurveParameter.eps])
     sort: bool = False  # grid: sort descending in the forward pass
     # grid: rescale so that the largest value is exactly this (1: Lipschitz-matched with SN); null
     # learns the top value. A curve's largest value is sigma: max_value must be null or equal to it.
     max_value: Optional[float] = 1.0
     normalize: SpectrumNormalization = SpectrumNormalization.none  # frobenius: equal energy across shapes
     normalize_target: Optional[float] = None  # frobenius: every layer's ||W||_F (needs max_value=null)
-    retraction: str = "qr"  # qr | cayley
+    retraction: Retraction = Retraction.qr
     factorization: Factorization = Factorization.diag
     # every kind: a fixed factor on D's logit, the same as a hinge margin of 1 / gain. It scales D's
     # slope without touching its layers, so variants can be compared at a matched slope
@@ -164,23 +245,24 @@ class OptimConfig:
     RiemannianAdam iterates, fused; ``geoopt_radam`` is geoopt's own class): Adam on Euclidean
     parameters, so the SN baselines and Miyato's presets A-F run exactly Adam with it."""
 
-    name: str = "radam"  # radam | rsgd | adam | geoopt_radam | geoopt_rsgd (D's; G always uses Adam, same betas)
+    name: OptimizerName = OptimizerName.radam  # D's; G always uses Adam, with the same betas
     preset: Optional[str] = None
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     beta1: float = 0.5
     beta2: float = 0.999
     momentum: float = 0.0  # rsgd
-    second_moment: str = "matrix"  # radam: matrix (geoopt's, one per Stiefel matrix) | entry (projected Adam)
+    # radam: matrix (geoopt's, one per Stiefel matrix) | entry (projected Adam)
+    second_moment: SecondMoment = SecondMoment.matrix
     lr_stiefel: Optional[float] = None  # D's Stiefel factors (default lr_d)
     lr_spectrum: Optional[float] = None  # D's spectrum parameters (default lr_d)
     n_dis: int = 1
-    lr_decay: str = "constant"  # constant | linear (every group's lr falls linearly to 0 at train.steps)
+    lr_decay: LrDecay = LrDecay.constant
 
 
 @dataclass
 class LossConfig:
-    name: str = "hinge"  # hinge | vanilla
+    name: LossKind = LossKind.hinge
 
 
 @dataclass
@@ -195,7 +277,7 @@ class TrainConfig:
     checkpoint_every: int = 250
     n_grid_samples: int = 64
     progress: bool = True
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (fp16: CUDA only): autocast of G and D's forward passes
+    precision: PrecisionKind = PrecisionKind.fp32
     compile: bool = False  # torch.compile G and D
 
 
@@ -205,7 +287,7 @@ class MetricsConfig:
 
     every: int = 250  # sample-quality metrics every N generator steps and at the end (0: only at the end)
     n_samples: int = 1000  # generated samples per evaluation (digits, mixtures, geometry score)
-    protocol: str = "quick"  # CIFAR-10 / STL-10: torch-fidelity protocol (quick | miyato | full50k)
+    protocol: ProtocolName = ProtocolName.quick  # CIFAR-10 / STL-10 only
     inception_weights: Optional[str] = None  # a local Inception file, for machines without network
     # CIFAR-10 / STL-10: the torch-fidelity feature extractor by its registered name (null: its Inception v3)
     feature_extractor: Optional[str] = None
@@ -227,7 +309,7 @@ class WandbConfig:
     entity: Optional[str] = None
     group: Optional[str] = None  # default: <experiment name>/<variant> (seeds of a variant share it)
     tags: List[str] = field(default_factory=list)
-    mode: str = "auto"  # auto | online | offline | disabled
+    mode: WandbMode = WandbMode.auto
     log_checkpoints: bool = False  # each checkpoint also as a W&B artifact (type "checkpoint")
 
 

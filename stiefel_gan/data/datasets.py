@@ -36,7 +36,6 @@ from .mixtures import DEFAULT_MIXTURE_SAMPLES, MIXTURES, sample_mixture
 
 DATASET_NAMES = ("digits", "ring8", "grid25", "cifar10", "stl10")
 
-
 #: Default image side per image dataset (STL-10 at 48 is the SN-GAN protocol, Miyato et al. 2018).
 DEFAULT_IMAGE_SIZE = {"digits": 16, "cifar10": 32, "stl10": 48}
 

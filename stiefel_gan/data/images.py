@@ -21,15 +21,11 @@ from torch.utils.data import Dataset, TensorDataset
 
 STL10_SPLITS = ("unlabeled", "train", "test", "train+unlabeled")
 
-
 _STL10_SIDE = 96
-
 
 _DIGITS_SIDE = 8
 
-
 _DIGITS_MAX_VALUE = 16.0
-
 
 # CIFAR-10/STL-10 folders are read fully into memory (STL-10 unlabeled is 2.8 GB of uint8); resizing
 # runs in chunks of this many images so the float32 copy stays near 100 MB.

@@ -28,7 +28,7 @@ def spectrum_from_config(disc: DiscConfig):
     """
     curve = {"tau": disc.tau, "eps": disc.eps, "sigma": disc.sigma}
     if disc.spectrum == "curve":
-        spectrum = build_spectrum("curve", **curve, learn=tuple(disc.learn))
+        spectrum = build_spectrum("curve", **curve, learn=tuple(str(name) for name in disc.learn))
     elif disc.spectrum == "grid":
         spectrum = build_spectrum("grid", **curve, sort=disc.sort, max_value=disc.max_value)
     else:
@@ -64,7 +64,7 @@ def _stiefelize_discriminator(discriminator: nn.Module, disc: DiscConfig, input_
     include, exclude = list(disc.layers.include) or None, list(disc.layers.exclude) or None
     spectrum = spectrum_from_config(disc)
     if include is None and exclude is None:
-        return stiefelize(discriminator, spectrum, factorization=str(disc.factorization), retraction=disc.retraction)
+        return stiefelize(discriminator, spectrum, factorization=str(disc.factorization), retraction=str(disc.retraction))
     names = list(weighted_layers(discriminator))
     try:
         check_patterns_match(names, include, exclude, what="D layer")
@@ -74,13 +74,13 @@ def _stiefelize_discriminator(discriminator: nn.Module, disc: DiscConfig, input_
     others = [name for name in names if not keep(name, discriminator.get_submodule(name))]
     if others and disc.layers.others == "flat":
         stiefelize(discriminator, build_spectrum("fixed", tau=1.0, eps=1.0, sigma=disc.sigma), include=others,
-                   factorization=str(disc.factorization), retraction=disc.retraction)
+                   factorization=str(disc.factorization), retraction=str(disc.retraction))
     elif others and disc.layers.others == "sn":
         apply_normalization(discriminator, "sn", input_shape=input_shape, n_power_iterations=disc.n_power_iterations,
                             include=others)
     chosen = [name for name in names if name not in others]
     return stiefelize(discriminator, spectrum, include=chosen,
-                      factorization=str(disc.factorization), retraction=disc.retraction)
+                      factorization=str(disc.factorization), retraction=str(disc.retraction))
 
 
 def shapeless_layers(discriminator: nn.Module, disc: DiscConfig) -> dict[str, int]:
@@ -137,9 +137,9 @@ class GAN(nn.Module):
         group_lr = {name: lr for name, lr in (("stiefel", optim.lr_stiefel), ("spectrum", optim.lr_spectrum))
                     if lr is not None}
         extra = {"momentum": optim.momentum} if optim.name in ("rsgd", "geoopt_rsgd") else {"betas": betas}
-        if optim.name == "radam":
-            extra["second_moment"] = optim.second_moment
-        opt_d = make_optimizer(self.discriminator, optim.name, lr=optim.lr_d, group_lr=group_lr, **extra)
+        if optim.name == "radam":  # a string: the optimizer's state dict goes into the checkpoint
+            extra["second_moment"] = str(optim.second_moment)
+        opt_d = make_optimizer(self.discriminator, str(optim.name), lr=optim.lr_d, group_lr=group_lr, **extra)
         return opt_g, opt_d
 
     def penalty(self, real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor | float:

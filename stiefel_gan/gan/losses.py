@@ -24,8 +24,6 @@ from torch import Tensor
 
 from ..config.schema import LOSS_KINDS
 
-#: Loss kinds accepted by :func:`discriminator_loss` and :func:`generator_loss`.
-
 
 def _require_kind(kind: str) -> None:
     if kind not in LOSS_KINDS:

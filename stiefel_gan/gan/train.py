@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from ..config.schema import PrecisionKind
 from .builder import GAN
 from .losses import discriminator_loss, generator_loss
 
@@ -32,7 +33,7 @@ class CheckpointWriteFailed(RuntimeError):
 
 
 #: ``train.precision`` -> the autocast dtype of G's and D's forward passes (fp32: no autocast).
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCAST_DTYPES = {PrecisionKind.fp32: None, PrecisionKind.bf16: torch.bfloat16, PrecisionKind.fp16: torch.float16}
 
 
 @dataclass

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from .._modules import LayerFilter, check_patterns_match, layer_predicate
-from .layers import STIEFEL_TWINS, StiefelLayer, stiefel_summary
+from .costs import stiefel_summary
+from .layers import STIEFEL_TWINS, StiefelLayer
 from .retractions import DEFAULT_RETRACTION
 from .spectra import Spectrum
 
@@ -83,7 +84,7 @@ def stiefelize(model: nn.Module, spectrum: Spectrum | None = None, include: Laye
         projection of ``nn.MultiheadAttention``, a layer already parametrized, a lazy or subclassed
         layer) is an error with ``strict=True``; otherwise it is left as is with a one-line warning.
     summary : bool
-        Print :func:`~stiefel_gan.manifold.layers.stiefel_summary` (factor shapes, ``k`` and optimizer
+        Print :func:`~stiefel_gan.manifold.costs.stiefel_summary` (factor shapes, ``k`` and optimizer
         FLOPs per step of every Stiefel layer) after converting.
 
     Returns

@@ -1,4 +1,4 @@
-"""Spectral and gradient diagnostics of a discriminator, measured on one real and one fake batch.
+r"""Spectral and gradient diagnostics of a discriminator, measured on one real and one fake batch.
 
 :class:`DiscriminatorDiagnostics` is built once per run and called at log steps. It reads, for every
 weighted layer of ``D`` (:func:`~stiefel_gan.effective_weights.weighted_layers`: plain, parametrized
@@ -103,7 +103,6 @@ from ..spectral import conv_operator_norm, conv_singular_values, record_conv_inp
 
 #: Points of the common ``[0, 1]`` grid the per-layer spectra are interpolated onto.
 SPECTRUM_GRID_POINTS = 50
-
 
 #: Seed of the private generator of the interpolation weights ``alpha``.
 INTERPOLATION_SEED = 0

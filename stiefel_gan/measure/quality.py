@@ -56,7 +56,6 @@ EVAL_SEED_OFFSET = 2_000_029  # latents of the evaluation samples, apart from tr
 #: Seed of the random subset of real samples every evaluation compares with.
 REAL_SUBSET_SEED = 0
 
-
 #: The Geometry Score's ``gamma`` for 2-D point clouds, the value Khrulkov & Oseledets use on their
 #: 2-D examples: the image default (``1/128 * N / 5000``, their MNIST setting) stops the filtration
 #: so early that a filled 2-D mode still shows many short-lived holes.

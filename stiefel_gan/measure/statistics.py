@@ -61,15 +61,12 @@ from scipy.stats import permutation_test
 #: them one by one: 2^12 take about 40 ms a cell, 2^16 about 0.75 s, and a report has hundreds of cells).
 EXACT_SIGN_FLIP_PAIRS = 12
 
-
 #: Random sign patterns drawn beyond :data:`EXACT_SIGN_FLIP_PAIRS` pairs (drawn at once: about 0.05 s; the
 #: p-value's Monte Carlo standard error is at most 0.0035, about 0.0009 near 0.05 / 3).
 SIGN_FLIP_RESAMPLES = 20_000
 
-
 #: Seed of those random patterns, so that a report is reproducible.
 SIGN_FLIP_SEED = 0
-
 
 #: The "late" statistic averages the last this many evaluations of a run.
 LAST_EVALUATIONS = 3

@@ -25,8 +25,6 @@ from ..run.records import read_metrics, read_status
 SETTING_SEPARATOR = "@"
 
 
-
-
 def find_run_dirs(root: Path) -> list[Path]:
     """``root`` itself if it is a run directory, else every run directory below it."""
     root = Path(root)

@@ -30,22 +30,17 @@ from .discovery import SETTING_SEPARATOR, Run
 #: losses and D's mean outputs: their own table, in this order
 HEADLINE = ("loss/d", "loss/g", "d/real", "d/fake")
 
-
 #: per-layer or bookkeeping keys, shown in the per-layer tables and figures or not at all
 PER_LAYER_PREFIXES = ("sigma_max/", "drift/", "tau/", "eps/", "sigma/", "lr/", "perf/", "grad_norm/",
                       "spectrum/", "lambda/", "operator_norm/", "fft_norm/", "reshape_norm/", "norm_ratio/",
                       "fit_tau/", "fit_eps/", "fit_rmse/")
 
-
-
 #: ``quality/`` keys that say how a number was measured (protocol sample counts, the Geometry Score's
 #: gamma, the number of modes) or a spread within one run (IS / KID std): listed, not compared
 MEASUREMENT_SETTINGS = {metric.name for metric in METRICS if metric.goal is None}
 
-
 #: a variant with more seeds than this shows its median seed (by the primary metric) in the figures
 MAX_SEEDS_SHOWN = 5
-
 
 #: the baseline "learned" (Note [did the baseline learn]): a lower-is-better metric fell to at most this
 #: fraction of its first evaluation; modes covered reached at least this fraction of the modes

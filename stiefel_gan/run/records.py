@@ -22,7 +22,6 @@ from ..config.paths import METRIC_STATUS_FILE, METRICS_FILE, RUN_STATUSES, SERIE
 #: How non-finite floats are spelled in the JSONL files (JSON itself has no NaN or infinity).
 _NONFINITE_TO_JSON = {"nan": "nan", "inf": "inf", "-inf": "-inf"}
 
-
 _JSON_TO_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 

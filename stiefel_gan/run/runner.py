@@ -231,7 +231,7 @@ def execute(prepared: PreparedRun, study: Path | None = None) -> Path:
     checkpoint = prepared.checkpoint or {}
     tracker = Tracker(run_dir, config_dict(cfg), project=cfg.wandb.project, entity=cfg.wandb.entity,
                       group=wandb_group(cfg), job_type=cfg.name, tags=run_tags(cfg), name=run_dir.name,
-                      mode=cfg.wandb.mode, run_id=checkpoint.get("wandb_run_id"),
+                      mode=str(cfg.wandb.mode), run_id=checkpoint.get("wandb_run_id"),
                       resume_step=checkpoint.get("step"), metric_goals=METRIC_GOALS)
     saved_config = config_dict(cfg)
 

@@ -69,7 +69,6 @@ from .records import encode_float, truncate_jsonl, write_line, write_status
 #: Seconds a TCP connect to the W&B host may take before "auto" mode settles on offline.
 REACHABILITY_TIMEOUT_S = 2.0
 
-
 #: The x-axis of every W&B panel: the generator step, logged with every row.
 STEP_METRIC = "train/step"
 
