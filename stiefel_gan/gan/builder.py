@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from .._modules import check_patterns_match, eval_mode, layer_predicate
 from ..config.schema import Config, DiscConfig, OptimConfig
-from ..effective_weights import weighted_layers
+from ..effective_weights import effective_weight, weighted_layers
 from ..manifold import FrobeniusNormalized, build_spectrum, make_optimizer, stiefelize
 from ..spectral import apply_normalization, orthogonal_penalty, reshape_singular_values
 from .baselines import apply_weight_norm, clip_weights, gradient_penalty, r1_penalty
@@ -57,14 +57,21 @@ def parameterize_discriminator(discriminator: nn.Module, disc: DiscConfig, input
     return discriminator  # none, ortho_reg, gp (loss terms, see GAN.penalty), wc (GAN.after_discriminator_step)
 
 
+def _layer_patterns(disc: DiscConfig) -> tuple[list[str] | None, list[str] | None]:
+    """``disc.layers``' include / exclude patterns as :func:`~stiefel_gan.manifold.stiefelize` takes them
+    (``None``: no pattern)."""
+    return list(disc.layers.include) or None, list(disc.layers.exclude) or None
+
+
 def _stiefelize_discriminator(discriminator: nn.Module, disc: DiscConfig, input_shape) -> nn.Module:
     """The layers ``disc.layers`` selects take ``disc``'s spectrum; the others become ``disc.layers.others``
     (a flat spectrum at the same ``sigma``, SN, or nothing). A pattern that matches no layer is a
     one-line ValueError, before any layer is converted."""
-    include, exclude = list(disc.layers.include) or None, list(disc.layers.exclude) or None
+    include, exclude = _layer_patterns(disc)
     spectrum = spectrum_from_config(disc)
+    factors = {"factorization": str(disc.factorization), "retraction": str(disc.retraction)}
     if include is None and exclude is None:
-        return stiefelize(discriminator, spectrum, factorization=str(disc.factorization), retraction=str(disc.retraction))
+        return stiefelize(discriminator, spectrum, **factors)
     names = list(weighted_layers(discriminator))
     try:
         check_patterns_match(names, include, exclude, what="D layer")
@@ -74,13 +81,12 @@ def _stiefelize_discriminator(discriminator: nn.Module, disc: DiscConfig, input_
     others = [name for name in names if not keep(name, discriminator.get_submodule(name))]
     if others and disc.layers.others == "flat":
         stiefelize(discriminator, build_spectrum("fixed", tau=1.0, eps=1.0, sigma=disc.sigma), include=others,
-                   factorization=str(disc.factorization), retraction=str(disc.retraction))
+                   **factors)
     elif others and disc.layers.others == "sn":
         apply_normalization(discriminator, "sn", input_shape=input_shape, n_power_iterations=disc.n_power_iterations,
                             include=others)
     chosen = [name for name in names if name not in others]
-    return stiefelize(discriminator, spectrum, include=chosen,
-                      factorization=str(disc.factorization), retraction=str(disc.retraction))
+    return stiefelize(discriminator, spectrum, include=chosen, **factors)
 
 
 def shapeless_layers(discriminator: nn.Module, disc: DiscConfig) -> dict[str, int]:
@@ -91,11 +97,12 @@ def shapeless_layers(discriminator: nn.Module, disc: DiscConfig) -> dict[str, in
     mixtures' input layer, ten times less sensitive along one input direction at ``eps = 0.1``)."""
     if disc.kind != "stiefel":
         return {}
-    include, exclude = list(disc.layers.include) or None, list(disc.layers.exclude) or None
-    keep = layer_predicate(include, exclude)
-    return {name: min(layer.weight.shape[0], layer.weight[0].numel())
-            for name, layer in weighted_layers(discriminator).items()
-            if keep(name, layer) and min(layer.weight.shape[0], layer.weight[0].numel()) <= 2}
+    keep = layer_predicate(*_layer_patterns(disc))
+    with torch.no_grad():
+        counts = {name: min(weight.shape[0], weight[0].numel())
+                  for name, layer in weighted_layers(discriminator).items() if keep(name, layer)
+                  for weight in (effective_weight(layer),)}
+    return {name: k for name, k in counts.items() if k <= 2}
 
 
 class LogitGain:
