@@ -427,3 +427,10 @@ def test_a_report_setting_out_of_range_is_a_one_line_error(tmp_path, capsys, ove
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_report_of_one_seed_per_variant_says_it_is_a_demonstration(tuning_dir, report):
+    one_seed = (tuning_dir / "report.md").read_text()  # one seed per label, as `stiefel-gan compare` runs
+    assert "**One seed per variant to step 3: a demonstration, not a verdict.**" in one_seed
+    assert "docs/results.md" in one_seed
+    assert "demonstration" not in report  # two seeds a variant

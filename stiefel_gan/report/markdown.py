@@ -295,6 +295,18 @@ def lost_seeds(every: dict[str, list[Run]]) -> dict[str, str]:
     return lost
 
 
+def single_seed_caveat(runs: dict[str, list[Run]]) -> list[str]:
+    """One line when no variant has a second seed (``stiefel-gan compare``'s default): such a report shows
+    that the runs work; it cannot say which variant is better, and the page with the suite's answers can."""
+    if not runs or any(len(rs) > 1 for rs in runs.values()):
+        return []
+    last_step = max((int(row["step"]) for rs in runs.values() for r in rs for row in r.rows), default=None)
+    until = f" to step {last_step}" if last_step is not None else ""
+    return [f"**One seed per variant{until}: a demonstration, not a verdict.** A single seed early in training "
+            "cannot tell which variant is better; the suite's answers, over seeds and at two budgets, are in "
+            "docs/results.md of the stiefel_gan repository.", ""]
+
+
 def unfinished_table(every: dict[str, list[Run]]) -> list[str]:
     """The runs that did not finish, by name and status (``status.json``), with the step and the reason."""
     rows = [[run.run_dir.name, label, str(run.seed), run.status["status"], str(run.status["step"]),
@@ -376,6 +388,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
              "difference in baseline seed SDs, the ± of the baseline's row). Verdict words only for the "
              "comparisons the study declared, after "
              f"Holm's correction across them: {len(decisions)} here (Declared comparisons, below).", ""]
+    lines += single_seed_caveat(runs)
     lines += unfinished_table(every)
     lines += baseline_check(runs, baseline, primary)
     lines += declared_section(baseline, report_config, decisions, headline)
