@@ -3,6 +3,7 @@
     stiefel-gan train [hydra args...]          the Hydra app (stiefel_gan.commands.train): one run, or -m for a study
     stiefel-gan compare [overrides...]         the main job: SN vs the three Stiefel spectra on digits
     stiefel-gan report RUN_OR_SWEEP_DIR...     report.md and plots from finished runs
+    stiefel-gan calibrate data=D [--out FILE]  what the metrics of D give samples of known quality (docs/metrics.md)
     stiefel-gan sweep STUDY [--local]          the study as a W&B sweep (configs/sweeps/STUDY.yaml)
     stiefel-gan dashboard --entity E --project P --study S [--dry-run FILE]   a W&B workspace
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config.compose import UsageError, one_line
+from .calibrate import calibrate_command
 from .compare import compare
 from .train import run_train
 
@@ -85,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples", choices=("all", "median"), default="all",
                    help="all: samples.png (each variant's median seed) and samples_all_seeds.png; median: "
                         "samples.png only (every figure then stays small enough to publish)")
+    p = sub.add_parser("calibrate", help="the calibration table of a dataset's metrics (real, degraded and "
+                                         "untrained-G samples), written into docs/metrics.md")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides: data=digits|ring8|grid25, metrics.n_samples=...")
+    p.add_argument("--out", type=Path, help="the markdown file to write the dataset's block into (default: "
+                                            "docs/metrics.md, from the repository's root)")
     p = sub.add_parser("sweep", help="a study as a W&B sweep (configs/sweeps/STUDY.yaml): create it, or run it "
                                      "here with --local")
     p.add_argument("study", help="the name of a configs/sweeps/*.yaml file")
@@ -114,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(item.startswith("-") for item in unknown):
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides += unknown
-    handlers = {"compare": compare, "report": _report, "sweep": _sweep, "dashboard": _dashboard}
+    handlers = {"compare": compare, "calibrate": calibrate_command, "report": _report, "sweep": _sweep, "dashboard": _dashboard}
     try:
         return handlers[args.command](args)
     except UsageError as error:  # raised before anything runs or is written; anything else is a bug

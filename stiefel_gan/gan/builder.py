@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
+from torch.utils.data import Dataset
 
 from .._modules import check_patterns_match, eval_mode, layer_predicate
 from ..config.schema import Config, DiscConfig, OptimConfig
+from ..data.datasets import build_dataset
 from ..effective_weights import effective_weight, weighted_layers
 from ..manifold import FrobeniusNormalized, build_spectrum, make_optimizer, stiefelize
 from ..spectral import apply_normalization, orthogonal_penalty, reshape_singular_values
@@ -187,3 +189,18 @@ def build_gan(cfg: Config, data_shape: tuple[int, ...]) -> GAN:
     parameterize_discriminator(discriminator, cfg.disc, data_shape)
     apply_logit_gain(discriminator, cfg.disc.gain)
     return GAN(generator, discriminator, cfg.disc)
+
+
+def initial_gan(cfg: Config, data_shape: tuple[int, ...]) -> GAN:
+    """The GAN a run of seed ``cfg.train.seed`` starts from: torch's global RNG seeded with that seed, then
+    :func:`build_gan` (model initialization, and SN's initial ``u``, follow the seed)."""
+    torch.manual_seed(cfg.train.seed)
+    return build_gan(cfg, data_shape)
+
+
+def run_dataset(cfg: Config) -> Dataset:
+    """The training data of a run of ``cfg``: its dataset, image side, split and (for a mixture) the
+    sample drawn from ``cfg.train.seed``."""
+    return build_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size,
+                         download=cfg.data.download, seed=cfg.train.seed, n_samples=cfg.data.n_samples,
+                         split=cfg.data.split)

@@ -130,11 +130,19 @@ class SampleQuality:
         return torch.cat(chunks)
 
     def __call__(self, generator, final: bool = False) -> Evaluation:
+        """The evaluation of ``metrics.n_samples`` samples of ``generator`` (at least the protocol's count on
+        CIFAR-10 / STL-10): :meth:`evaluate` of :meth:`samples`."""
         m = self.cfg.metrics
         n = m.n_samples
         if self.name in ("cifar10", "stl10"):
             n = max(n, PROTOCOLS[m.protocol].n_generated)
-        fake = self.samples(generator, n)
+        return self.evaluate(self.samples(generator, n), final)
+
+    def evaluate(self, fake: torch.Tensor, final: bool = False) -> Evaluation:
+        """Every metric of this run's dataset on the samples ``fake`` (and, with ``final``, the end-of-run
+        ones): what a run logs for its generator's samples, and what ``stiefel-gan calibrate`` measures
+        for samples made without one (:mod:`stiefel_gan.measure.calibration`)."""
+        m = self.cfg.metrics
         evaluation = Evaluation()
         if self._digits is not None:
             evaluation.add("digits_fd", self.name, lambda: {"digits_fd": self._digits.frechet_distance(fake)})

@@ -49,9 +49,9 @@ from ..config.naming import run_tags, wandb_group
 from ..config.paths import RunDir, run_base
 from ..config.schema import Config, config_dict
 from ..data.batches import infinite_batches
-from ..data.datasets import build_dataset, data_shape
+from ..data.datasets import data_shape
 from ..data.mixtures import MIXTURES
-from ..gan.builder import build_gan, shapeless_layers
+from ..gan.builder import initial_gan, run_dataset, shapeless_layers
 from ..gan.train import LoopSettings, Periodic, Precision, TrainingDiverged, TrainingState, train
 from ..manifold import load_optimizer_state
 from ..measure.diagnostics import DiscriminatorDiagnostics
@@ -138,11 +138,8 @@ def prepare(cfg: Config, base: Path | None = None, owner: str | None = None) -> 
         run_dir, resumed = _own_run(cfg, base, owner)
     checkpoint = resumed.checkpoint if resumed is not None else None
     shape = data_shape(cfg.data.name, cfg.data.image_size)
-    dataset = build_dataset(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size,
-                            download=cfg.data.download, seed=cfg.train.seed, n_samples=cfg.data.n_samples,
-                            split=cfg.data.split)
-    torch.manual_seed(cfg.train.seed)  # model initialization (and SN's initial u) follow the seed
-    gan = build_gan(cfg, shape).to(device)
+    dataset = run_dataset(cfg)
+    gan = initial_gan(cfg, shape).to(device)
     shapeless = shapeless_layers(gan.discriminator, cfg.disc)
     if shapeless:
         print(f"stiefel-gan: a spectrum gives no shape to D layers with k <= 2 singular values (only sigma, or "
