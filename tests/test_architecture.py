@@ -117,9 +117,10 @@ def _cifar_overrides(tmp_path, monkeypatch):
             f"metrics.feature_extractor={TINY}", "metrics.n_samples=64"]
 
 
-@pytest.mark.parametrize("dataset", ["digits", "ring8", "grid25", "cifar10"])
+@pytest.mark.parametrize("dataset", ["digits", "stacked_digits", "ring8", "grid25", "cifar10"])
 def test_every_quality_key_a_run_logs_is_in_the_table_and_the_objective_is_a_number(dataset, tmp_path, monkeypatch):
     extra = {"digits": ["experiment=compare", "metrics.n_samples=64"],
+             "stacked_digits": ["data=stacked_digits", "model.g_width=8", "model.d_width=8", "metrics.n_samples=64"],
              "ring8": ["data=ring8", "model=mlp", "data.n_samples=256", "metrics.n_samples=64"],
              "grid25": ["data=grid25", "model=mlp", "data.n_samples=256", "metrics.n_samples=64"]}
     overrides = _cifar_overrides(tmp_path, monkeypatch) if dataset == "cifar10" else extra[dataset]

@@ -20,11 +20,12 @@ from stiefel_gan.config.compose import SOURCE_CONFIG_DIR as CONFIG_DIR
 from stiefel_gan.config.compose import UsageError, compose_config
 from stiefel_gan.config.naming import default_run_name, run_tags, wandb_group
 from stiefel_gan.config.schema import register_configs
+from stiefel_gan.measure.table import HEADLINE, METRIC_GOALS
 
-STUDIES = ("baselines", "shapes", "shape_gain", "learnable", "optimizers", "tuning", "saturation")
+STUDIES = ("baselines", "shapes", "shape_gain", "learnable", "optimizers", "tuning", "saturation", "stacked")
 #: the comparisons with SN each study declares for its report (docs/studies.md, "Declared comparisons")
 DECLARED = {"baselines": ["fair_sn"], "shapes": [], "shape_gain": [], "learnable": [], "optimizers": [], "tuning": [],
-            "saturation": ["none"]}
+            "saturation": ["none"], "stacked": []}
 #: the variant presets other studies (the 2-D mixtures) rely on
 REQUIRED_VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau4", "svd_tau0p5_entry", "curve", "grid")
 VARIANT_KEYS = {"defaults", "variant", "disc", "optim"}  # a variant never sets the budget, data or seed
@@ -101,7 +102,8 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
 def test_the_wandb_sweep_lists_the_same_grid(study):
     sweep = yaml.safe_load((CONFIG_DIR / "sweeps" / f"{study}.yaml").read_text())
     assert sweep["method"] == "grid"
-    assert sweep["metric"] == {"name": "quality/digits_fd", "goal": "minimize"}
+    headline = HEADLINE[compose_config([f"experiment={study}"]).data.name]  # digits_fd; stacked: modes_covered
+    assert sweep["metric"] == {"name": headline, "goal": METRIC_GOALS[headline]}
     assert sweep["command"] == ["stiefel-gan", "train", f"experiment={study}", "${args_no_hyphens}"]
     hydra_axes = {key: [yaml.safe_load(v) for v in values] for key, values in sweeper_axes(study).items()}
     assert {key: entry["values"] for key, entry in sweep["parameters"].items()} == hydra_axes

@@ -32,6 +32,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 
 from ..data.datasets import data_shape
 from ..data.images import DATA_SPLITS, missing_dataset
+from ..metrics.stacked import MIN_MODE_SAMPLES
 from .compose import UsageError, compose_config, job_config, one_line
 from .naming import RESUMABLE_KEYS, disc_label
 from .paths import RunDir
@@ -110,6 +111,9 @@ def _check_model(cfg: Config) -> None:
 
 def _check_metrics(cfg: Config) -> None:
     m = cfg.metrics
+    if m.n_mode_samples < MIN_MODE_SAMPLES:
+        _fail(f"metrics.n_mode_samples={m.n_mode_samples} is not allowed: use an integer >= {MIN_MODE_SAMPLES} "
+              "(10 samples per mode of the stacked digits' 1,000)")
     outside = [step for step in m.at_steps if not 1 <= step <= cfg.train.steps]
     if outside:
         _fail(f"metrics.at_steps has {outside[0]}, which is not allowed: use generator steps in "

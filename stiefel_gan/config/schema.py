@@ -287,6 +287,9 @@ class MetricsConfig:
 
     every: int = 250  # sample-quality metrics every N generator steps and at the end (0: only at the end)
     n_samples: int = 1000  # generated samples per evaluation (digits, mixtures, geometry score)
+    # stacked digits: generated samples of the modes covered and the mode KL (>= 10,000: 10 per mode; the
+    # stacked-MNIST papers use 25,600-26,000)
+    n_mode_samples: int = 10000
     protocol: ProtocolName = ProtocolName.quick  # CIFAR-10 / STL-10 only
     inception_weights: Optional[str] = None  # a local Inception file, for machines without network
     # CIFAR-10 / STL-10: the torch-fidelity feature extractor by its registered name (null: its Inception v3)

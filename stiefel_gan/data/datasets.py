@@ -1,10 +1,10 @@
-"""Datasets for the GAN runner: digits (embedded), 2-D Gaussian mixtures, CIFAR-10, STL-10.
+"""Datasets for the GAN runner: digits and stacked digits (embedded), 2-D Gaussian mixtures, CIFAR-10, STL-10.
 
 Every image dataset yields ``(image, label)`` with ``image`` a float32 tensor ``(C, H, W)`` in
 ``[-1, 1]`` (the range of a ``tanh`` generator); the 2-D mixtures yield ``(point, mode)`` with
 ``point`` a float32 tensor ``(2,)``. All datasets are map-style and held in memory:
 
-- the digits and the mixtures are small :class:`~torch.utils.data.TensorDataset` s of floats;
+- the digits, the stacked digits and the mixtures are small :class:`~torch.utils.data.TensorDataset` s of floats;
 - CIFAR-10 and STL-10 are read by the real ``torchvision.datasets`` code and kept as
   :class:`UInt8ImageDataset`: ``uint8`` storage, converted to floats per item or per batch, because
   float32 would be four times larger (CIFAR-10: 0.6 GB instead of 0.15 GB; STL-10 unlabeled at 48x48:
@@ -30,14 +30,15 @@ from .images import (
     check_seed,
     load_cifar10,
     load_digits,
+    load_stacked_digits,
     load_stl10,
 )
 from .mixtures import DEFAULT_MIXTURE_SAMPLES, MIXTURES, sample_mixture
 
-DATASET_NAMES = ("digits", "ring8", "grid25", "cifar10", "stl10")
+DATASET_NAMES = ("digits", "stacked_digits", "ring8", "grid25", "cifar10", "stl10")
 
 #: Default image side per image dataset (STL-10 at 48 is the SN-GAN protocol, Miyato et al. 2018).
-DEFAULT_IMAGE_SIZE = {"digits": 16, "cifar10": 32, "stl10": 48}
+DEFAULT_IMAGE_SIZE = {"digits": 16, "stacked_digits": 16, "cifar10": 32, "stl10": 48}
 
 
 def _check_name(name: str) -> None:
@@ -75,7 +76,7 @@ def build_dataset(
     n_samples: int | None = None,
     split: str = "all",
 ) -> Dataset:
-    """Build dataset ``name`` (one of ``digits``, ``ring8``, ``grid25``, ``cifar10``, ``stl10``).
+    """Build dataset ``name`` (one of ``digits``, ``stacked_digits``, ``ring8``, ``grid25``, ``cifar10``, ``stl10``).
 
     Parameters
     ----------
@@ -84,25 +85,27 @@ def build_dataset(
     root : str or path
         Where CIFAR-10 / STL-10 live (or are downloaded to); unused by the others.
     image_size : int or None
-        Image side; ``None`` takes :data:`DEFAULT_IMAGE_SIZE` (digits 16, cifar10 32, stl10 48).
+        Image side; ``None`` takes :data:`DEFAULT_IMAGE_SIZE` (digits and stacked digits 16, cifar10 32,
+        stl10 48).
         Must be ``None`` for a mixture.
     download : bool
         Allow torchvision to download CIFAR-10 / STL-10.
     seed : int
-        Seed of the mixture sample; unused by the image datasets (they are files).
+        Seed of the mixture sample; unused by the image datasets (they are files, and the stacked digits one
+        fixed draw: :func:`~stiefel_gan.data.images.load_stacked_digits`).
     n_samples : int or None
         Mixtures: number of points drawn (``None``: :data:`DEFAULT_MIXTURE_SAMPLES`). Images: keep the
         first ``n_samples`` images (``None``: all of them).
     split : {"all", "train"}
         The digits: every image, or the training part of :func:`~stiefel_gan.data.images.digits_split`
-        (the held-out part is the metric's reference). The other datasets train on their training data
+        (the held-out part is the metric's reference); the stacked digits stack digits of that part. The other datasets train on their training data
         either way (CIFAR-10's training batches, STL-10's unlabeled images, a mixture's sample), so a
         digits study moved to them keeps its ``data.split=train``.
 
     Returns
     -------
     Dataset
-        A :class:`TensorDataset` (digits, mixtures) or :class:`UInt8ImageDataset` (cifar10, stl10).
+        A :class:`TensorDataset` (digits, stacked digits, mixtures) or :class:`UInt8ImageDataset` (cifar10, stl10).
 
     Raises
     ------
@@ -122,6 +125,8 @@ def build_dataset(
         return sample_mixture(name, DEFAULT_MIXTURE_SAMPLES if n_samples is None else n_samples, seed)
     if name == "digits":
         dataset = load_digits(side, split=split)
+    elif name == "stacked_digits":
+        dataset = load_stacked_digits(side, split=split)
     elif name == "cifar10":
         dataset = load_cifar10(root, download=download, train=True)
     else:

@@ -4,6 +4,9 @@
   digits with ``data.split=train``, else all of them), class coverage (also counting confident
   predictions only), the KL of the predicted-class histogram from uniform and, at the end of a
   ``data.split=train`` run, the memorization ratio (:mod:`stiefel_gan.metrics.digits`);
+- stacked_digits: modes covered (of 1,000), the fraction of samples whose three channels the digits
+  classifier is confident of, the KL of their mode histogram from uniform, on ``metrics.n_mode_samples``
+  (>= 10,000) samples (:mod:`stiefel_gan.metrics.stacked`);
 - ring8 / grid25: modes covered, high-quality fraction, KL of the mode histogram
   (:mod:`stiefel_gan.metrics.toy`);
 - cifar10 / stl10: IS / FID / KID through torch-fidelity with the configured protocol, the protocol's
@@ -49,6 +52,7 @@ from ..metrics import (
 )
 from ..metrics.fidelity import INCEPTION
 from ..metrics.geometry import GAMMA_PER_5000_POINTS
+from ..metrics.stacked import stacked_mode_metrics
 from .table import PREFIX, compared_keys
 
 EVAL_SEED_OFFSET = 2_000_029  # latents of the evaluation samples, apart from training's and the grids'
@@ -117,6 +121,8 @@ class SampleQuality:
         if self.name == "digits":
             self._digits = DigitsEvaluator(reference="held_out", image_size=cfg.data.image_size) \
                 if cfg.data.split == "train" else DigitsEvaluator()
+        elif self.name == "stacked_digits":  # only its classifier is used: each channel's probabilities
+            self._digits = DigitsEvaluator()
         self._real_rlt = None
 
     @torch.no_grad()
@@ -136,6 +142,8 @@ class SampleQuality:
         n = m.n_samples
         if self.name in ("cifar10", "stl10"):
             n = max(n, PROTOCOLS[m.protocol].n_generated)
+        elif self.name == "stacked_digits":
+            n = max(n, m.n_mode_samples)
         return self.evaluate(self.samples(generator, n), final)
 
     def evaluate(self, fake: torch.Tensor, final: bool = False) -> Evaluation:
@@ -144,7 +152,10 @@ class SampleQuality:
         for samples made without one (:mod:`stiefel_gan.measure.calibration`)."""
         m = self.cfg.metrics
         evaluation = Evaluation()
-        if self._digits is not None:
+        if self.name == "stacked_digits":
+            evaluation.add("mode_metrics", self.name,
+                           lambda: stacked_mode_metrics(fake[: m.n_mode_samples], self._digits))
+        elif self._digits is not None:
             evaluation.add("digits_fd", self.name, lambda: {"digits_fd": self._digits.frechet_distance(fake)})
             evaluation.add("class_coverage", self.name, lambda: self._digits.class_coverage(fake))
         elif self.name in MIXTURES:
@@ -152,7 +163,7 @@ class SampleQuality:
                 fake.numpy(), mixture_centers(self.name).numpy(), mixture_std(self.name)))
         else:
             evaluation.add("fidelity", self.name, lambda: self.fidelity(fake))
-        if final and self._digits is not None and self.cfg.data.split == "train":
+        if final and self.name == "digits" and self.cfg.data.split == "train":
             evaluation.add("memorization", self.name,
                            lambda: {"memorization_ratio": self._digits.memorization_ratio(fake[: m.n_samples])})
         if final and m.geometry_score:

@@ -210,6 +210,10 @@ class DigitsEvaluator:
         """Predicted digit of every image, shape ``(N,)``, int64."""
         return self._run(images, self.classifier).argmax(dim=1)
 
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Softmax over the 10 digits of every image, shape ``(N, 10)``, float32 on CPU."""
+        return torch.softmax(self._run(images, self.classifier), dim=1)
+
     def frechet_distance(self, fake_images: torch.Tensor) -> float:
         """Fréchet distance between the features of ``fake_images`` and of the real digits.
 

@@ -90,18 +90,27 @@ def mode_metrics(samples, centers, std: float, min_samples_per_mode: int = 1) ->
     counts = np.bincount(nearest_mode[high_quality], minlength=num_modes)
     num_high_quality = int(counts.sum())
 
-    if num_high_quality == 0:
-        mode_kl = float("nan")
-    else:
-        shares = counts / num_high_quality
-        occupied = shares > 0
-        mode_kl = float(np.sum(shares[occupied] * np.log(num_modes * shares[occupied])))
     return {
         "modes_covered": int(np.count_nonzero(counts >= min_samples_per_mode)),
         "n_modes": num_modes,
         "high_quality_fraction": num_high_quality / points.shape[0],
-        "mode_kl": mode_kl,
+        "mode_kl": kl_from_uniform(counts),
     }
+
+
+def kl_from_uniform(counts) -> float:
+    r"""KL of a mode histogram from uniform: :math:`\sum_m \hat p_m \log(M \hat p_m)`, :math:`\hat p = c / \sum c`.
+
+    ``counts`` are the ``M`` modes' sample counts (empty modes included: ``M`` is ``len(counts)``). Empty
+    modes contribute ``0 log 0 = 0`` exactly, so no smoothing is applied; 0 for a balanced histogram,
+    ``log M`` for one mode; NaN when no sample counted at all (the histogram is undefined).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    total = counts.sum()
+    if total == 0:
+        return float("nan")
+    shares = counts[counts > 0] / total
+    return float(np.sum(shares * np.log(len(counts) * shares)))
 
 
 def _as_float64_matrix(values, name: str) -> np.ndarray:
