@@ -3,6 +3,7 @@ the runs' own records, variant labels and tuning summaries, per-layer tables, fi
 
 import copy
 import dataclasses
+import functools
 import itertools
 import json
 
@@ -124,7 +125,8 @@ def test_quality_statistics_and_paired_differences_match_the_runs_records(sweep_
         stats[disc] = np.array(per_seed)  # seed x (final, last 3, AUC)
     row = rows["stiefel_fixed"]
     assert row["n"] == "2"
-    for column, index in (("final", 0), ("last 3", 1), ("AUC", 2)):
+    # each column names the evaluation steps it is taken over (1 to 4 here)
+    for column, index in (("final (step 4)", 0), ("last 3 (steps 2-4)", 1), ("AUC (steps 1-4)", 2)):
         mean, std = row[column].split(" ± ")
         assert float(mean) == pytest.approx(stats["stiefel_fixed"][:, index].mean(), rel=1e-3)
         assert float(std) == pytest.approx(np.std(stats["stiefel_fixed"][:, index], ddof=1), rel=0.05, abs=0.01)
@@ -285,24 +287,37 @@ def test_a_directory_of_runs_on_two_datasets_gets_one_report_per_dataset(tmp_pat
 
 # ----------------------------------------------------------------------------- declared comparisons, verdicts
 
+@functools.cache
+def saved_config(disc):
+    """The config a run with ``disc=<disc>`` saves, as plain values."""
+    return config_dict(compose_config([f"disc={disc}", "wandb.mode=disabled"]))
+
+
+def write_synthetic_run(root, label, seed, rows, disc="sn", report=None, **disc_keys):
+    """A run directory with the config a study's run would save (``disc_keys`` over its ``disc``,
+    ``report`` over its report section) and ``rows`` as its metrics.jsonl."""
+    config = copy.deepcopy(saved_config(disc))
+    config.update(name="study", variant=label, run_name=f"{label}-s{seed}")
+    config["train"]["seed"] = seed
+    config["disc"].update(disc_keys)
+    config["report"].update(report or {})
+    run_dir = root / f"{label}-s{seed}"
+    run_dir.mkdir(parents=True)
+    OmegaConf.save(OmegaConf.create(config), run_dir / CONFIG_FILE)
+    (run_dir / METRICS_FILE).write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return run_dir
+
+
 def write_synthetic_study(root, finals, comparisons, extra_metric=True):
     """Run directories with the config a study's run would save and a three-evaluation digits curve:
     ``finals`` maps each variant label to its per-seed final FD (``sn`` is the SN baseline)."""
-    configs = {kind: config_dict(compose_config([f"disc={kind}", "wandb.mode=disabled"]))
-               for kind in ("sn", "stiefel_fixed")}
     for label, values in finals.items():
         for seed, final in enumerate(values):
-            config = copy.deepcopy(configs["sn" if label == "sn" else "stiefel_fixed"])
-            config.update(name="study", variant=label, run_name=f"{label}-s{seed}")
-            config["train"]["seed"] = seed
-            config["report"]["comparisons"] = list(comparisons)
-            run_dir = root / f"{label}-s{seed}"
-            run_dir.mkdir(parents=True)
-            OmegaConf.save(OmegaConf.create(config), run_dir / CONFIG_FILE)
             rows = [{"step": step, "quality/digits_fd": value, **({"quality/classes_covered": 5.0 + seed % 3}
                                                                   if extra_metric else {})}
                     for step, value in ((100, 1500.0 + seed), (200, 1000.0 + final / 2), (300, final))]
-            (run_dir / METRICS_FILE).write_text("".join(json.dumps(row) + "\n" for row in rows))
+            write_synthetic_run(root, label, seed, rows, "sn" if label == "sn" else "stiefel_fixed",
+                                {"comparisons": list(comparisons)})
     return root
 
 
@@ -434,3 +449,112 @@ def test_a_report_of_one_seed_per_variant_says_it_is_a_demonstration(tuning_dir,
     assert "**One seed per variant to step 3: a demonstration, not a verdict.**" in one_seed
     assert "docs/results.md" in one_seed
     assert "demonstration" not in report  # two seeds a variant
+
+
+# ------------------------------------------------------------------------------- regression (report.regress_on)
+
+#: shape_gain's taus, each at two of its sigmas (fewer runs: a report reads every run's config)
+TAUS, SIGMAS = (0.25, 1.0, 4.0), (0.9, 1.2)
+REGRESS_ON = ["log(disc.tau)", "log(lipschitz/lower_bound@0)"]
+
+
+def write_shape_gain_study(root, rng, n_seeds, fd_per_log_tau, regress_on=REGRESS_ON):
+    """A shape_gain-like study on disk: SN, and every (tau, sigma) of a fixed svd curve, each seed with its own
+    offset. D's slope at step 0 falls with tau and grows as sigma^8 (the confound); the final FD is
+    ``500 + fd_per_log_tau * log(tau) + 80 * log(slope_0)`` plus the seed's offset and noise. The slope
+    logged at the last step is another number (what training made of it), so a fit that took it instead of
+    the step-0 value would not find these coefficients."""
+    truth = []
+    for seed in range(n_seeds):
+        offset = rng.normal(0, 30)
+        write_synthetic_run(root, "sn", seed, [{"step": 0, "lipschitz/lower_bound": 1.0},
+                                               {"step": 300, "quality/digits_fd": 600.0 + offset}],
+                            report={"regress_on": regress_on})
+        for tau, sigma in itertools.product(TAUS, SIGMAS):
+            slope = sigma ** 8 * tau ** -0.5 * np.exp(rng.normal(0, 0.1))
+            fd = 500 + fd_per_log_tau * np.log(tau) + 80 * np.log(slope) + offset + rng.normal(0, 5)
+            rows = [{"step": 0, "lipschitz/lower_bound": slope},
+                    {"step": 100, "quality/digits_fd": 1500.0},
+                    {"step": 200, "quality/digits_fd": 1000.0},
+                    {"step": 300, "quality/digits_fd": fd, "lipschitz/lower_bound": rng.uniform(1, 50)}]
+            write_synthetic_run(root, f"svd_tau{tau:g}_sigma{sigma:g}", seed, rows, "stiefel_fixed",
+                                {"regress_on": regress_on}, tau=tau, sigma=sigma)
+            truth.append((np.log(tau), np.log(slope), fd))
+    return np.array(truth)
+
+
+def regression_rows(report):
+    return {row["coefficient"]: row for row in table_after(report, "## Regression")}
+
+
+def interval_of(row):
+    low, high = row["95% interval"].strip("[]").split(", ")
+    return float(low), float(high)
+
+
+def test_the_regression_recovers_the_shape_effect_at_a_matched_slope(tmp_path):
+    rng = np.random.default_rng(0)
+    truth = write_shape_gain_study(tmp_path / "study", rng, n_seeds=6, fd_per_log_tau=-40.0)
+    report = write_comparison(find_run_dirs(tmp_path / "study"), tmp_path / "study").read_text()
+    rows = regression_rows(report)
+    assert list(rows) == ["intercept", *REGRESS_ON]
+    assert all((row["n runs"], row["n seeds"]) == ("36", "6") for row in rows.values())
+    # the same fit computed here from the records' own numbers
+    design = np.column_stack([np.ones(len(truth)), truth[:, :2]])
+    expected = np.linalg.lstsq(design, truth[:, 2], rcond=None)[0]
+    for (name, row), value in zip(rows.items(), expected):
+        assert float(row["estimate"]) == pytest.approx(value, rel=1e-3)
+    for name, true in (("log(disc.tau)", -40.0), ("log(lipschitz/lower_bound@0)", 80.0)):
+        low, high = interval_of(rows[name])
+        assert low < true < high and low < float(rows[name]["estimate"]) < high
+    assert f"`log(disc.tau)` explains {expected[1]:+.4g} of quality/digits_fd per unit at matched " \
+           "log(lipschitz/lower_bound@0)" in report and "which excludes 0" in report
+    assert "6 run(s) left out: 6 with disc.tau not read by disc.kind=sn." in report
+    assert "R² = " in report
+
+
+def test_without_a_shape_effect_the_regression_detects_none(tmp_path):
+    rng = np.random.default_rng(1)
+    write_shape_gain_study(tmp_path / "study", rng, n_seeds=6, fd_per_log_tau=0.0)
+    report = write_comparison(find_run_dirs(tmp_path / "study"), tmp_path / "study").read_text()
+    low, high = interval_of(regression_rows(report)["log(disc.tau)"])
+    assert low < 0 < high
+    assert "- `log(disc.tau)`: no effect detected: the 95% interval" in report
+    assert "`log(lipschitz/lower_bound@0)` explains" in report  # the slope still does
+
+
+def test_regress_on_given_to_the_report_command_replaces_the_studys(tmp_path):
+    rng = np.random.default_rng(2)
+    write_shape_gain_study(tmp_path / "study", rng, n_seeds=2, fd_per_log_tau=-40.0, regress_on=[])
+    assert main(["report", str(tmp_path / "study"), "report.regress_on=[disc.tau, disc.sigma]"]) == 0
+    rows = regression_rows((tmp_path / "study" / "report.md").read_text())
+    assert list(rows) == ["intercept", "disc.tau", "disc.sigma"] and rows["disc.tau"]["n seeds"] == "2"
+
+
+@pytest.mark.parametrize("setting, named", [
+    ("report.regress_on=[log(lipschitz/lower_bnd@0)]", ["no run logged lipschitz/lower_bnd", "lipschitz/lower_bound"]),
+    ("report.regress_on=[lipschitz/lower_bound@7]", ["at step 7", "logged at steps 0, 300"]),
+    ("report.regress_on=[disc.tauu]", ["disc.tauu is not a numeric key", "disc.tau"]),
+    ("report.regress_on=[log(disc.tau]", ["'log(disc.tau'", "log(KEY)"]),
+    ("report.regress_on=[disc.tau@0]", ["config key", "use disc.tau"]),
+])
+def test_a_regressor_the_runs_cannot_give_is_one_line_and_nothing_is_written(tmp_path, stops_in_one_line,
+                                                                              setting, named):
+    write_shape_gain_study(tmp_path / "study", np.random.default_rng(3), n_seeds=1, fd_per_log_tau=0.0,
+                           regress_on=[])
+    stops_in_one_line(["report", str(tmp_path / "study"), setting], *named)
+    assert not list(tmp_path.rglob("report.md")) and not list(tmp_path.rglob("*.png"))
+
+
+def test_a_study_config_with_a_bad_regressor_stops_before_its_runs(tmp_path, stops_in_one_line):
+    stops_in_one_line(["train", "report.regress_on=[disc.sigmaa]", "wandb.mode=disabled",
+                       f"out_dir={tmp_path / 'runs'}"], "disc.sigmaa is not a numeric key", "disc.sigma")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_step_ranges_say_steps_vary_where_runs_were_evaluated_differently(tmp_path):
+    for seed, steps in enumerate(((100, 200, 300), (100, 200, 300, 400))):
+        write_synthetic_run(tmp_path, "sn", seed, [{"step": s, "quality/digits_fd": 900.0 - s} for s in steps])
+    report = write_comparison(find_run_dirs(tmp_path), tmp_path).read_text()
+    (row,) = table_after(report, "### quality/digits_fd")
+    assert list(row)[2:5] == ["final (steps vary)", "last 3 (steps vary)", "AUC (steps vary)"]

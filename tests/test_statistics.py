@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from helpers import raises_one_line
 
+from stiefel_gan.measure.regression import clustered_least_squares
 from stiefel_gan.measure.statistics import (
     EXACT_SIGN_FLIP_PAIRS,
     PairedDifference,
@@ -165,3 +166,37 @@ def test_curve_statistics():
 ])
 def test_bad_input_is_a_one_line_error(call, named):
     raises_one_line(call, named)
+
+
+# ------------------------------------------------------------------------ least squares with a bootstrap over seeds
+
+def test_clustered_least_squares_fits_as_lstsq_and_resamples_seeds_not_runs():
+    rng = np.random.default_rng(0)
+    n_seeds, per_seed = 6, 8
+    seeds = np.repeat(np.arange(n_seeds), per_seed)
+    x = np.tile(rng.normal(size=(per_seed, 2)), (n_seeds, 1))  # every seed runs the same variants
+    # a seed's error is shared by all its runs: an offset of each seed, large next to the runs' own noise
+    y = 1.0 + 2.0 * x[:, 0] + rng.normal(0, 1.0, n_seeds)[seeds] + rng.normal(0, 0.1, len(seeds))
+    fit = clustered_least_squares(x, y, seeds, ["a", "b"])
+    expected = np.linalg.lstsq(np.column_stack([np.ones(len(y)), x]), y, rcond=None)[0]
+    np.testing.assert_allclose([c.estimate for c in fit.coefficients], expected, rtol=1e-10)
+    assert [c.name for c in fit.coefficients] == ["intercept", "a", "b"] and (fit.n_observations, fit.n_clusters) == (48, 6)
+    residual = y - np.column_stack([np.ones(len(y)), x]) @ expected
+    assert fit.r_squared == pytest.approx(1 - residual @ residual / np.sum((y - y.mean()) ** 2))
+    # resampling runs one by one counts the 8 runs of a seed as 8 draws of its offset: an intercept interval
+    # about sqrt(8) times narrower than the seeds' (which take it as the 6 draws it is)
+    by_run = clustered_least_squares(x, y, np.arange(len(y)), ["a", "b"])
+    width = fit.coefficients[0].high - fit.coefficients[0].low
+    assert width > 2 * (by_run.coefficients[0].high - by_run.coefficients[0].low)
+    assert fit.coefficients[0].low < 1.0 < fit.coefficients[0].high
+    assert fit.coefficients[1].excludes_zero and not fit.coefficients[2].excludes_zero
+    one_seed = clustered_least_squares(x[:per_seed], y[:per_seed], seeds[:per_seed], ["a", "b"])
+    assert all(np.isnan(c.low) and not c.excludes_zero for c in one_seed.coefficients)
+
+
+def test_clustered_least_squares_refuses_what_it_cannot_fit_in_one_line():
+    x = np.column_stack([np.arange(6.0), np.ones(6)])  # the second column is the intercept again
+    raises_one_line(lambda: clustered_least_squares(x, np.arange(6.0), [0, 0, 0, 1, 1, 1], ["a", "b"]),
+                    "a, b", "constant or a linear function")
+    raises_one_line(lambda: clustered_least_squares(x[:2, :1], np.arange(2.0), [0, 1], ["a"]),
+                    "2 runs", "more runs than coefficients")

@@ -2,7 +2,7 @@
 
     stiefel-gan train [hydra args...]          the Hydra app (stiefel_gan.commands.train): one run, or -m for a study
     stiefel-gan compare [overrides...]         the main job: SN vs the three Stiefel spectra on digits
-    stiefel-gan report RUN_OR_SWEEP_DIR...     report.md and plots from finished runs
+    stiefel-gan report RUN_OR_SWEEP_DIR... [report.KEY=VALUE...]   report.md and plots from finished runs
     stiefel-gan calibrate data=D [--out FILE]  what the metrics of D give samples of known quality (docs/metrics.md)
     stiefel-gan sweep STUDY [--local]          the study as a W&B sweep (configs/sweeps/STUDY.yaml)
     stiefel-gan dashboard --entity E --project P --study S [--dry-run FILE]   a W&B workspace
@@ -14,6 +14,7 @@ during a run keeps its traceback (exit status 1); a run stopped by SIGTERM / SIG
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -23,22 +24,52 @@ from .calibrate import calibrate_command
 from .compare import compare
 from .train import run_train
 
+#: a ``stiefel-gan report`` argument that sets a report setting rather than naming a directory
+REPORT_OVERRIDE = re.compile(r"^report\.\w+=")
+
+
+def report_overrides(items: list[str]) -> dict:
+    """``report.KEY=VALUE`` arguments of ``stiefel-gan report`` as ``{KEY: value}`` (values read as YAML,
+    ``report.regress_on=[disc.tau, log(lipschitz/lower_bound@0)]``), checked against the schema's
+    ``report`` section (:func:`~stiefel_gan.config.checks.check_report`): a UsageError in one line."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ..config.checks import check_report
+    from ..config.schema import ReportConfig
+
+    if not items:
+        return {}
+    try:
+        given = OmegaConf.from_dotlist(items)["report"]
+        merged = OmegaConf.merge(OmegaConf.structured(ReportConfig), given)
+        check_report(OmegaConf.to_object(merged))
+    except (OmegaConfBaseException, ValueError) as error:
+        raise UsageError(f"{' '.join(items)} is not allowed: {one_line(error)}") from None
+    return {key: OmegaConf.to_container(merged)[key] for key in given}
+
 
 def _report(args) -> int:
     from ..report.discovery import find_run_dirs
     from ..report.markdown import check_reports, write_reports
 
+    # report.KEY=VALUE among the directories: settings over the runs' own report section
+    overrides = report_overrides([item for item in args.dirs if REPORT_OVERRIDE.match(item)])
+    args.dirs = [item for item in args.dirs if not REPORT_OVERRIDE.match(item)]
+    if not args.dirs:
+        raise UsageError("report with no directory is not allowed: give run directories or directories holding runs")
     if args.out is not None and len(args.dirs) > 1:
         raise UsageError(f"--out {args.out} is not allowed with {len(args.dirs)} directories: give one directory "
                          "(its report goes to --out), or leave --out out (each report goes next to its runs)")
     try:
         targets = {Path(target): find_run_dirs(Path(target)) for target in args.dirs}
         for run_dirs in targets.values():  # every directory's runs checked before the first report is written
-            check_reports(run_dirs)
+            check_reports(run_dirs, overrides)
     except ValueError as error:
         raise UsageError(one_line(error)) from None
     for target, run_dirs in targets.items():
-        for report in write_reports(run_dirs, args.out or target, all_seed_samples=args.samples == "all"):
+        for report in write_reports(run_dirs, args.out or target, all_seed_samples=args.samples == "all",
+                                    overrides=overrides):
             print(report)
     return 0
 
@@ -81,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides on top of experiment=compare")
     p = sub.add_parser("report", help="write report.md and plots for run or sweep directories (one report per "
                                       "dataset: runs on several go to <dir>/<dataset>/)")
-    p.add_argument("dirs", nargs="+", help="run directories or directories holding runs")
+    p.add_argument("dirs", nargs="+", help="run directories or directories holding runs, and report.KEY=VALUE "
+                                            "settings over the runs' own (report.regress_on=[disc.tau,...])")
     p.add_argument("--out", type=Path, help="write report.md and its figures here (default: into the directory "
                                             "given), e.g. docs/figures/<study> to publish a study's report")
     p.add_argument("--samples", choices=("all", "median"), default="all",

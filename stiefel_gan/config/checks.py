@@ -45,6 +45,7 @@ from .schema import (
     config_dict,
     flatten,
     model_input_problem,
+    regress_on_problem,
 )
 
 
@@ -90,7 +91,7 @@ def check_config(cfg: Config, require_data: bool = True) -> None:
         _fail(f"data.split={cfg.data.split!r} is not allowed: use {' or '.join(DATA_SPLITS)}")
     _check_model(cfg)
     _check_metrics(cfg)
-    _check_report(cfg.report)
+    check_report(cfg.report)
     missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download) if require_data else None
     if missing:
         _fail(missing)
@@ -129,13 +130,17 @@ def _check_metrics(cfg: Config) -> None:
 
 #: ``disc.max_value``'s default: the grid's top value (SN's bound), a key no curve reads.
 GRID_MAX_VALUE_DEFAULT = DiscConfig.max_value
-def _check_report(report: ReportConfig) -> None:
-    """``report.alpha`` and ``report.statistic``; whether ``report.comparisons`` names the study's variants
-    needs the study's jobs (:func:`check_study`)."""
+def check_report(report: ReportConfig) -> None:
+    """``report.alpha``, ``report.statistic`` and ``report.regress_on`` (its form and its config keys:
+    :func:`~.schema.regress_on_problem`; its logged keys only the report can check); whether
+    ``report.comparisons`` names the study's variants needs the study's jobs (:func:`check_study`)."""
     if not 0 < report.alpha < 1:
         _fail(f"report.alpha={report.alpha} is not allowed: use a family-wise level in (0, 1), e.g. 0.05")
     if report.statistic not in REPORT_STATISTICS:
         _fail(f"report.statistic={report.statistic!r} is not allowed: use one of {', '.join(REPORT_STATISTICS)}")
+    problem = regress_on_problem(report.regress_on)
+    if problem is not None:
+        _fail(problem)
 
 
 def check_study(configs: Sequence[Config], study_presets: Sequence[str] = ()) -> None:

@@ -54,7 +54,7 @@ def disc_label(disc) -> str:
 
 #: what a study's report tests (``report.*``): it changes no run, so it makes no variant and may change on
 #: resume (a checkpoint written before the section existed has none)
-REPORT_KEYS = ("report.comparisons", "report.statistic", "report.alpha")
+REPORT_KEYS = ("report.comparisons", "report.statistic", "report.alpha", "report.regress_on")
 
 
 #: keys that may differ between a checkpoint's config and the config that resumes it

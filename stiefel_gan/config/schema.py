@@ -8,6 +8,8 @@ built or written.
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterable, List, Optional
@@ -239,6 +241,11 @@ class DiscConfig:
     layers: DiscLayersConfig = field(default_factory=DiscLayersConfig)
 
 
+#: the numeric ``disc`` keys only ``disc.kind=stiefel`` reads (its spectrum's): in another kind's config they
+#: hold defaults that describe nothing (an SN run has no tau)
+STIEFEL_ONLY_KEYS = ("disc.tau", "disc.eps", "disc.sigma", "disc.max_value", "disc.normalize_target")
+
+
 @dataclass
 class OptimConfig:
     """Optimizers of G and D. ``radam`` is :class:`~stiefel_gan.manifold.StiefelAdam` (geoopt's
@@ -343,6 +350,10 @@ class ReportConfig:
     comparisons: List[str] = field(default_factory=list)  # variant labels (the report's rows), not preset names
     statistic: str = "final"  # final | last | area (REPORT_STATISTICS)
     alpha: float = 0.05  # family-wise error rate of the declared comparisons
+    # the headline's statistic per run fitted on these, with an intercept (docs/report.md, "Regression"):
+    # config keys (disc.tau) or logged keys (lipschitz/lower_bound, its final value; @0: at step 0), each
+    # optionally log(...)
+    regress_on: List[str] = field(default_factory=list)
 
 
 def comparisons_problem(comparisons: List[str], variants, sn_variants) -> str | None:
@@ -367,6 +378,69 @@ def comparisons_problem(comparisons: List[str], variants, sn_variants) -> str | 
     if repeated:
         return (f"report.comparisons={list(comparisons)} is not allowed: {repeated[0]!r} is listed twice; "
                 "declare each comparison once")
+    return None
+
+
+@dataclass(frozen=True)
+class Regressor:
+    """One entry of ``report.regress_on``: ``key`` a config key (dotted, ``disc.tau``) or a logged key
+    (with a ``/``, ``lipschitz/lower_bound``); ``step`` the step whose logged value is used (None: the
+    run's last value of the key); ``log``: the natural log of the value."""
+
+    key: str
+    step: Optional[int] = None
+    log: bool = False
+
+    @property
+    def logged(self) -> bool:
+        return "/" in self.key
+
+    def __str__(self) -> str:
+        term = self.key + ("" if self.step is None else f"@{self.step}")
+        return f"log({term})" if self.log else term
+
+
+#: one ``report.regress_on`` entry: ``key``, ``key@step`` or either inside ``log(...)``
+_REGRESSOR = re.compile(r"^(?:log\((?P<inner>[^()]*)\)|(?P<plain>[^()]*))$")
+_TERM = re.compile(r"^(?P<key>[A-Za-z_][\w.]*(?:/[\w./]+)?)(?:@(?P<step>\d+))?$")
+REGRESSOR_FORMS = "KEY, KEY@STEP or log(KEY), log(KEY@STEP), e.g. log(disc.tau) or log(lipschitz/lower_bound@0)"
+
+
+def parse_regressor(entry: str) -> Regressor:
+    """A ``report.regress_on`` entry as a :class:`Regressor`; a one-line ValueError for a malformed one.
+    ``@STEP`` belongs to logged keys only: a config key has one value per run."""
+    match = _REGRESSOR.match(str(entry).strip())
+    term = None if match is None else _TERM.match((match["inner"] if match["inner"] is not None
+                                                   else match["plain"]).strip())
+    if term is None:
+        raise ValueError(f"report.regress_on entry {entry!r} is not allowed: use {REGRESSOR_FORMS}")
+    regressor = Regressor(term["key"], None if term["step"] is None else int(term["step"]), match["inner"] is not None)
+    if regressor.step is not None and not regressor.logged:
+        raise ValueError(f"report.regress_on entry {entry!r} is not allowed: @STEP picks a logged key's value at a "
+                         f"step, and {regressor.key} is a config key (one value per run); use {regressor.key}")
+    return regressor
+
+
+def regress_on_problem(entries: List[str]) -> str | None:
+    """Why ``report.regress_on`` cannot be fitted, from the config alone (one line), or None: each entry
+    well formed (:func:`parse_regressor`), listed once, and each config key a numeric key of the schema.
+    Whether a logged key was logged can only be known from the runs (the report checks it)."""
+    numeric = {key for key, value in flatten(config_dict(Config())).items()
+               if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))}
+    seen = set()
+    for entry in entries:
+        try:
+            regressor = parse_regressor(entry)
+        except ValueError as error:
+            return str(error)
+        if str(regressor) in seen:
+            return f"report.regress_on={list(entries)} is not allowed: {entry!r} is listed twice; name each regressor once"
+        seen.add(str(regressor))
+        if not regressor.logged and regressor.key not in numeric:
+            close = difflib.get_close_matches(regressor.key, sorted(numeric), n=3) or ["disc.tau", "disc.sigma",
+                                                                                         "disc.gain"]
+            return (f"report.regress_on entry {entry!r} is not allowed: {regressor.key} is not a numeric key of the "
+                    f"config; use one such as {', '.join(close)}, or a logged key such as lipschitz/lower_bound")
     return None
 
 

@@ -42,7 +42,8 @@ def load_config(run_dir: Path) -> dict:
     return OmegaConf.to_container(OmegaConf.load(RunDir(run_dir).config))
 
 
-def _lookup(config: dict, dotted: str):
+def lookup(config: dict, dotted: str):
+    """The value of a dotted key (``disc.tau``) in a nested config; a KeyError where it has none."""
     node = config
     for part in dotted.split("."):
         node = node[part]
@@ -62,7 +63,7 @@ def _labels_by_differing_keys(configs: dict[Path, dict]) -> dict[Path, str]:
     # show the discriminator first; disc knobs that only belong to one discriminator are implied by it
     varying = {k for k in varying if not k.startswith("disc.")
                or len({(discs[d], f.get(k)) for d, f in flats.items()}) > len(set(discs.values()))}
-    return {d: " ".join([discs[d]] + [f"{key}={_lookup(c, key)}" for key in sorted(varying)])
+    return {d: " ".join([discs[d]] + [f"{key}={lookup(c, key)}" for key in sorted(varying)])
             for d, c in configs.items()}
 
 

@@ -29,7 +29,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..config.paths import REPORT_FILE
-from ..config.schema import REPORT_STATISTICS, ReportConfig
+from ..config.schema import REPORT_STATISTICS, ReportConfig, parse_regressor
+from ..measure.regression import BOOTSTRAP_RESAMPLES, INTERCEPT, Coefficient
 from ..measure.statistics import (
     EXACT_SIGN_FLIP_PAIRS,
     LAST_EVALUATIONS,
@@ -41,6 +42,7 @@ from ..measure.statistics import (
     smallest_sign_flip_p_value,
     summarize,
 )
+from ..run.records import read_metrics
 from .discovery import SETTING_SEPARATOR, Run, group_variants, load_config, load_runs, records_by_layer
 from .figures import plot_curves, plot_gradient_norms, plot_operator_spectra, plot_samples, plot_spectra
 from .summary import (
@@ -50,6 +52,7 @@ from .summary import (
     PER_LAYER_PREFIXES,
     PREFIX,
     Baseline,
+    HeadlineRegression,
     baseline_check,
     better_direction,
     choose_baseline,
@@ -57,6 +60,7 @@ from .summary import (
     difference_from_baseline,
     format_number,
     headline_key,
+    headline_regression,
     metric_name,
     quality_keys,
     ranking_value,
@@ -106,6 +110,27 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def _step_range(first: int, last: int) -> str:
+    return f"step {last}" if first == last else f"steps {first}-{last}"
+
+
+def statistic_steps(runs: dict[str, list[Run]], key: str) -> dict[str, str]:
+    """Per statistic of :data:`~stiefel_gan.config.schema.REPORT_STATISTICS`, the evaluation steps of ``key``
+    it is taken over, from the runs' own records (``"steps 250-500"``), or ``"steps vary"`` where runs
+    differ: the final value is the last evaluation, ``last`` the last :data:`LAST_EVALUATIONS`, the area
+    the whole curve."""
+    ranges: dict[str, set[str]] = defaultdict(set)
+    for rs in runs.values():
+        for run in rs:
+            steps = run.curve(key)[0]
+            if steps:
+                ranges["final"].add(_step_range(steps[-1], steps[-1]))
+                ranges["last"].add(_step_range(steps[-LAST_EVALUATIONS:][0], steps[-1]))
+                ranges["area"].add(_step_range(steps[0], steps[-1]))
+    return {s: (next(iter(ranges[s])) if len(ranges[s]) == 1 else "steps vary") for s in REPORT_STATISTICS
+            if ranges[s]}
+
+
 def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseline, report_config: ReportConfig,
                    decisions: dict[str, TestedDifference], headline: str, lost: dict[str, str] | None = None) -> list[str]:
     """One table per quality key; the cells of the declared comparisons (``decisions``: row ``label``,
@@ -117,7 +142,9 @@ def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseli
     for key in keys:
         direction = better_direction(key)
         lines += ["", f"### {key}" + (f" ({direction} is better)" if direction else ""), ""]
-        header = ["variant", "n"] + [STATISTIC_NAMES[s][1] for s in REPORT_STATISTICS]
+        steps = statistic_steps(runs, key)
+        header = ["variant", "n"] + [STATISTIC_NAMES[s][1] + (f" ({steps[s]})" if s in steps else "")
+                                     for s in REPORT_STATISTICS]
         if baseline.label is not None:
             header += [f"Δ {STATISTIC_NAMES[s][1]}" + (f" vs {baseline.label}" if s == REPORT_STATISTICS[0] else "")
                        for s in REPORT_STATISTICS]
@@ -184,6 +211,56 @@ def declared_section(baseline: Baseline, report_config: ReportConfig, decisions:
     elif short := [label for label, t in decisions.items() if t.difference.n < last_step]:
         lines += [f"{', '.join(short)}: fewer than {last_step} paired seeds, so no verdict was possible for it, "
                   "whatever the difference."]
+    return lines + [""]
+
+
+def _interval(coefficient: Coefficient) -> str:
+    if math.isnan(coefficient.low):
+        return "-"
+    return f"[{format_number(coefficient.low)}, {format_number(coefficient.high)}]"
+
+
+def regression_sentence(coefficient: Coefficient, regression: HeadlineRegression) -> str:
+    """Whether one coefficient's interval excludes 0, in words, with the other regressors named as held fixed."""
+    others = [name for name in regression.regressors if name != coefficient.name]
+    held = f" at matched {', '.join(others)}" if others else ""
+    level = f"{regression.fit.confidence:.0%}"
+    if math.isnan(coefficient.low):
+        return (f"- `{coefficient.name}`: {format_number(coefficient.estimate)} per unit{held}; no interval "
+                "(one seed: nothing to resample).")
+    if coefficient.excludes_zero:
+        return (f"- `{coefficient.name}` explains {coefficient.estimate:+.4g} of {regression.key} per unit{held}: "
+                f"{level} interval {_interval(coefficient)}, which excludes 0.")
+    return (f"- `{coefficient.name}`: no effect detected: the {level} interval {_interval(coefficient)} contains 0 "
+            f"(estimate {coefficient.estimate:+.4g} per unit{held}).")
+
+
+def regression_section(regression: HeadlineRegression | None) -> list[str]:
+    """``report.regress_on``: the fit's table (coefficient, estimate, interval, runs, seeds), R^2, the runs
+    left out and why, and a sentence per regressor saying whether its interval excludes 0."""
+    if regression is None:
+        return []
+    left = sum(regression.left_out.values())
+    left_text = (f" {left} run(s) left out: " + "; ".join(f"{count} with {why}" for why, count in
+                                                           sorted(regression.left_out.items())) + "."
+                 if left else " No run was left out.")
+    lines = ["## Regression", "",
+             f"The {STATISTIC_NAMES[regression.statistic][0]} of {regression.key} per run (`report.statistic`), "
+             f"fitted by least squares on {', '.join(f'`{name}`' for name in regression.regressors)} with an "
+             "intercept (`report.regress_on`) over every run that has them all: a config key is the run's value "
+             "(spectrum keys only for disc.kind=stiefel), a logged key its last value (`@STEP`: its value at that "
+             "step), `log(...)` its natural log." + left_text]
+    if regression.fit is None:
+        return lines + ["", f"Not fitted: {regression.problem}.", ""]
+    fit = regression.fit
+    lines += ["", f"Intervals: {fit.confidence:.0%} percentile bootstrap over seeds ({BOOTSTRAP_RESAMPLES} draws of "
+              f"{fit.n_clusters} seeds with replacement, all runs of a drawn seed together: seeds pair the variants). "
+              "With few seeds they are too narrow (docs/report.md, \"Regression\").", ""]
+    rows = [[c.name, format_number(c.estimate), _interval(c), str(fit.n_observations), str(fit.n_clusters)]
+            for c in fit.coefficients]
+    lines += _table(["coefficient", "estimate", f"{fit.confidence:.0%} interval", "n runs", "n seeds"], rows)
+    lines += ["", f"R² = {format_number(fit.r_squared)}.", ""]
+    lines += [regression_sentence(c, regression) for c in fit.coefficients if c.name != INTERCEPT]
     return lines + [""]
 
 
@@ -329,36 +406,48 @@ def runs_by_dataset(run_dirs: list[Path]) -> dict[str, list[Path]]:
     return dict(sorted(by_dataset.items()))
 
 
-def check_reports(run_dirs: list[Path]) -> None:
-    """What :func:`write_reports` refuses, from the runs' configs alone (their ``report`` section against
-    the variants found: :func:`~stiefel_gan.report.summary.report_settings`), so that a command reporting
+def check_reports(run_dirs: list[Path], overrides: dict | None = None) -> None:
+    """What :func:`write_reports` refuses, from the runs' configs (their ``report`` section, with
+    ``overrides`` on top, against the variants found: :func:`~stiefel_gan.report.summary.report_settings`)
+    and, where ``report.regress_on`` names a logged key, their logged rows, so that a command reporting
     several directories refuses before it writes any: a one-line ValueError."""
     for dirs in runs_by_dataset(run_dirs).values():
-        report_settings({label: [Run(d, load_config(d), rows=[]) for d in group]
-                         for label, group in group_variants(dirs).items()})
+        configs = {d: load_config(d) for d in dirs}
+        regress_on = (overrides or {}).get("regress_on") or next(
+            (c["report"].get("regress_on", []) for c in configs.values() if "report" in c), [])
+        try:
+            needs_rows = any(parse_regressor(entry).logged for entry in regress_on)
+        except ValueError:  # report_settings says what is wrong with it
+            needs_rows = False
+        report_settings({label: [Run(d, configs[d], rows=read_metrics(d) if needs_rows else []) for d in group]
+                         for label, group in group_variants(dirs).items()}, overrides)
 
 
-def write_reports(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> list[Path]:
+def write_reports(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True,
+                  overrides: dict | None = None) -> list[Path]:
     """:func:`write_comparison` of the runs, one report per dataset: runs on different data compare nothing
     (a study over ``data=ring8,grid25`` gets ``out_dir/ring8/report.md`` and ``out_dir/grid25/report.md``,
     each against its own SN baseline). Every dataset's runs are checked (:func:`check_reports`) before the
-    first report is written."""
-    check_reports(run_dirs)
+    first report is written. ``overrides``: ``report`` settings over the runs' own (``{"regress_on": [...]}``)."""
+    check_reports(run_dirs, overrides)
     by_dataset = runs_by_dataset(run_dirs)
     if len(by_dataset) == 1:
-        return [write_comparison(run_dirs, out_dir, all_seed_samples)]
-    return [write_comparison(dirs, Path(out_dir) / dataset, all_seed_samples) for dataset, dirs in by_dataset.items()]
+        return [write_comparison(run_dirs, out_dir, all_seed_samples, overrides)]
+    return [write_comparison(dirs, Path(out_dir) / dataset, all_seed_samples, overrides)
+            for dataset, dirs in by_dataset.items()]
 
 
-def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True) -> Path:
+def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool = True,
+                     overrides: dict | None = None) -> Path:
     """Write ``out_dir/report.md`` and its figures comparing the runs' variants (module docstring);
-    ``all_seed_samples=False`` leaves out ``samples_all_seeds.png``, the one figure that grows with the seeds.
-    A ``report`` section that does not fit the runs found is a one-line ValueError, before anything is written."""
+    ``all_seed_samples=False`` leaves out ``samples_all_seeds.png``, the one figure that grows with the seeds;
+    ``overrides``: ``report`` settings over the runs' own. A ``report`` section that does not fit the runs
+    found is a one-line ValueError, before anything is written."""
     groups = group_variants(run_dirs)
     every = load_runs(groups)
     lost = lost_seeds(every)
     runs = {label: kept for label, rs in every.items() if (kept := [r for r in rs if r.finished])}
-    report_config = report_settings(runs)
+    report_config = report_settings(runs, overrides)
     keys = quality_keys(runs)
     primary = keys[0] if keys else None
     baseline = choose_baseline(runs, primary)
@@ -366,6 +455,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
         runs = {baseline.label: runs[baseline.label], **{k: v for k, v in runs.items() if k != baseline.label}}
     headline = headline_key(runs)
     decisions = declared_decisions(runs, baseline, headline, report_config)
+    regression = headline_regression(runs, headline, report_config)
     labelled = any(r.config.get("variant") for rs in runs.values() for r in rs)
     all_keys = set().union(*(r.keys() for rs in runs.values() for r in rs))
     settings = sorted(k for k in all_keys if k.startswith(PREFIX) and metric_name(k) in MEASUREMENT_SETTINGS)
@@ -382,7 +472,8 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
              f"Baseline: **{baseline.label}** ({baseline.reason})." if baseline.label
              else f"Baseline: none ({baseline.reason}).",
              f"Per variant over seeds: mean ± std of the final value, of the mean of the last {LAST_EVALUATIONS} "
-             "evaluations and of the area under the curve (its time average); n is the number of seeds. "
+             "evaluations and of the area under the curve (its time average), each over the evaluation steps "
+             "its column names (from the runs' records); n is the number of seeds. "
              "Δ: variant minus baseline paired by seed, the mean difference (p: its two-sided sign-flip p-value, "
              f"exact up to {EXACT_SIGN_FLIP_PAIRS} seeds, not corrected for the table's many cells; SD: the mean "
              "difference in baseline seed SDs, the ± of the baseline's row). Verdict words only for the "
@@ -392,6 +483,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     lines += unfinished_table(every)
     lines += baseline_check(runs, baseline, primary)
     lines += declared_section(baseline, report_config, decisions, headline)
+    lines += regression_section(regression)
     if keys:
         lines += ["## Sample quality"] + quality_tables(runs, keys, baseline, report_config, decisions, headline, lost)
     if settings:

@@ -6,6 +6,7 @@ difference from it, and the study's declared comparisons with their verdicts.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from collections import defaultdict
@@ -13,7 +14,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config.schema import ReportConfig, comparisons_problem
+from ..config.schema import (
+    STIEFEL_ONLY_KEYS,
+    Regressor,
+    ReportConfig,
+    comparisons_problem,
+    parse_regressor,
+    regress_on_problem,
+)
+from ..measure.regression import ClusteredFit, clustered_least_squares
 from ..measure.statistics import (
     PairedDifference,
     TestedDifference,
@@ -25,7 +34,7 @@ from ..measure.statistics import (
 )
 from ..measure.table import HEADLINE as DATASET_HEADLINES
 from ..measure.table import METRICS, PREFIX, REPORT_RANKING, goal_of
-from .discovery import SETTING_SEPARATOR, Run
+from .discovery import SETTING_SEPARATOR, Run, lookup
 
 #: losses and D's mean outputs: their own table, in this order
 HEADLINE = ("loss/d", "loss/g", "d/real", "d/fake")
@@ -201,21 +210,135 @@ def difference_from_baseline(runs: dict[str, list[Run]], label: str, baseline: B
                              seed_statistic(runs[baseline.label], key, statistic))
 
 
-def report_settings(runs: dict[str, list[Run]]) -> ReportConfig:
-    """The ``report`` section the runs were made with, checked against the variants found: a one-line
-    ValueError when the runs declare different sections or a comparison the runs do not hold
-    (:func:`~stiefel_gan.config.schema.comparisons_problem`). Runs made before the section existed carry
-    none and declare nothing."""
+def report_settings(runs: dict[str, list[Run]], overrides: dict | None = None) -> ReportConfig:
+    """The ``report`` section the runs were made with, with ``overrides`` (``stiefel-gan report``'s
+    ``report.KEY=VALUE`` arguments) on top, checked against the variants found: a one-line ValueError when
+    the runs declare different sections, a comparison the runs do not hold
+    (:func:`~stiefel_gan.config.schema.comparisons_problem`) or a ``report.regress_on`` they cannot give
+    (:func:`regression_problem`; its logged keys only where the runs' rows were read). Runs made before
+    the section existed carry none and declare nothing."""
     sections = {json.dumps(r.config["report"], sort_keys=True)
                 for rs in runs.values() for r in rs if "report" in r.config}
     if len(sections) > 1:
         raise ValueError(f"runs with report sections {'; '.join(sorted(sections))} are not allowed in one report: "
                          "report the runs of one study (its config declares one report section)")
-    report_config = ReportConfig(**json.loads(sections.pop())) if sections else ReportConfig()
-    problem = comparisons_problem(report_config.comparisons, set(runs), sn_variants(runs))
+    report_config = ReportConfig(**{**(json.loads(sections.pop()) if sections else {}), **(overrides or {})})
+    problem = (comparisons_problem(report_config.comparisons, set(runs), sn_variants(runs))
+               or regression_problem(runs, report_config.regress_on))
     if problem is not None:
         raise ValueError(f"{problem} (the runs found)")
     return report_config
+
+
+def _examples(keys, near: str) -> str:
+    """A few of ``keys`` for a message: those closest to ``near`` first."""
+    keys = sorted(keys)
+    close = difflib.get_close_matches(near, keys, n=3, cutoff=0.5)
+    return ", ".join(close + [k for k in keys if k not in close][:max(0, 4 - len(close))]) or "none"
+
+
+def regression_problem(runs: dict[str, list[Run]], regress_on: list[str]) -> str | None:
+    """Why the runs cannot give ``report.regress_on`` (one line), or None: its form and config keys
+    (:func:`~stiefel_gan.config.schema.regress_on_problem`), a config key no run's config has, a logged
+    key no run logged (or none at the ``@STEP`` named). Logged keys are checked only when some run's rows
+    were read (:func:`~stiefel_gan.report.markdown.check_reports` reads them when a logged key is named)."""
+    problem = regress_on_problem(regress_on)
+    if problem is not None:
+        return problem
+    every = [r for rs in runs.values() for r in rs]
+    logged = set().union(*(r.keys() for r in every)) if every else set()
+    for entry in regress_on:
+        regressor = parse_regressor(entry)
+        if not regressor.logged:
+            if not any(_has_config_key(r.config, regressor.key) for r in every):
+                return f"report.regress_on entry {entry!r} is not allowed: no run's config has {regressor.key}"
+        elif logged:
+            if regressor.key not in logged:
+                return (f"report.regress_on entry {entry!r} is not allowed: no run logged {regressor.key}; "
+                        f"logged keys include {_examples(logged - {'step'}, regressor.key)}")
+            steps = set().union(*(r.curve(regressor.key)[0] for r in every))
+            if regressor.step is not None and regressor.step not in steps:
+                return (f"report.regress_on entry {entry!r} is not allowed: no run logged {regressor.key} at step "
+                        f"{regressor.step}; it was logged at steps {', '.join(map(str, sorted(steps)[:6]))}"
+                        + (", ..." if len(steps) > 6 else ""))
+    return None
+
+
+def _has_config_key(config: dict, key: str) -> bool:
+    try:
+        lookup(config, key)
+    except (KeyError, TypeError):
+        return False
+    return True
+
+
+def regressor_value(run: Run, regressor: Regressor) -> tuple[float, str | None]:
+    """``(value, None)``, or ``(NaN, why the run has none)``: a config key from the run's config (a
+    spectrum key, :data:`~stiefel_gan.config.schema.STIEFEL_ONLY_KEYS`, only where ``disc.kind`` is
+    ``stiefel``: another kind does not read it); a logged key's last finite value, or its value at
+    ``regressor.step``; the natural log of a positive value for ``log(...)``."""
+    if regressor.logged:
+        by_step = dict(zip(*run.curve(regressor.key)))
+        if regressor.step is None:
+            value = by_step[max(by_step)] if by_step else math.nan
+        else:
+            value = by_step.get(regressor.step, math.nan)
+        if math.isnan(value):
+            return math.nan, f"{regressor.key} not logged" + ("" if regressor.step is None else f" at step {regressor.step}")
+    else:
+        kind = run.config["disc"]["kind"]
+        if regressor.key in STIEFEL_ONLY_KEYS and kind != "stiefel":
+            return math.nan, f"{regressor.key} not read by disc.kind={kind}"
+        value = lookup(run.config, regressor.key) if _has_config_key(run.config, regressor.key) else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            return math.nan, f"{regressor.key} not a number"
+    if regressor.log:
+        if not value > 0:
+            return math.nan, f"{regressor.key} <= 0 under log"
+        value = math.log(value)
+    return float(value), None
+
+
+@dataclass(frozen=True)
+class HeadlineRegression:
+    """:func:`headline_regression`: the fit (None where it could not be made, ``problem`` says why), the
+    regressors as written, and how many runs were left out for each reason."""
+
+    key: str
+    statistic: str
+    regressors: tuple[str, ...]
+    fit: ClusteredFit | None
+    left_out: dict[str, int]
+    problem: str | None = None
+
+
+def headline_regression(runs: dict[str, list[Run]], key: str, report_config: ReportConfig) -> HeadlineRegression | None:
+    """``report_config.statistic`` of ``key`` per run fitted on ``report_config.regress_on`` with an
+    intercept over every run that has all of them (:func:`regressor_value`), with intervals from a bootstrap
+    over seeds (:func:`~stiefel_gan.measure.regression.clustered_least_squares`). None when nothing is named."""
+    if not report_config.regress_on:
+        return None
+    regressors = [parse_regressor(entry) for entry in report_config.regress_on]
+    rows, outcomes, seeds, left_out = [], [], [], defaultdict(int)
+    for rs in runs.values():
+        for run in rs:
+            values = [regressor_value(run, regressor) for regressor in regressors]
+            outcome = getattr(curve_statistics(run, key), report_config.statistic)
+            why = next((reason for _, reason in values if reason is not None),
+                       None if math.isfinite(outcome) else f"no {key}")
+            if why is not None:
+                left_out[why] += 1
+                continue
+            rows.append([value for value, _ in values])
+            outcomes.append(outcome)
+            seeds.append(run.seed)
+    names = tuple(map(str, regressors))
+    try:
+        fit = clustered_least_squares(np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names)), outcomes,
+                                      seeds, names)
+    except ValueError as error:
+        return HeadlineRegression(key, report_config.statistic, names, None, dict(left_out), str(error))
+    return HeadlineRegression(key, report_config.statistic, names, fit, dict(left_out))
 
 
 def headline_key(runs: dict[str, list[Run]]) -> str:
