@@ -89,7 +89,11 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
     assert not any("baseline" in run_tags(cfg) for cfg in configs if cfg.disc.kind != "sn")
     if study == "tuning":  # <method>@<setting>: the method part groups the settings of a grid
         assert all("@" in label for label in labels)
-        assert {label.split("@")[0] for label in labels} == {"sn", "stiefel_radam"}
+        methods = {label.split("@")[0] for label in labels}
+        assert methods == {"sn", "sn_miyato", "fair_sn", "radam_matrix", "radam_entry", "rsgd"}
+        assert all(sum(label.startswith(f"{method}@") for label in labels) == 6 for method in methods)
+        assert {cfg.optim.preset for cfg in configs if cfg.variant.startswith("sn_miyato@")} == set("ABCDEF")
+        assert all(cfg.tuning.confirm_seeds == list(range(10, 18)) for cfg in configs)
     elif study == "optimizers":  # each optimizer over its learning-rate grid, next to the SN baseline
         assert {label.split("@")[0] for label in labels} == {"sn", "radam_matrix", "rsgd", "radam_entry"}
         assert all(len([label for label in labels if label.startswith(f"{method}@")]) >= 3

@@ -4,6 +4,7 @@
     stiefel-gan compare [overrides...]         the main job: SN vs the three Stiefel spectra on digits
     stiefel-gan report RUN_OR_SWEEP_DIR... [report.KEY=VALUE...]   report.md and plots from finished runs
     stiefel-gan calibrate data=D [--out FILE]  what the metrics of D give samples of known quality (docs/metrics.md)
+    stiefel-gan confirm STUDY_DIR [overrides]  a tuning study's confirm step: every method's best on its confirm seeds
     stiefel-gan sweep STUDY [--local]          the study as a W&B sweep (configs/sweeps/STUDY.yaml)
     stiefel-gan dashboard --entity E --project P --study S [--dry-run FILE]   a W&B workspace
 
@@ -74,6 +75,17 @@ def _report(args) -> int:
     return 0
 
 
+def _confirm(args) -> int:
+    from ..report.tuning import confirm_command, confirm_plan
+
+    try:
+        overrides = confirm_plan(Path(args.dir), args.overrides)
+    except ValueError as error:
+        raise UsageError(one_line(error)) from None
+    print(confirm_command(overrides))
+    return 0 if args.dry_run else run_train(["-m", *overrides])
+
+
 def _sweep(args) -> int:
     from .sweeps import create_sweep, run_local_sweep
 
@@ -124,6 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="Hydra overrides: data=digits|ring8|grid25, metrics.n_samples=...")
     p.add_argument("--out", type=Path, help="the markdown file to write the dataset's block into (default: "
                                             "docs/metrics.md, from the repository's root)")
+    p = sub.add_parser("confirm", help="a tuning study's confirm step: run every method's best setting (chosen on "
+                                       "the selection seeds) on the study's confirm seeds (docs/studies.md)")
+    p.add_argument("dir", help="the tuning study's directory (runs/tuning)")
+    p.add_argument("--dry-run", action="store_true", help="print the command, run nothing")
+    p.add_argument("overrides", nargs="*", help="the selection sweep's own overrides (train.steps=...), if any")
     p = sub.add_parser("sweep", help="a study as a W&B sweep (configs/sweeps/STUDY.yaml): create it, or run it "
                                      "here with --local")
     p.add_argument("study", help="the name of a configs/sweeps/*.yaml file")
@@ -153,7 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         if not hasattr(args, "overrides") or any(item.startswith("-") for item in unknown):
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         args.overrides += unknown
-    handlers = {"compare": compare, "calibrate": calibrate_command, "report": _report, "sweep": _sweep, "dashboard": _dashboard}
+    handlers = {"compare": compare, "calibrate": calibrate_command, "report": _report, "confirm": _confirm,
+                "sweep": _sweep, "dashboard": _dashboard}
     try:
         return handlers[args.command](args)
     except UsageError as error:  # raised before anything runs or is written; anything else is a bug

@@ -36,6 +36,7 @@ from ..metrics.stacked import MIN_MODE_SAMPLES
 from .compose import UsageError, compose_config, job_config, one_line
 from .naming import RESUMABLE_KEYS, disc_label
 from .paths import RunDir
+from .tuning import tuning_problem, tuning_seeds_problem
 from .schema import (
     REPORT_STATISTICS,
     Config,
@@ -92,6 +93,9 @@ def check_config(cfg: Config, require_data: bool = True) -> None:
     _check_model(cfg)
     _check_metrics(cfg)
     check_report(cfg.report)
+    tuning = tuning_seeds_problem(cfg.tuning)
+    if tuning is not None:
+        _fail(tuning)
     missing = missing_dataset(cfg.data.name, cfg.data.root, cfg.data.download) if require_data else None
     if missing:
         _fail(missing)
@@ -158,6 +162,7 @@ def check_study(configs: Sequence[Config], study_presets: Sequence[str] = ()) ->
     if len(sections) > 1:
         raise UsageError(f"report sections {'; '.join(sorted(sections))} are not allowed in one study: its jobs "
                          "declare one report section (set report.* for the whole study, not per job)")
+    _check_study_tuning(configs, study_presets)
     if not configs or not configs[0].report.comparisons:
         return
     comparisons = configs[0].report.comparisons
@@ -166,6 +171,25 @@ def check_study(configs: Sequence[Config], study_presets: Sequence[str] = ()) ->
         for preset in (compose_config([f"variant={name}"]) for name in study_presets):
             is_sn.setdefault(preset.variant, preset.disc.kind == "sn")
     problem = comparisons_problem(comparisons, set(is_sn), {label for label in is_sn if is_sn[label]})
+    if problem is not None:
+        raise UsageError(problem)
+
+
+def _check_study_tuning(configs: Sequence[Config], study_presets: Sequence[str]) -> None:
+    """A tuning protocol (``tuning.confirm_seeds`` set) declared once for the study, its grids equal and
+    log-spaced and its seeds apart (:func:`~.tuning.tuning_problem`). The grids are the study's own variant
+    axis (``study_presets``) where the jobs run part of it: the confirm step runs one setting per method."""
+    sections = {json.dumps(asdict(cfg.tuning), sort_keys=True) for cfg in configs}
+    if len(sections) > 1:
+        raise UsageError(f"tuning sections {'; '.join(sorted(sections))} are not allowed in one study: its jobs "
+                         "declare one tuning protocol (set tuning.* for the whole study, not per job)")
+    if not configs or not configs[0].tuning.confirm_seeds:
+        return
+    is_sn = {cfg.variant or disc_label(cfg.disc): cfg.disc.kind == "sn" for cfg in configs}
+    if len(is_sn) < len(study_presets):
+        for preset in (compose_config([f"variant={name}"]) for name in study_presets):
+            is_sn.setdefault(preset.variant, preset.disc.kind == "sn")
+    problem = tuning_problem(configs[0].tuning, is_sn, {cfg.train.seed for cfg in configs}, configs[0].report.alpha)
     if problem is not None:
         raise UsageError(problem)
 

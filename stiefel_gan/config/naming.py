@@ -55,11 +55,13 @@ def disc_label(disc) -> str:
 #: what a study's report tests (``report.*``): it changes no run, so it makes no variant and may change on
 #: resume (a checkpoint written before the section existed has none)
 REPORT_KEYS = ("report.comparisons", "report.statistic", "report.alpha", "report.regress_on")
+#: the tuning protocol (``tuning.*``): how a study reads its runs, like ``report.*``; it makes no variant
+TUNING_KEYS = ("tuning.statistic", "tuning.selection_seeds", "tuning.confirm_seeds")
 
 
 #: keys that may differ between a checkpoint's config and the config that resumes it
 RESUMABLE_KEYS = ("resume", "train.steps", "train.progress", "train.device", "train.threads", "wandb.mode",
-                  "wandb.tags", *REPORT_KEYS)
+                  "wandb.tags", *REPORT_KEYS, *TUNING_KEYS)
 
 
 def default_run_name(cfg: Config) -> str:
@@ -80,7 +82,7 @@ def run_tags(cfg: Config) -> list[str]:
 #: also leaves out :data:`RESUMABLE_KEYS`, so that a run resumed with a larger ``train.steps`` stays in its
 #: group).
 NOT_VARIANT_KEYS = ("train.seed", "name", "run_name", "out_dir", "resume", "train.progress", "train.device",
-                    "train.threads", "wandb.mode", "wandb.tags", "wandb.group", "wandb.log_checkpoints", *REPORT_KEYS)
+                    "train.threads", "wandb.mode", "wandb.tags", "wandb.group", "wandb.log_checkpoints", *REPORT_KEYS, *TUNING_KEYS)
 
 
 def wandb_group(cfg: Config) -> str:

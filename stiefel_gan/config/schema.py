@@ -356,6 +356,21 @@ class ReportConfig:
     regress_on: List[str] = field(default_factory=list)
 
 
+@dataclass
+class TuningConfig:
+    """A tuning study's protocol, declared with the study before its runs (docs/studies.md, "Tuning
+    protocol"; stiefel_gan.config.tuning checks it, stiefel_gan.report.tuning applies it). The variants are
+    labelled ``<method>@<key>=<value>``, every method over the same number of settings. Each method's best
+    setting is the one with the best mean of ``statistic`` (of the headline metric) over
+    ``selection_seeds``; the bests of every method then run on ``confirm_seeds``, and only those seeds
+    enter the verdicts (each method's best vs SN's best, Holm over them at ``report.alpha``). No
+    ``confirm_seeds`` (the default): the study declares no tuning protocol."""
+
+    statistic: str = "area"  # final | last | area (REPORT_STATISTICS)
+    selection_seeds: List[int] = field(default_factory=lambda: [0, 1, 2])
+    confirm_seeds: List[int] = field(default_factory=list)
+
+
 def comparisons_problem(comparisons: List[str], variants, sn_variants) -> str | None:
     """Why ``report.comparisons`` cannot be tested among a study's ``variants`` (labels), of which
     ``sn_variants`` are SN's (one line), or None. Each declared label must be a variant the study runs,
@@ -461,6 +476,7 @@ class Config:
     wandb: WandbConfig = field(default_factory=WandbConfig)
     compare: CompareConfig = field(default_factory=CompareConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:

@@ -19,10 +19,9 @@ from omegaconf import OmegaConf
 from ..config.naming import NOT_VARIANT_KEYS, disc_label
 from ..config.paths import CONFIG_FILE, METRICS_FILE, RunDir
 from ..config.schema import flatten
+from ..config.tuning import SETTING_SEPARATOR  # noqa: F401 (the report's modules import it from here)
 from ..run.records import read_metrics, read_status
 
-#: separates a tuning study's method from its setting in a variant label: ``sn@lr_d=2e-4``
-SETTING_SEPARATOR = "@"
 
 
 def find_run_dirs(root: Path) -> list[Path]:

@@ -45,6 +45,7 @@ from ..measure.statistics import (
 from ..run.records import read_metrics
 from .discovery import SETTING_SEPARATOR, Run, group_variants, load_config, load_runs, records_by_layer
 from .figures import plot_curves, plot_gradient_norms, plot_operator_spectra, plot_samples, plot_spectra
+from .tuning import runs_on_seeds, study_dir, tune, tuning_protocol, tuning_section
 from .summary import (
     HEADLINE,
     MAX_SEEDS_SHOWN,
@@ -448,9 +449,14 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     lost = lost_seeds(every)
     runs = {label: kept for label, rs in every.items() if (kept := [r for r in rs if r.finished])}
     report_config = report_settings(runs, overrides)
+    finished = sum(map(len, runs.values()))
+    protocol = tuning_protocol(runs)
+    tuning = tune(runs, protocol, headline_key(runs), report_config.alpha) if protocol else None
+    if protocol:  # every table but the tuning section's verdicts: the selection seeds only
+        runs = runs_on_seeds(runs, protocol.selection_seeds)
     keys = quality_keys(runs)
     primary = keys[0] if keys else None
-    baseline = choose_baseline(runs, primary)
+    baseline = tuning.baseline if tuning and tuning.baseline.label else choose_baseline(runs, primary)
     if baseline.label is not None:  # the baseline first
         runs = {baseline.label: runs[baseline.label], **{k: v for k, v in runs.items() if k != baseline.label}}
     headline = headline_key(runs)
@@ -462,7 +468,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    unfinished = len(run_dirs) - sum(map(len, runs.values()))
+    unfinished = len(run_dirs) - finished
     lines = ["# stiefel_gan report", "",
              f"{len(run_dirs)} run(s) in {len(every)} variant(s), grouped by "
              + ("the config's `variant` label." if labelled else "the config keys that differ between runs.")
@@ -489,7 +495,11 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     if settings:
         lines += ["", "Measured with: " + ", ".join(
             f"{key} = {_summary(summarize([r.final(key) for rs in runs.values() for r in rs]))}" for key in settings)]
-    lines += tuning_table(runs, primary)
+    if tuning:
+        lines += ["", *tuning_section(tuning, study_dir(runs), STATISTIC_NAMES[protocol.statistic][0],
+                                      lambda tested: _verdict(tested, better_direction(headline)), _table)]
+    else:
+        lines += tuning_table(runs, primary)
     losses = [k for k in HEADLINE if k in all_keys]
     if losses:
         lines += ["", "## Losses and D's outputs (final, mean ± std over seeds; last "
