@@ -498,12 +498,14 @@ def test_the_regression_recovers_the_shape_effect_at_a_matched_slope(tmp_path):
     report = write_comparison(find_run_dirs(tmp_path / "study"), tmp_path / "study").read_text()
     rows = regression_rows(report)
     assert list(rows) == ["intercept", *REGRESS_ON]
-    assert all((row["n runs"], row["n seeds"]) == ("36", "6") for row in rows.values())
-    # the same fit computed here from the records' own numbers
+    assert all((row["n runs"], row["n seeds"], row["df"]) == ("36", "6", "5") for row in rows.values())
+    # the same fits computed here from the records' own numbers: one per seed (6 svd runs each), their mean
     design = np.column_stack([np.ones(len(truth)), truth[:, :2]])
-    expected = np.linalg.lstsq(design, truth[:, 2], rcond=None)[0]
-    for (name, row), value in zip(rows.items(), expected):
+    by_seed = np.stack([np.linalg.lstsq(design[s:s + 6], truth[s:s + 6, 2], rcond=None)[0] for s in range(0, 36, 6)])
+    expected = by_seed.mean(axis=0)
+    for (name, row), value, sd in zip(rows.items(), expected, by_seed.std(axis=0, ddof=1)):
         assert float(row["estimate"]) == pytest.approx(value, rel=1e-3)
+        assert float(row["per-seed sd"]) == pytest.approx(sd, rel=1e-3)
     for name, true in (("log(disc.tau)", -40.0), ("log(lipschitz/lower_bound@0)", 80.0)):
         low, high = interval_of(rows[name])
         assert low < true < high and low < float(rows[name]["estimate"]) < high

@@ -1,12 +1,14 @@
 """Statistics over seeds: the paired sign-flip p-value against a brute-force enumeration of its sign
 patterns, the effect in baseline seed SDs, Holm's correction against hand-computed values and against its
-step-down definition, curve statistics."""
+step-down definition, curve statistics; the regression over seeds against per-seed np.linalg.lstsq, and
+its t interval's coverage in simulated studies."""
 
 import itertools
 import math
 
 import numpy as np
 import pytest
+from scipy import stats
 from helpers import raises_one_line
 
 from stiefel_gan.measure.regression import clustered_least_squares
@@ -168,9 +170,15 @@ def test_bad_input_is_a_one_line_error(call, named):
     raises_one_line(call, named)
 
 
-# ------------------------------------------------------------------------ least squares with a bootstrap over seeds
+# ------------------------------------------------------------------- least squares with a t interval over seeds
 
-def test_clustered_least_squares_fits_as_lstsq_and_resamples_seeds_not_runs():
+def per_seed_lstsq(x, y, seeds):
+    """The reference: np.linalg.lstsq with an intercept in each seed on its own, one row per seed."""
+    design = np.column_stack([np.ones(len(y)), x])
+    return np.stack([np.linalg.lstsq(design[seeds == s], y[seeds == s], rcond=None)[0] for s in np.unique(seeds)])
+
+
+def test_clustered_least_squares_fits_as_lstsq_and_takes_its_interval_over_seeds():
     rng = np.random.default_rng(0)
     n_seeds, per_seed = 6, 8
     seeds = np.repeat(np.arange(n_seeds), per_seed)
@@ -178,20 +186,79 @@ def test_clustered_least_squares_fits_as_lstsq_and_resamples_seeds_not_runs():
     # a seed's error is shared by all its runs: an offset of each seed, large next to the runs' own noise
     y = 1.0 + 2.0 * x[:, 0] + rng.normal(0, 1.0, n_seeds)[seeds] + rng.normal(0, 0.1, len(seeds))
     fit = clustered_least_squares(x, y, seeds, ["a", "b"])
+    # the same design in every seed: the mean of the seeds' fits is the pooled fit
     expected = np.linalg.lstsq(np.column_stack([np.ones(len(y)), x]), y, rcond=None)[0]
     np.testing.assert_allclose([c.estimate for c in fit.coefficients], expected, rtol=1e-10)
-    assert [c.name for c in fit.coefficients] == ["intercept", "a", "b"] and (fit.n_observations, fit.n_clusters) == (48, 6)
+    assert [c.name for c in fit.coefficients] == ["intercept", "a", "b"]
+    assert (fit.n_observations, fit.n_clusters, fit.n_clusters_left_out, fit.degrees_of_freedom) == (48, 6, 0, 5)
     residual = y - np.column_stack([np.ones(len(y)), x]) @ expected
     assert fit.r_squared == pytest.approx(1 - residual @ residual / np.sum((y - y.mean()) ** 2))
-    # resampling runs one by one counts the 8 runs of a seed as 8 draws of its offset: an intercept interval
-    # about sqrt(8) times narrower than the seeds' (which take it as the 6 draws it is)
-    by_run = clustered_least_squares(x, y, np.arange(len(y)), ["a", "b"])
-    width = fit.coefficients[0].high - fit.coefficients[0].low
-    assert width > 2 * (by_run.coefficients[0].high - by_run.coefficients[0].low)
+    # the interval: mean +- t_{0.975, 5} sd / sqrt(6) of the six seeds' own fits
+    by_seed = per_seed_lstsq(x, y, seeds)
+    half = stats.t.ppf(0.975, 5) * by_seed.std(axis=0, ddof=1) / math.sqrt(6)
+    np.testing.assert_allclose([c.low for c in fit.coefficients], by_seed.mean(axis=0) - half, rtol=1e-10)
+    np.testing.assert_allclose([c.high for c in fit.coefficients], by_seed.mean(axis=0) + half, rtol=1e-10)
+    np.testing.assert_allclose([c.per_seed_sd for c in fit.coefficients], by_seed.std(axis=0, ddof=1), rtol=1e-10)
+    # the seeds' offsets are in the intercept's interval (their sd 1 over 6 seeds), not in the slopes'
+    assert fit.coefficients[0].high - fit.coefficients[0].low > 10 * (fit.coefficients[1].high - fit.coefficients[1].low)
     assert fit.coefficients[0].low < 1.0 < fit.coefficients[0].high
     assert fit.coefficients[1].excludes_zero and not fit.coefficients[2].excludes_zero
     one_seed = clustered_least_squares(x[:per_seed], y[:per_seed], seeds[:per_seed], ["a", "b"])
-    assert all(np.isnan(c.low) and not c.excludes_zero for c in one_seed.coefficients)
+    assert all(np.isnan(c.low) and np.isnan(c.per_seed_sd) and not c.excludes_zero for c in one_seed.coefficients)
+
+
+def test_a_seed_that_cannot_be_fitted_alone_is_left_out_and_none_fittable_gives_the_pooled_fit():
+    rng = np.random.default_rng(1)
+    seeds = np.repeat(np.arange(4), 6)
+    x = rng.normal(size=(24, 2))  # a design that differs between seeds: the mean of their fits is not the pooled fit
+    y = 3.0 * x[:, 1] + rng.normal(0, 1.0, len(seeds))
+    keep = (seeds != 3) | (np.arange(24) % 6 < 2)  # seed 3 keeps 2 runs for 3 coefficients
+    fit = clustered_least_squares(x[keep], y[keep], seeds[keep], ["a", "b"])
+    assert (fit.n_clusters, fit.n_clusters_left_out, fit.n_observations) == (3, 1, 18)
+    by_seed = per_seed_lstsq(x[seeds < 3], y[seeds < 3], seeds[seeds < 3])
+    np.testing.assert_allclose([c.estimate for c in fit.coefficients], by_seed.mean(axis=0), rtol=1e-10)
+    half = stats.t.ppf(0.975, 2) * by_seed.std(axis=0, ddof=1) / math.sqrt(3)
+    np.testing.assert_allclose([c.high - c.estimate for c in fit.coefficients], half, rtol=1e-10)
+    # each run its own "seed": no seed replicates the design, so the pooled fit of all runs, without an interval
+    by_run = clustered_least_squares(x, y, np.arange(24), ["a", "b"])
+    assert (by_run.n_clusters, by_run.n_clusters_left_out, by_run.n_observations) == (0, 24, 24)
+    pooled = np.linalg.lstsq(np.column_stack([np.ones(24), x]), y, rcond=None)[0]
+    np.testing.assert_allclose([c.estimate for c in by_run.coefficients], pooled, rtol=1e-10)
+    assert all(np.isnan(c.low) and not c.excludes_zero for c in by_run.coefficients)
+
+
+#: shape_gain-like variants: 4 taus x 4 sigmas, each seed runs all 16
+LOG_TAUS, LOG_SIGMAS = np.log([0.25, 0.5, 1.0, 4.0]), np.log([0.9, 1.0, 1.1, 1.2])
+SIMULATED_STUDIES = 1000
+#: 3 binomial SDs of a 95% coverage over SIMULATED_STUDIES independent studies: 0.021
+COVERAGE_TOLERANCE = 3 * math.sqrt(0.95 * 0.05 / SIMULATED_STUDIES)
+
+
+def simulated_shape_gain(rng, n_seeds, tau_effect):
+    """One study: the final FD on log tau and log D-slope at step 0 (which falls with tau and grows as sigma^8,
+    measured with noise, so each seed's design differs a little), with a seed offset and a seed's own
+    deviation of the tau effect (both shared by all its runs) and each run's noise."""
+    log_tau, log_sigma = (np.repeat(LOG_TAUS, 4), np.tile(LOG_SIGMAS, 4))
+    log_slope = 8 * log_sigma - 0.5 * log_tau + rng.normal(0, 0.1, (n_seeds, 16))
+    tau_per_seed = tau_effect + rng.normal(0, 10, (n_seeds, 1))
+    fd = (500 + tau_per_seed * log_tau + 80 * log_slope + rng.normal(0, 30, (n_seeds, 1))
+          + rng.normal(0, 5, (n_seeds, 16)))
+    x = np.column_stack([np.tile(log_tau, n_seeds), log_slope.ravel()])
+    return x, fd.ravel(), np.repeat(np.arange(n_seeds), 16)
+
+
+@pytest.mark.parametrize("n_seeds", [3, 6])
+def test_the_interval_covers_the_true_coefficient_in_95_percent_of_simulated_studies(n_seeds):
+    rng = np.random.default_rng(n_seeds)
+    covered = called_without_effect = 0
+    for _ in range(SIMULATED_STUDIES):
+        with_effect = clustered_least_squares(*simulated_shape_gain(rng, n_seeds, -40.0), ["tau", "slope"])
+        tau = with_effect.coefficients[1]
+        covered += tau.low < -40.0 < tau.high
+        without_effect = clustered_least_squares(*simulated_shape_gain(rng, n_seeds, 0.0), ["tau", "slope"])
+        called_without_effect += without_effect.coefficients[1].excludes_zero
+    assert abs(covered / SIMULATED_STUDIES - 0.95) <= COVERAGE_TOLERANCE
+    assert called_without_effect / SIMULATED_STUDIES <= 0.05 + COVERAGE_TOLERANCE
 
 
 def test_clustered_least_squares_refuses_what_it_cannot_fit_in_one_line():
@@ -200,3 +267,5 @@ def test_clustered_least_squares_refuses_what_it_cannot_fit_in_one_line():
                     "a, b", "constant or a linear function")
     raises_one_line(lambda: clustered_least_squares(x[:2, :1], np.arange(2.0), [0, 1], ["a"]),
                     "2 runs", "more runs than coefficients")
+    raises_one_line(lambda: clustered_least_squares(x[:, :1], np.arange(6.0), [0, 0, 0, 1, 1, 1], ["a"], confidence=95),
+                    "confidence=95", "(0, 1)")

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..config.paths import REPORT_FILE
 from ..config.schema import REPORT_STATISTICS, ReportConfig, parse_regressor
-from ..measure.regression import BOOTSTRAP_RESAMPLES, INTERCEPT, Coefficient
+from ..measure.regression import INTERCEPT, Coefficient
 from ..measure.statistics import (
     EXACT_SIGN_FLIP_PAIRS,
     LAST_EVALUATIONS,
@@ -228,7 +228,7 @@ def regression_sentence(coefficient: Coefficient, regression: HeadlineRegression
     level = f"{regression.fit.confidence:.0%}"
     if math.isnan(coefficient.low):
         return (f"- `{coefficient.name}`: {format_number(coefficient.estimate)} per unit{held}; no interval "
-                "(one seed: nothing to resample).")
+                "(fewer than two seeds fitted on their own).")
     if coefficient.excludes_zero:
         return (f"- `{coefficient.name}` explains {coefficient.estimate:+.4g} of {regression.key} per unit{held}: "
                 f"{level} interval {_interval(coefficient)}, which excludes 0.")
@@ -237,8 +237,9 @@ def regression_sentence(coefficient: Coefficient, regression: HeadlineRegression
 
 
 def regression_section(regression: HeadlineRegression | None) -> list[str]:
-    """``report.regress_on``: the fit's table (coefficient, estimate, interval, runs, seeds), R^2, the runs
-    left out and why, and a sentence per regressor saying whether its interval excludes 0."""
+    """``report.regress_on``: the fit's table (coefficient, estimate, interval, per-seed sd, df, runs, seeds),
+    R^2, the runs and seeds left out and why, and a sentence per regressor saying whether its interval
+    excludes 0."""
     if regression is None:
         return []
     left = sum(regression.left_out.values())
@@ -254,12 +255,26 @@ def regression_section(regression: HeadlineRegression | None) -> list[str]:
     if regression.fit is None:
         return lines + ["", f"Not fitted: {regression.problem}.", ""]
     fit = regression.fit
-    lines += ["", f"Intervals: {fit.confidence:.0%} percentile bootstrap over seeds ({BOOTSTRAP_RESAMPLES} draws of "
-              f"{fit.n_clusters} seeds with replacement, all runs of a drawn seed together: seeds pair the variants). "
-              "With few seeds they are too narrow (docs/report.md, \"Regression\").", ""]
-    rows = [[c.name, format_number(c.estimate), _interval(c), str(fit.n_observations), str(fit.n_clusters)]
+    if fit.n_clusters == 0:
+        method = ("No seed's runs can be fitted on their own (fewer runs than coefficients, or a collinear design "
+                  "within the seed): the estimate is the pooled fit of all runs, without an interval.")
+    else:
+        method = (f"The model is fitted in each seed on its own runs (seeds are the independent units: a seed's runs "
+                  f"share its data order, initialization and evaluation latents); the estimate is the mean of the "
+                  f"{fit.n_clusters} seeds' fits")
+        if fit.n_clusters >= 2:
+            method += (f", the interval Student t over them: estimate ± t({1 / 2 + fit.confidence / 2:.3g}, "
+                       f"df = {fit.degrees_of_freedom}) = {fit.t_quantile:.4g} × per-seed sd / √{fit.n_clusters}")
+        method += " (docs/report.md, \"Regression\")."
+        if fit.n_clusters_left_out:
+            method += (f" {fit.n_clusters_left_out} seed(s) whose runs cannot be fitted on their own (fewer runs "
+                       "than coefficients, or a collinear design within the seed) are left out.")
+    lines += ["", method, ""]
+    rows = [[c.name, format_number(c.estimate), _interval(c), format_number(c.per_seed_sd),
+             str(fit.degrees_of_freedom) if fit.n_clusters >= 2 else "-", str(fit.n_observations), str(fit.n_clusters)]
             for c in fit.coefficients]
-    lines += _table(["coefficient", "estimate", f"{fit.confidence:.0%} interval", "n runs", "n seeds"], rows)
+    lines += _table(["coefficient", "estimate", f"{fit.confidence:.0%} interval", "per-seed sd", "df", "n runs",
+                     "n seeds"], rows)
     lines += ["", f"R² = {format_number(fit.r_squared)}.", ""]
     lines += [regression_sentence(c, regression) for c in fit.coefficients if c.name != INTERCEPT]
     return lines + [""]

@@ -314,8 +314,9 @@ class HeadlineRegression:
 
 def headline_regression(runs: dict[str, list[Run]], key: str, report_config: ReportConfig) -> HeadlineRegression | None:
     """``report_config.statistic`` of ``key`` per run fitted on ``report_config.regress_on`` with an
-    intercept over every run that has all of them (:func:`regressor_value`), with intervals from a bootstrap
-    over seeds (:func:`~stiefel_gan.measure.regression.clustered_least_squares`). None when nothing is named."""
+    intercept over every run that has all of them (:func:`regressor_value`), fitted in each seed with a t
+    interval over the seeds' fits (:func:`~stiefel_gan.measure.regression.clustered_least_squares`). None when
+    nothing is named."""
     if not report_config.regress_on:
         return None
     regressors = [parse_regressor(entry) for entry in report_config.regress_on]
