@@ -6,6 +6,8 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+import torch_fidelity
+from torch_fidelity.metric_fid import KEY_METRIC_FID
 
 from stiefel_gan.data.images import load_digits
 from stiefel_gan.metrics import (
@@ -15,9 +17,12 @@ from stiefel_gan.metrics import (
     load_digits_classifier,
 )
 from stiefel_gan.metrics.digits import (
+    FEATURE_EXTRACTOR,
+    DigitsFeatureExtractor,
     digits_classifier_cache_path,
     train_digits_classifier,
 )
+from stiefel_gan.metrics.fidelity import _UInt8Images
 
 
 @pytest.fixture(scope="module")
@@ -93,12 +98,15 @@ def test_distance_orders_real_blurred_and_shuffled_digits(evaluator, halves):
     assert between_halves < blurred / 10
 
 
-def test_larger_rgb_images_are_area_averaged_to_the_same_features(evaluator, halves):
+def test_other_sides_are_brought_to_the_classifiers_16_px(evaluator, halves):
     first, _ = halves
-    # nearest upsampling by 4 then 4x4 area averaging is the identity; grey RGB averages to grey
-    enlarged = F.interpolate(first, scale_factor=4, mode="nearest").repeat(1, 3, 1, 1)
-    torch.testing.assert_close(evaluator.features(enlarged), evaluator.features(first))
-    assert evaluator.frechet_distance(enlarged) == pytest.approx(evaluator.frechet_distance(first), rel=1e-6)
+    at_16 = F.interpolate(first, size=(16, 16), mode="bilinear", align_corners=False)
+    # 8 px digits are upsampled as load_digits(16) does it
+    torch.testing.assert_close(evaluator.features(first), evaluator.features(at_16), rtol=0, atol=0)
+    # nearest upsampling by 4 then 4x4 block averaging is the identity; grey RGB averages to grey
+    enlarged = F.interpolate(at_16, scale_factor=4, mode="nearest").repeat(1, 3, 1, 1)
+    torch.testing.assert_close(evaluator.features(enlarged), evaluator.features(at_16))
+    assert evaluator.frechet_distance(enlarged) == pytest.approx(evaluator.frechet_distance(at_16), rel=1e-6)
 
 
 def test_class_coverage_of_real_and_single_class_sets(evaluator, digits):
@@ -122,3 +130,25 @@ def test_bad_images_raise_value_error(evaluator):
         evaluator.features(torch.zeros(2, 1, 4, 4))
     with pytest.raises(ValueError, match="min_fraction"):
         evaluator.class_coverage(torch.zeros(2, 1, 8, 8), min_fraction=0.0)
+
+
+def _as_uint8(images):
+    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def test_torch_fidelity_fd_with_the_registered_extractor_equals_the_suites_own(evaluator, halves):
+    """torch-fidelity's own pipeline (uint8 in, its extractor call, its statistics and FD) against the
+    suite's FD of the features the same extractor gives the same uint8 images."""
+    first, second = halves
+    fake = F.interpolate(first, size=(16, 16), mode="bilinear") + 0.1 * torch.randn(
+        len(first), 1, 16, 16, generator=torch.Generator().manual_seed(0))
+    real = F.interpolate(second, size=(16, 16), mode="bilinear")
+    raw = torch_fidelity.calculate_metrics(
+        input1=_UInt8Images(fake), input2=_UInt8Images(real), fid=True, feature_extractor=FEATURE_EXTRACTOR,
+        cuda=False, cache=False, save_cpu_ram=True, verbose=False)
+    extractor = DigitsFeatureExtractor(FEATURE_EXTRACTOR, ["64"])
+    with torch.no_grad():
+        (fake_features,), (real_features,) = (extractor(_as_uint8(x).repeat(1, 3, 1, 1)) for x in (fake, real))
+    own = frechet_distance(*feature_statistics(fake_features), *feature_statistics(real_features))
+    assert own > 1.0  # a distance worth comparing
+    assert raw[KEY_METRIC_FID] == pytest.approx(own, rel=1e-6)
