@@ -10,7 +10,7 @@ from stiefel_gan.config.compose import compose_config
 from stiefel_gan.data.datasets import build_dataset
 from stiefel_gan.data.images import digits_split, load_digits
 from stiefel_gan.metrics.digits import DigitsEvaluator, train_digits_classifier
-from stiefel_gan.metrics.frechet import feature_statistics
+from stiefel_gan.metrics.features import feature_statistics
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def test_final_evaluation_of_a_collapsed_generator_is_bounded_and_says_what_is_m
     scores = evaluation.scores
     assert set(scores) <= set(BY_KEY) and "quality/geometry_score" in scores
     assert scores["quality/geometry_gamma"] > 0  # a setting: known whatever the samples are
-    groups = {"digits": ("digits_fd", "class_coverage"), "ring8": ("mode_metrics",),
+    groups = {"digits": ("digits_features", "class_coverage"), "ring8": ("mode_metrics",),
               "grid25": ("mode_metrics",), "cifar10": ("fidelity",)}[dataset] + ("geometry",)
     compared = [key for group in groups for key in compared_keys(group, dataset)]
     if collapse == "nan":
@@ -92,7 +92,8 @@ def test_final_evaluation_of_a_collapsed_generator_is_bounded_and_says_what_is_m
     if dataset == "digits":
         assert scores["quality/classes_covered"] == 1
         assert scores["quality/class_kl"] == pytest.approx(math.log(10))
-        assert math.isfinite(scores["quality/digits_fd"])
+        assert all(math.isfinite(scores[key]) for key in compared_keys("digits_features", "digits"))
+        assert scores["quality/coverage"] < 0.05  # one sample's worth of real neighbourhoods
     elif dataset == "cifar10":
         assert all(math.isfinite(scores[key]) for key in compared)
     else:  # a real point lies within 3 std of its mode: one mode, all high quality
@@ -117,7 +118,7 @@ def test_a_run_whose_final_samples_are_nan_logs_nan_with_its_reason_and_finishes
     (final,) = [row for row in read_metrics(run_dir) if "quality/digits_fd" in row]
     assert final["step"] == 2 and math.isnan(final["quality/digits_fd"]) and math.isnan(final["quality/geometry_score"])
     expected = {f"{key}_status": "nonfinite" for key in
-                (*compared_keys("digits_fd", "digits"), *compared_keys("class_coverage", "digits"),
+                (*compared_keys("digits_features", "digits"), *compared_keys("class_coverage", "digits"),
                  *compared_keys("geometry", "digits"))}
     assert read_metric_status(run_dir) == [{"step": 2, **expected}]
     summary = read_offline_run(run_dir / "wandb").summary

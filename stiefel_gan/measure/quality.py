@@ -1,7 +1,8 @@
 """Sample quality of a generator, with the metric that suits each dataset.
 
-- digits: Frechet distance in the feature space of the project's digits classifier (against the held-out
-  digits with ``data.split=train``, else all of them), class coverage (also counting confident
+- digits: in the feature space of the project's 16 px digits classifier, against the held-out digits with
+  ``data.split=train`` (else all of them): Frechet distance and KID (torch-fidelity's mathematics),
+  precision / recall (torch-fidelity's, k = 3) and density / coverage (k = 5); class coverage (also counting confident
   predictions only), the KL of the predicted-class histogram from uniform and, at the end of a
   ``data.split=train`` run, the memorization ratio (:mod:`stiefel_gan.metrics.digits`);
 - stacked_digits: modes covered (of 1,000), the fraction of samples whose three channels the digits
@@ -156,7 +157,7 @@ class SampleQuality:
             evaluation.add("mode_metrics", self.name,
                            lambda: stacked_mode_metrics(fake[: m.n_mode_samples], self._digits))
         elif self._digits is not None:
-            evaluation.add("digits_fd", self.name, lambda: {"digits_fd": self._digits.frechet_distance(fake)})
+            evaluation.add("digits_features", self.name, lambda: self._digits.feature_metrics(fake))
             evaluation.add("class_coverage", self.name, lambda: self._digits.class_coverage(fake))
         elif self.name in MIXTURES:
             evaluation.add("mode_metrics", self.name, lambda: mode_metrics(

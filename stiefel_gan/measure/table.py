@@ -45,8 +45,20 @@ class Metric:
 
 
 METRICS = (
-    # the digits (stiefel_gan.metrics.digits): features of the project's digits classifier
-    Metric("digits_fd", "minimize", ("digits",), "digits_fd", "Frechet distance in the digits classifier's features"),
+    # the digits (stiefel_gan.metrics.digits): the 64-d features of the project's 16 px digits classifier,
+    # generated vs the reference digits (stiefel_gan.metrics.features)
+    Metric("digits_fd", "minimize", ("digits",), "digits_features",
+           "Frechet distance in the digits classifier's features"),
+    Metric("kid", "minimize", ("digits",), "digits_features",
+           "KID (unbiased cubic-kernel MMD^2, mean over 100 subsets of 400) in the digits classifier's features"),
+    Metric("precision", "maximize", ("digits",), "digits_features",
+           "share of samples inside the real digits' 3-NN manifold (Kynkaanniemi et al. 2019)"),
+    Metric("recall", "maximize", ("digits",), "digits_features",
+           "share of real digits inside the samples' 3-NN manifold (Kynkaanniemi et al. 2019)"),
+    Metric("density", "maximize", ("digits",), "digits_features",
+           "real digits' 5-NN balls per sample, over 5 (about 1 for real digits; Naeem et al. 2020)"),
+    Metric("coverage", "maximize", ("digits",), "digits_features",
+           "share of real digits whose 5-NN ball holds a sample (Naeem et al. 2020)"),
     Metric("classes_covered", "maximize", ("digits",), "class_coverage",
            "digit classes with at least their share of samples"),
     Metric("classes_covered_confident", "maximize", ("digits",), "class_coverage",

@@ -55,7 +55,7 @@ import gudhi
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from .frechet import _as_float64_array
+from .features import as_float64_array
 from .status import COMPLEX_TOO_LARGE, NONFINITE, MetricUnavailable
 
 #: ``gamma = GAMMA_PER_5000_POINTS * N / 5000``: the default of the authors' implementation
@@ -145,7 +145,7 @@ def relative_living_times(
     ``O(N^2 D)`` for the distances between distinct points (computed once, ``8 N^2`` bytes)
     and ``O(n N L_0 log L_0)`` to sort them per draw.
     """
-    points = _as_float64_array(X)
+    points = as_float64_array(X)
     if points.ndim != 2 or points.shape[0] < 2:
         raise ValueError(f"X has shape {points.shape}: expected (N, D) with N >= 2")
     if not np.isfinite(points).all():

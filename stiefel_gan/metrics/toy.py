@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial.distance import cdist
 
-from .frechet import _as_float64_array
+from .features import as_float64_array
 from .status import NONFINITE, MetricUnavailable
 
 #: Radius of the high-quality ball, in standard deviations (VEEGAN: "three standard deviations").
@@ -114,7 +114,7 @@ def kl_from_uniform(counts) -> float:
 
 
 def _as_float64_matrix(values, name: str) -> np.ndarray:
-    array = _as_float64_array(values)
+    array = as_float64_array(values)
     if array.ndim != 2 or array.shape[0] < 1:
         raise ValueError(f"{name} has shape {array.shape}: expected (count, D) with count >= 1")
     return array
