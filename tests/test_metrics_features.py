@@ -4,7 +4,7 @@ the suite's density-coverage, against closed forms, an independent dense FD and 
 import numpy as np
 import pytest
 import torch
-from helpers import dense_frechet_distance
+from helpers import dense_frechet_distance, raises_one_line
 
 from stiefel_gan.metrics import (
     MetricUnavailable,
@@ -109,6 +109,19 @@ def test_kid_is_the_unbiased_cubic_mmd():
     shifted = kernel_distance(_cloud(400, shift=1.0, seed=3), _cloud(400, seed=4), subset_size=300)
     assert abs(same) < 0.02 < shifted
 
+
+
+def test_kid_at_a_reference_scaled_kernel_does_not_change_when_the_features_are_scaled():
+    fake, real = _cloud(200, 4, shift=0.5, seed=1), _cloud(200, 4, seed=2)
+
+    def kid_at_reference_scale(scale):  # gamma = 1 / E||r||^2, as the digits evaluator sets it
+        scaled_real = scale * real
+        gamma = 1.0 / float((scaled_real ** 2).sum(axis=1).mean())
+        return kernel_distance(scale * fake, scaled_real, subset_size=100, gamma=gamma)
+
+    assert kid_at_reference_scale(30.0) == pytest.approx(kid_at_reference_scale(1.0), rel=1e-9)
+    assert kernel_distance(30.0 * fake, 30.0 * real, subset_size=100) > 1e4 * kid_at_reference_scale(1.0) > 0
+    raises_one_line(lambda: kernel_distance(fake, real, subset_size=100, gamma=-1.0), "gamma=-1.0")
 
 # --- precision / recall ------------------------------------------------------------------------------------------
 

@@ -226,6 +226,11 @@ class DigitsEvaluator:
         #: the reference digits' features, float64 ``(N_real, 64)``, and their mean and covariance
         self.reference_features = feature_set(self.features(reference_images))
         self.reference_mu, self.reference_cov = feature_statistics(self.reference_features)
+        # KID's kernel scale: 1 / E||r||^2 over the reference features r, not Binkowski et al.'s 1 / D. These
+        # ReLU features have norms ~65 in D = 64, so with 1 / D the cubic kernel's values are ~(66)^3 and the
+        # KID of real digits is noise in the thousands; with 1 / E||r||^2 a reference feature's kernel with
+        # itself is (2)^3 on average, and KID no longer changes when every feature is scaled by a constant.
+        self.kid_gamma = float(1.0 / (self.reference_features ** 2).sum(dim=1).mean())
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """Penultimate-layer features, shape ``(N, 64)``, float32 on CPU."""
@@ -255,7 +260,8 @@ class DigitsEvaluator:
         features computed once (:mod:`stiefel_gan.metrics.features`):
 
         ``digits_fd`` (Fréchet distance), ``kid`` (KID mean over :data:`~.features.KID_SUBSETS` subsets of
-        ``min(KID_SUBSET_SIZE, N_fake, N_real)`` rows), ``precision`` and ``recall`` (k = 3), ``density``
+        ``min(KID_SUBSET_SIZE, N_fake, N_real)`` rows, kernel scale :attr:`kid_gamma`), ``precision`` and
+        ``recall`` (k = 3), ``density``
         and ``coverage`` (k = 5). Needs at least 4 images; raises MetricUnavailable (``"nonfinite"``)
         for images with a NaN or infinite pixel.
         """
@@ -263,7 +269,8 @@ class DigitsEvaluator:
         real = self.reference_features
         return {
             "digits_fd": frechet_distance(*feature_statistics(fake), self.reference_mu, self.reference_cov),
-            "kid": kernel_distance(fake, real, subset_size=min(KID_SUBSET_SIZE, len(fake), len(real))),
+            "kid": kernel_distance(fake, real, subset_size=min(KID_SUBSET_SIZE, len(fake), len(real)),
+                                   gamma=self.kid_gamma),
             **precision_recall(fake, real),
             **density_coverage(fake, real),
         }

@@ -6,7 +6,7 @@ classifier here, Inception for CIFAR / STL through :mod:`.fidelity`) is measured
 
 - Fréchet distance (Heusel et al. 2017): ``||mu_1 - mu_2||^2 + Tr(C_1 + C_2 - 2 (C_1 C_2)^{1/2})``,
   the trace of the root from the eigenvalues of ``C_1 C_2``;
-- KID (Binkowski et al. 2018): the unbiased MMD^2 with the cubic kernel ``k(x, y) = (x.y / D + 1)^3``,
+- KID (Binkowski et al. 2018): the unbiased MMD^2 with the cubic kernel ``k(x, y) = (gamma x.y + 1)^3``,
   averaged over random subsets;
 - precision / recall (Kynkäänniemi et al. 2019): the share of generated samples inside the real
   k-NN manifold, and of real samples inside the generated one (``k = 3``).
@@ -99,7 +99,8 @@ def frechet_distance(mu1, cov1, mu2, cov2) -> float:
     return float(distance[KEY_METRIC_FID])
 
 
-def kernel_distance(fake, real, subset_size: int, subsets: int = KID_SUBSETS, seed: int = KID_SEED) -> float:
+def kernel_distance(fake, real, subset_size: int, subsets: int = KID_SUBSETS, seed: int = KID_SEED,
+                    gamma: float | None = None) -> float:
     r"""KID: the mean over ``subsets`` random draws (without replacement) of ``subset_size`` rows of each
     set of the unbiased
 
@@ -107,17 +108,20 @@ def kernel_distance(fake, real, subset_size: int, subsets: int = KID_SUBSETS, se
 
         \widehat{\mathrm{MMD}}^2 = \frac{1}{m(m-1)} \sum_{i \ne j} \left(k(x_i, x_j) + k(y_i, y_j)\right)
                                  - \frac{2}{m^2} \sum_{i, j} k(x_i, y_j),
-        \qquad k(x, y) = \left(\tfrac{x \cdot y}{D} + 1\right)^3,
+        \qquad k(x, y) = \left(\gamma\, x \cdot y + 1\right)^3,
 
-    by torch-fidelity's ``kid_features_to_metric``. Unbiased: its expectation does not depend on
+    by torch-fidelity's ``kid_features_to_metric``, with ``gamma = 1 / D`` (``D`` features: Binkowski et
+    al.'s kernel, torch-fidelity's default) unless given. Unbiased: its expectation does not depend on
     ``subset_size``, only its spread does; it can be slightly negative for close sets.
     """
     fake, real = feature_set(fake, "fake features"), feature_set(real, "real features")
+    if gamma is not None and not (np.isfinite(gamma) and gamma > 0):
+        raise ValueError(f"gamma={gamma!r}: expected a positive finite kernel scale, or None for 1 / D")
     if not (isinstance(subset_size, int) and 2 <= subset_size <= min(len(fake), len(real))):
         raise ValueError(f"subset_size={subset_size!r}: expected an integer in 2..{min(len(fake), len(real))} "
                          f"(the smaller set's size)")
     measured = kid_features_to_metric(fake, real, kid_subsets=subsets, kid_subset_size=subset_size,
-                                      rng_seed=seed, verbose=False)
+                                      kid_kernel_poly_gamma=gamma, rng_seed=seed, verbose=False)
     return float(measured[KEY_METRIC_KID_MEAN])
 
 
