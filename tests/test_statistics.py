@@ -11,18 +11,17 @@ import pytest
 from scipy import stats
 from helpers import raises_one_line
 
+from stiefel_gan.config.seeds import fewest_pairs_for_a_verdict, smallest_sign_flip_p_value
 from stiefel_gan.measure.regression import clustered_least_squares
 from stiefel_gan.measure.statistics import (
     EXACT_SIGN_FLIP_PAIRS,
     PairedDifference,
     curve_area,
-    fewest_pairs_for_a_verdict,
     holm_adjusted,
     holm_decisions,
     last_mean,
     paired_difference,
     sign_flip_p_value,
-    smallest_sign_flip_p_value,
     summarize,
 )
 

@@ -19,7 +19,7 @@ from stiefel_gan.config.compose import UsageError, compose_config
 from stiefel_gan.config.paths import CONFIG_FILE, METRICS_FILE
 from stiefel_gan.config.schema import config_dict
 from stiefel_gan.config.tuning import confirm_seeds_needed
-from stiefel_gan.measure.statistics import fewest_pairs_for_a_verdict
+from stiefel_gan.config.seeds import smallest_sign_flip_p_value
 from stiefel_gan.report.discovery import find_run_dirs
 from stiefel_gan.report.markdown import write_comparison
 
@@ -157,7 +157,10 @@ def test_unequal_or_linear_grids_too_few_seeds_for_holm_and_stray_seeds_are_refu
 @pytest.mark.parametrize("alpha", [0.01, 0.05, 0.1])
 def test_the_confirm_seed_floor_is_the_fewest_pairs_for_a_holm_verdict(alpha):
     for comparisons in range(1, 9):
-        assert confirm_seeds_needed(alpha, comparisons) == max(6, fewest_pairs_for_a_verdict(alpha, comparisons))
+        n = confirm_seeds_needed(alpha, comparisons)
+        assert smallest_sign_flip_p_value(n) <= alpha / comparisons  # Holm's first step can pass with n seeds
+        assert n == 6 or smallest_sign_flip_p_value(n - 1) > alpha / comparisons  # and not with one fewer
+        assert n >= 6
 
 
 def test_runs_that_declare_no_protocol_have_no_confirm_step(tmp_path, configs, stops_in_one_line):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from .schema import REPORT_STATISTICS, TuningConfig
+from .seeds import fewest_pairs_for_a_verdict
 
 #: separates a tuning study's method from its setting in a variant label: ``sn@lr_d=2e-4``
 SETTING_SEPARATOR = "@"
@@ -86,11 +87,9 @@ def grid_text(grid: list[Setting]) -> str:
 
 def confirm_seeds_needed(alpha: float, comparisons: int) -> int:
     """The fewest confirm seeds with which Holm's first step over ``comparisons`` sign-flip tests can pass
-    at ``alpha``, and never fewer than :data:`MIN_CONFIRM_SEEDS`: the smallest ``n`` with
-    ``2^(1-n) <= alpha / comparisons``, i.e. ``n = ceil(1 + log2(comparisons / alpha))`` (8 for 4
-    comparisons at 0.05; stiefel_gan.measure.statistics.fewest_pairs_for_a_verdict counts the same ``n``
-    by trying each, and a test holds the two equal)."""
-    return max(MIN_CONFIRM_SEEDS, math.ceil(1 + math.log2(max(comparisons, 1) / alpha) - 1e-12))
+    at ``alpha`` (:func:`~.seeds.fewest_pairs_for_a_verdict`: 8 for 4 comparisons at 0.05), and never fewer
+    than :data:`MIN_CONFIRM_SEEDS`."""
+    return max(MIN_CONFIRM_SEEDS, fewest_pairs_for_a_verdict(alpha, max(comparisons, 1)))
 
 
 def tuning_seeds_problem(tuning: TuningConfig) -> str | None:

@@ -26,7 +26,7 @@ Note [sign-flip test of paired differences]
     The observed pattern and its mirror image always count, so :math:`p \ge 2 / 2^n = 2^{1-n}`: 0.25 with
     3 seeds, 0.125 with 4, 0.0625 with 5, 0.03125 with 6. Below 6 seeds no difference can reach
     :math:`p \le 0.05`, however large; after Holm's correction over :math:`m` comparisons the first one needs
-    :math:`2^{1-n} \le \alpha / m` (:func:`fewest_pairs_for_a_verdict`).
+    :math:`2^{1-n} \le \alpha / m` (:func:`stiefel_gan.config.seeds.fewest_pairs_for_a_verdict`).
 
 Note [effect in baseline seed SDs]
     The p-value says how sure, not how much. The effect is the mean difference divided by the sample
@@ -56,6 +56,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import permutation_test
+
+from ..config.seeds import check_alpha
 
 #: Up to this many pairs the sign-flip test enumerates every one of the 2^n sign patterns (scipy builds
 #: them one by one: 2^12 take about 40 ms a cell, 2^16 about 0.75 s, and a report has hundreds of cells).
@@ -155,32 +157,6 @@ def sign_flip_p_value(differences: Sequence[float]) -> float:
     return float(result.pvalue)
 
 
-def smallest_sign_flip_p_value(n: int) -> float:
-    """``2 / 2^n = 2^(1-n)``: the smallest two-sided sign-flip p-value ``n`` pairs can give (every
-    difference of one sign; module Note [sign-flip test of paired differences])."""
-    if not (isinstance(n, int) and n >= 1):
-        raise ValueError(f"n={n!r} is not allowed: use an int >= 1 (pairs)")
-    return 2.0 ** (1 - n)
-
-
-def _check_alpha(alpha: float) -> None:
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha={alpha!r} is not allowed: use a level in (0, 1), e.g. 0.05")
-
-
-def fewest_pairs_for_a_verdict(alpha: float, comparisons: int = 1) -> int:
-    """The fewest pairs (seeds) with which any of ``comparisons`` Holm-corrected sign-flip tests can be
-    called at ``alpha``: the smallest ``n`` with ``2^(1-n) <= alpha / comparisons`` (6 for one comparison
-    at 0.05, 7 for two or three, 8 for four to six)."""
-    _check_alpha(alpha)
-    if not (isinstance(comparisons, int) and comparisons >= 1):
-        raise ValueError(f"comparisons={comparisons!r} is not allowed: use an int >= 1")
-    n = 1
-    while smallest_sign_flip_p_value(n) > alpha / comparisons:
-        n += 1
-    return n
-
-
 @dataclass(frozen=True)
 class PairedDifference:
     """``variant - baseline`` paired by seed.
@@ -257,7 +233,7 @@ def holm_decisions(differences: Mapping[str, PairedDifference], alpha: float) ->
     The family is what was declared: a comparison without pairs counts in ``m`` with ``p = 1`` (it cannot
     be called, and leaving it out would loosen the others' thresholds after the fact).
     """
-    _check_alpha(alpha)
+    check_alpha(alpha)
     names = list(differences)
     p_values = [1.0 if differences[name].n == 0 else differences[name].p_value for name in names]
     adjusted = holm_adjusted(p_values)

@@ -29,6 +29,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 from ..config.paths import REPORT_FILE
+from ..config.seeds import fewest_pairs_for_a_verdict, smallest_sign_flip_p_value
 from ..config.schema import REPORT_STATISTICS, ReportConfig, parse_regressor
 from ..measure.regression import INTERCEPT, Coefficient
 from ..measure.statistics import (
@@ -37,9 +38,7 @@ from ..measure.statistics import (
     PairedDifference,
     Summary,
     TestedDifference,
-    fewest_pairs_for_a_verdict,
     last_mean,
-    smallest_sign_flip_p_value,
     summarize,
 )
 from ..run.records import read_metrics
