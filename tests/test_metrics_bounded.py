@@ -1,6 +1,6 @@
 """A collapsed generator (identical samples, NaN samples) gets a defined metric or MetricUnavailable, quickly.
 
-Every time bound below is generous (30 s); the comment next to it gives the time measured on
+Every time bound below is generous (30 s; 180 s for a nearly collapsed cloud that is scored); the comment next to it gives the time measured on
 the 2-core development machine, under a concurrent test run.
 """
 
