@@ -67,6 +67,8 @@ def check_config(cfg: Config, require_data: bool = True) -> None:
         if value < 1:
             _fail(f"{key}={value} is not allowed: use an integer >= 1")
     check_wandb_environment(cfg.wandb.mode)
+    if not cfg.metrics.gs_max_seconds > 0:
+        _fail(f"metrics.gs_max_seconds={cfg.metrics.gs_max_seconds} is not allowed: use a number of seconds > 0")
     if cfg.train.threads is not None and cfg.train.threads < 1:
         _fail(f"train.threads={cfg.train.threads} is not allowed: use an integer >= 1, or null for torch's default")
     for key, every in (("metrics.every", cfg.metrics.every), ("metrics.diagnostics_every", cfg.metrics.diagnostics_every)):

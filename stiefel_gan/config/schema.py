@@ -21,6 +21,7 @@ from ..data.datasets import DATASET_NAMES
 from ..manifold import OPTIMIZERS, RETRACTIONS, SECOND_MOMENTS
 from ..manifold.spectra import CURVE_PARAMETERS
 from ..metrics.fidelity import PROTOCOLS
+from ..metrics.geometry import MAX_SECONDS
 
 
 class Choice(str, Enum):
@@ -306,6 +307,9 @@ class MetricsConfig:
     gs_gamma: Optional[float] = None  # default per dataset: 1/8 on the 2-D mixtures, 1/128 * N / 5000 on images
     gs_i_max: int = 100
     gs_n: int = 1000  # landmark draws
+    # bound on the estimated seconds of one cloud's witness complexes (2-core machine): over it the score is NaN
+    # with reason complex_too_large
+    gs_max_seconds: float = MAX_SECONDS
     # sample quality also at these generator steps (with `every`, and at the end): a long run can be
     # evaluated densely early and sparsely late
     at_steps: List[int] = field(default_factory=list)

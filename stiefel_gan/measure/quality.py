@@ -187,7 +187,7 @@ class SampleQuality:
         (:func:`geometry_gamma`); the RLT curves go to a PNG."""
         m = self.cfg.metrics
         options = {"L_0": m.gs_landmarks, "gamma": gamma, "i_max": m.gs_i_max, "n": m.gs_n,
-                   "seed": self.cfg.train.seed}
+                   "seed": self.cfg.train.seed, "max_seconds": m.gs_max_seconds}
         if self._real_rlt is None:
             real = real_subset(self.dataset, len(fake))
             self._real_rlt = relative_living_times(real.reshape(len(real), -1).numpy().astype(np.float64), **options)

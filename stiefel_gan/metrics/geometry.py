@@ -35,13 +35,16 @@ their first copy does not already give (a duplicate witness witnesses the same s
 the same ``alpha``), so every point is kept once, and landmarks are drawn among the *distinct*
 points; on a cloud of distinct points this changes nothing, draw for draw.  A cloud with
 fewer distinct points than ``L_0`` has all of them as landmarks (see
-:func:`relative_living_times`).  What is left to bound is gudhi's enumeration: a witness
-``w`` examines the ``(k+1)``-subsets of its landmarks within ``alpha_max`` of its
-``(k+1)``-th nearest, so a cloud whose witnesses see many landmarks at almost the same
-distance (identical samples before deduplication; most samples in one tight cluster and a
-few far away, which a collapsing generator produces too) makes each witness try every
-landmark triple: ``1000 * C(64, 3)`` candidates, about 13 s, per draw.  The candidates are
-counted before gudhi runs, and a cloud over budget raises
+:func:`relative_living_times`).  What is left to bound is gudhi's work, and a *nearly*
+collapsed cloud is where it grows: a witness ``w`` examines the ``(k+1)``-subsets of its
+landmarks within ``alpha_max`` of its ``(k+1)``-th nearest, so a cloud whose witnesses see many
+landmarks at almost the same distance (a few tight clusters, whose spread is below
+``alpha_max``; most samples in one tight cluster and a few far away) makes each witness try
+every landmark triple of its cluster.  Five digits repeated to 1,000 points with noise 1e-3
+examine 4.3e5 candidates per draw (13 landmarks a cluster, ``1000 * C(13, 3)``): 0.1 s of gudhi
+per draw, 114 CPU s for the 1,000 draws.  Before gudhi runs, the cost of all draws is
+estimated in seconds from the candidate count and the size of the nearest-landmark tables
+(:func:`_estimated_seconds`), and a cloud whose estimate exceeds :data:`MAX_SECONDS` raises
 :class:`~stiefel_gan.metrics.status.MetricUnavailable` with ``reason = "complex_too_large"``;
 NaN or infinite points raise it with ``reason = "nonfinite"``.
 """
@@ -61,17 +64,22 @@ from .status import COMPLEX_TOO_LARGE, NONFINITE, MetricUnavailable
 #: ``gamma = GAMMA_PER_5000_POINTS * N / 5000``: the default of the authors' implementation
 #: (github.com/KhrulkovV/geometry-score), which stops the filtration earlier for smaller clouds.
 GAMMA_PER_5000_POINTS = 1.0 / 128
-#: Default budget of :func:`relative_living_times`: candidate simplices per landmark draw, on
-#: average over the draws.  Measured at N = 1000, L_0 = 64: clouds of distinct samples need
-#: 3e3 - 1.1e4 at the default gamma (digits, Gaussians in 256 and 3072 dimensions); the 2-D
-#: mixtures at the suite's gamma = 1/8 need 1.4e5 (ring8) and 5.1e5 (grid25, the largest real
-#: cloud the suite scores: the budget leaves it a factor 2), a 2-D Gaussian smear 1.3e6 (over
-#: budget).  Collapsed clouds at the default gamma: four tight clusters and an outlier 8.2e5
-#: (250 s for n = 1000), three 1.9e6 and one 4.4e7 (both over budget).  Gudhi spends
-#: 1.3e-7 - 3e-7 s per candidate on a 2-core machine, so n = 1000 draws within budget take at
-#: most about 5 minutes of enumeration.
-MAX_CANDIDATE_SIMPLICES_PER_DRAW = 10**6
-
+#: Seconds gudhi spends per candidate simplex (:func:`_candidate_simplices`), an upper end: measured
+#: 5e-8 - 2.7e-7 s on the 2-core development machine, over digits, Gaussians in 256 dimensions, the
+#: 2-D mixtures, clusters of near-duplicate digits and a tight cluster with outliers (20 draws each).
+SECONDS_PER_CANDIDATE = 3e-7
+#: Seconds per entry of a draw's nearest-landmark table (``N`` witnesses times ``L_0`` landmarks):
+#: sorting it, building it as Python lists and gudhi's copy of it, the cost of a draw whatever the
+#: complex (measured 0.010 s per draw at ``N = 1000``, ``L_0 = 64`` on the same machine).
+SECONDS_PER_TABLE_ENTRY = 1.6e-7
+#: Default bound of :func:`relative_living_times` on the estimated seconds of all its draws together
+#: (``metrics.gs_max_seconds`` of a run).  Estimates at N = 1000, L_0 = 64, n = 1000: clouds of distinct
+#: samples at the default gamma 11 - 12 s (digits, measured 15 s; Gaussians in 256 dimensions); the 2-D
+#: mixtures at the suite's gamma = 1/8 50 s (ring8) and 146 s (grid25: over the bound; at the mixtures
+#: budget's N = 2000, n = 100 it estimates 30 s).  Nearly collapsed digits (k digits, each repeated to
+#: 1,000 points, plus noise of std 1e-3) estimate 17 s for k = 20, 46 s for k = 8, and 87 s, 137 s, 543 s,
+#: 1727 s for k = 6, 5, 3, 2: over the bound from 6 clusters down.
+MAX_SECONDS = 60.0
 
 def relative_living_times(
     X,
@@ -80,7 +88,7 @@ def relative_living_times(
     i_max: int = 100,
     n: int = 1000,
     seed: int = 0,
-    max_candidate_simplices_per_draw: int = MAX_CANDIDATE_SIMPLICES_PER_DRAW,
+    max_seconds: float = MAX_SECONDS,
 ) -> np.ndarray:
     r"""Mean relative living times of 1-dimensional holes (Algorithm 1 of the paper).
 
@@ -107,10 +115,9 @@ def relative_living_times(
         Number of independent landmark draws averaged.
     seed : int
         Seed of the landmark draws (``numpy.random.default_rng``).
-    max_candidate_simplices_per_draw : int
-        Budget of the witness complexes: all draws together may examine at most ``n`` times
-        this many candidate simplices (Notes).  Default
-        :data:`MAX_CANDIDATE_SIMPLICES_PER_DRAW`.
+    max_seconds : float
+        Bound on the estimated seconds of all draws' witness complexes together, on the 2-core
+        development machine (Notes).  Default :data:`MAX_SECONDS`.
 
     Returns
     -------
@@ -124,9 +131,8 @@ def relative_living_times(
     ------
     MetricUnavailable
         ``reason = "nonfinite"`` when ``X`` has a NaN or infinite entry (or distances that
-        overflow float64); ``reason = "complex_too_large"`` when the draws would examine more
-        than ``n * max_candidate_simplices_per_draw`` candidate simplices.  Both are raised
-        before gudhi runs.
+        overflow float64); ``reason = "complex_too_large"`` when the estimated seconds of the
+        draws exceed ``max_seconds``.  Both are raised before gudhi runs.
 
     Notes
     -----
@@ -138,12 +144,21 @@ def relative_living_times(
     .. math:: \sum_{w} \sum_{k=0}^{2} \binom{n_k(w)}{k + 1}, \qquad
               n_k(w) = \#\{l : d(w, l) \le d(w, l_{(k)}(w)) + \alpha_{max}\}
 
-    candidate simplices, its enumeration takes time proportional to that count, and the
-    persistence of the complex (at most the full 2-skeleton on ``L_0`` vertices, 43744
-    simplices for ``L_0 = 64``) takes under 0.02 s.  The counts of all draws are summed before
-    the first gudhi call.  The remaining cost does not depend on the values of ``X``:
-    ``O(N^2 D)`` for the distances between distinct points (computed once, ``8 N^2`` bytes)
-    and ``O(n N L_0 log L_0)`` to sort them per draw.
+    candidate simplices, and its enumeration takes time proportional to that count (the
+    recursion revisits a simplex's faces, a constant factor, and prunes more on spread-out
+    clouds than on clustered ones: measured 5e-8 - 2.7e-7 s per candidate).  Each draw also
+    costs its nearest-landmark table, ``N L_0`` entries sorted, built and copied into gudhi,
+    whatever the values of ``X``; the persistence of the complex (at most the full 2-skeleton on
+    ``L_0`` vertices, 43744 simplices for ``L_0 = 64``) takes under 0.02 s.  Summed over the
+    draws before the first gudhi call::
+
+        seconds = SECONDS_PER_CANDIDATE * candidates + SECONDS_PER_TABLE_ENTRY * draws * N * L_0
+
+    with the per-unit costs the largest measured on the 2-core development machine, so the draws
+    take at most about ``max_seconds`` there (a loaded machine takes longer in wall time).
+    Counting costs ``O(n N L_0 log L_0)`` (1 s for ``n = 1000``, ``N = 1000``, ``L_0 = 64``), the
+    distances between distinct points ``O(N^2 D)`` once (``8 N^2`` bytes): neither depends on the
+    values of ``X``.
     """
     points = as_float64_array(X)
     if points.ndim != 2 or points.shape[0] < 2:
@@ -157,10 +172,11 @@ def relative_living_times(
         gamma = GAMMA_PER_5000_POINTS * num_points / 5000
     if not (np.isfinite(gamma) and gamma > 0):
         raise ValueError(f"gamma={gamma!r}: expected a positive finite float")
-    budget_per_draw = ("max_candidate_simplices_per_draw", max_candidate_simplices_per_draw)
-    for name, value in (("i_max", i_max), ("n", n), budget_per_draw):
+    for name, value in (("i_max", i_max), ("n", n)):
         if not (isinstance(value, (int, np.integer)) and value >= 1):
             raise ValueError(f"{name}={value!r}: expected a positive integer")
+    if not (isinstance(max_seconds, (int, float, np.integer, np.floating)) and max_seconds > 0):
+        raise ValueError(f"max_seconds={max_seconds!r}: expected a positive number of seconds")
 
     # each point once, where its first copy was: a cloud of distinct points keeps its order, hence its draws
     _, first_copies = np.unique(points, axis=0, return_index=True)
@@ -177,13 +193,14 @@ def relative_living_times(
         landmark_draws = [rng.choice(num_distinct, size=L_0, replace=False) for _ in range(n)]
 
     candidates = sum(_candidate_simplices(distances[:, landmarks], gamma) for landmarks in landmark_draws)
-    budget = n * max_candidate_simplices_per_draw
-    if candidates > budget:
+    table_entries = len(landmark_draws) * num_distinct * len(landmark_draws[0])
+    seconds = _estimated_seconds(candidates, table_entries)
+    if seconds > max_seconds:
         raise MetricUnavailable(
             COMPLEX_TOO_LARGE,
-            f"the witness complexes of {len(landmark_draws)} landmark draws would examine {candidates:.3g} candidate "
-            f"simplices, over the budget of {budget:.3g} (n * max_candidate_simplices_per_draw); {num_distinct} "
-            f"distinct points of {num_points}",
+            f"the witness complexes of {len(landmark_draws)} landmark draws would take about {seconds:.3g} s "
+            f"({candidates:.3g} candidate simplices), over max_seconds={max_seconds:g}; {num_distinct} distinct "
+            f"points of {num_points}",
         )
     total = np.zeros(i_max)
     for landmarks in landmark_draws:
@@ -299,6 +316,15 @@ def _candidate_simplices(distances: np.ndarray, gamma: float) -> int:
             subsets = subsets * (within - j) // (j + 1)
         count += int(subsets.sum())
     return count
+
+
+def _estimated_seconds(candidates: int, table_entries: int) -> float:
+    """Upper estimate of gudhi's seconds for draws with ``candidates`` candidate simplices in all and
+    ``table_entries`` entries in all their nearest-landmark tables (``draws * N * L_0``)::
+
+        seconds = SECONDS_PER_CANDIDATE * candidates + SECONDS_PER_TABLE_ENTRY * table_entries
+    """
+    return SECONDS_PER_CANDIDATE * candidates + SECONDS_PER_TABLE_ENTRY * table_entries
 
 
 def _relative_living_times_of_barcode(intervals: np.ndarray, alpha_max: float, i_max: int) -> np.ndarray:
