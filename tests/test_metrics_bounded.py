@@ -12,6 +12,7 @@ import gudhi
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_run
 from scipy.spatial.distance import cdist
 
 from stiefel_gan.config.schema import MetricsConfig
@@ -372,3 +373,10 @@ def test_fit_of_a_rank_one_spectrum_runs_to_the_tau_bound():
     assert seconds < BOUND_S  # measured 0.003 s
     assert fit.eps == 0.0 and fit.sigma == 3.0
     assert fit.tau == pytest.approx(FIT_TAU_BOUNDS[1], rel=1e-6)
+
+
+@pytest.mark.parametrize("value", ["0", "-5"])
+def test_a_geometry_score_time_bound_that_is_not_positive_stops_before_training(value, tmp_path, stops_in_one_line):
+    stops_in_one_line(["train", *tiny_run(2, f"metrics.gs_max_seconds={value}"), f"out_dir={tmp_path / 'runs'}"],
+                      f"metrics.gs_max_seconds={float(value)}", "> 0")
+    assert not (tmp_path / "runs").exists()
