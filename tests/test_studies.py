@@ -18,13 +18,14 @@ from stiefel_gan.commands.cli import main
 from stiefel_gan.config.checks import check_config, check_study
 from stiefel_gan.config.compose import SOURCE_CONFIG_DIR as CONFIG_DIR
 from stiefel_gan.config.compose import UsageError, compose_config
+from stiefel_gan.config.seeds import fewest_pairs_for_a_verdict
 from stiefel_gan.config.naming import default_run_name, run_tags, wandb_group
 from stiefel_gan.config.schema import register_configs
 from stiefel_gan.measure.table import HEADLINE, METRIC_GOALS
 
 STUDIES = ("baselines", "shapes", "shape_gain", "learnable", "optimizers", "tuning", "saturation", "stacked")
 #: the comparisons with SN each study declares for its report (docs/studies.md, "Declared comparisons")
-DECLARED = {"baselines": ["fair_sn"], "shapes": [], "shape_gain": [], "learnable": [], "optimizers": [], "tuning": [],
+DECLARED = {"baselines": ["fair_sn", "fair_sn_gain8", "fair_sn_gain64"], "shapes": [], "shape_gain": [], "learnable": [], "optimizers": [], "tuning": [],
             "saturation": ["none"], "stacked": []}
 #: the variant presets other studies (the 2-D mixtures) rely on
 REQUIRED_VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau4", "svd_tau0p5_entry", "curve", "grid")
@@ -187,3 +188,26 @@ def test_a_sweep_over_part_of_a_study_is_checked_against_the_whole_study(tmp_pat
     assert len(err.splitlines()) == 1 and "'fair_snn' is not a variant of the study" in err
     assert "(fair_sn, fair_sn_gain32, fair_sn_gain64, fair_sn_gain8, gp, none, ortho_reg, wc, wn)" in err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("study", [study for study, declared in DECLARED.items() if declared])
+def test_a_study_header_runs_its_declared_variants_on_enough_seeds_for_a_verdict(study):
+    """The header's commands (``#   stiefel-gan train -m experiment=<study> ...``) together run every variant of
+    the study on at least its 3 seeds, and the declared ones and SN on enough for Holm's first step."""
+    header = (CONFIG_DIR / "experiment" / f"{study}.yaml").read_text()
+    commands = [line.split("stiefel-gan train -m ", 1)[1].split() for line in header.splitlines()
+                if line.startswith("#   stiefel-gan train -m experiment=")]
+    assert commands, f"{study}'s header gives no run commands"
+    axes = sweeper_axes(study)
+    seeds = {variant: set() for variant in axes["variant"]}
+    for overrides in commands:
+        given = dict(override.split("=", 1) for override in overrides)
+        for variant in given.get("variant", ",".join(axes["variant"])).split(","):
+            seeds[variant] |= set(given.get("train.seed", ",".join(axes["train.seed"])).split(","))
+    configs = study_configs(study)
+    alpha = configs[0].report.alpha
+    needed = fewest_pairs_for_a_verdict(alpha, len(DECLARED[study]))
+    sn = {cfg.variant for cfg in configs if cfg.disc.kind == "sn"}
+    for variant, ran in seeds.items():
+        floor = needed if variant in {*DECLARED[study], *sn} else len(axes["train.seed"])
+        assert len(ran) >= floor, (variant, sorted(ran))
