@@ -159,7 +159,7 @@ def test_losses_and_diagnostics_have_their_own_tables(sweep_dir, report):
 def test_per_layer_tables_match_the_spectra_files(sweep_dir, report):
     fits = {row["layer"]: row for row in table_after(report, "## Spectrum shape per layer")}
     # the Stiefel layers' reshaped spectrum is the configured curve (tau=1, eps=0.1): the fit finds it
-    tau, eps = fits["features.conv1"]["stiefel_fixed"].split(", ε ")
+    tau, eps = fits["features.conv1"]["stiefel_fixed"].split("; step 0: ")[0].split(", ε ")
     assert float(tau.split("τ ")[1].split(" ±")[0]) == pytest.approx(1.0, rel=1e-3)
     assert float(eps.split(" ±")[0]) == pytest.approx(0.1, abs=1e-3)
     ratios = {row["layer"]: row for row in table_after(report, "### operator / reshaped")}
@@ -560,3 +560,14 @@ def test_the_step_ranges_say_steps_vary_where_runs_were_evaluated_differently(tm
     report = write_comparison(find_run_dirs(tmp_path), tmp_path).read_text()
     (row,) = table_after(report, "### quality/digits_fd")
     assert list(row)[2:5] == ["final (steps vary)", "last 3 (steps vary)", "AUC (steps vary)"]
+
+
+def test_the_shape_table_puts_each_layer_s_step_0_fit_beside_its_trained_one(sweep_dir, report):
+    fits = {row["layer"]: row for row in table_after(report, "## Spectrum shape per layer")}
+    trained, start = fits["features.conv1"]["sn"].split("; step 0: ")
+    for cell, step in ((trained, -1), (start, 0)):
+        files = [sorted((d / "spectra").glob("step_*.json"))[step] for d in sorted(sweep_dir.glob("sn-*"))]
+        taus = [json.loads(f.read_text())["layers"]["features.conv1"]["fit"]["tau"] for f in files]
+        assert float(cell.split("τ ")[1].split(" ±")[0]) == pytest.approx(np.mean(taus), rel=1e-3)
+    assert json.loads(files[0].read_text())["step"] == 0
+    assert fits["features.conv1"]["stiefel_fixed"].count("τ 1") == 2  # a fixed curve does not move

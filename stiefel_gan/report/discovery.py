@@ -91,6 +91,9 @@ class Run:
     rows: list[dict]
     spectra: dict = field(default_factory=dict)
     status: dict | None = None
+    #: the spectra recorded at step 0, before D's first update (empty for runs written before they were, and
+    #: for a run whose only spectra are those): what the trained spectra moved from
+    initial_spectra: dict = field(default_factory=dict)
 
     @property
     def seed(self) -> int:
@@ -120,21 +123,33 @@ class Run:
         return set().union(*self.rows) - {"step"} if self.rows else set()
 
 
-def _last_spectra(run_dir: Path) -> dict:
+def _first_and_last_spectra(run_dir: Path) -> tuple[dict, dict]:
+    """The spectra of the run's step 0 (``{}`` when it has none, or they are its only ones) and its last."""
     files = sorted(RunDir(run_dir).spectra_dir.glob("step_*.json"))
-    return json.loads(files[-1].read_text()) if files else {}
+    if not files:
+        return {}, {}
+    last = json.loads(files[-1].read_text())
+    first = json.loads(files[0].read_text()) if len(files) > 1 else {}
+    return (first if first.get("step") == 0 else {}), last
 
 
 def load_runs(groups: dict[str, list[Path]]) -> dict[str, list[Run]]:
-    return {label: [Run(d, load_config(d), read_metrics(d), _last_spectra(d), read_status(d)) for d in dirs]
-            for label, dirs in groups.items()}
+    runs = {}
+    for label, dirs in groups.items():
+        runs[label] = []
+        for d in dirs:
+            initial, last = _first_and_last_spectra(d)
+            runs[label].append(Run(d, load_config(d), read_metrics(d), last, read_status(d), initial))
+    return runs
 
 
-def records_by_layer(runs: dict[str, list[Run]]) -> dict[str, dict[str, list[dict]]]:
-    """``{layer: {variant: [record of each run]}}`` from the runs' last spectra, layers in network order."""
+def records_by_layer(runs: dict[str, list[Run]], initial: bool = False) -> dict[str, dict[str, list[dict]]]:
+    """``{layer: {variant: [record of each run]}}`` from the runs' last spectra (``initial``: their step-0
+    spectra), layers in network order."""
     records: dict[str, dict[str, list[dict]]] = {}
     for label, rs in runs.items():
         for run in rs:
-            for layer, record in run.spectra.get("layers", {}).items():
+            spectra = run.initial_spectra if initial else run.spectra
+            for layer, record in spectra.get("layers", {}).items():
                 records.setdefault(layer, {}).setdefault(label, []).append(record)
     return records

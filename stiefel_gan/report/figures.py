@@ -112,9 +112,11 @@ def _squared_view(values) -> tuple[np.ndarray, np.ndarray]:
 
 def plot_spectra(runs: dict[str, list[Run]], key: str | None, path: Path) -> Path | None:
     """Miyato's Fig. 3 view: each layer's normalized *squared* reshaped spectrum ``(s_i / s_0)^2`` vs
-    ``i / (k - 1)``, one panel per layer, one thin line per shown seed in the variant's colour, and the
-    squared fitted curve of the variant's mean (tau, eps) dashed."""
-    records = records_by_layer({label: shown_runs(rs, key) for label, rs in runs.items()})
+    ``i / (k - 1)``, one panel per layer, one thin line per shown seed in the variant's colour, the
+    squared fitted curve of the variant's mean (tau, eps) dashed, and where the runs recorded one the
+    spectrum at step 0 dotted (what training moved it from)."""
+    shown = {label: shown_runs(rs, key) for label, rs in runs.items()}
+    records, initial = records_by_layer(shown), records_by_layer(shown, initial=True)
     # a layer with one singular value (D's last, 1 x n) has no shape to show
     records = {layer: per for layer, per in records.items()
                if any(len(r.get("reshaped", [])) > 1 for rs in per.values() for r in rs)}
@@ -136,6 +138,10 @@ def plot_spectra(runs: dict[str, list[Run]], key: str | None, path: Path) -> Pat
                 tau, eps = np.mean([f["tau"] for f in fits]), np.mean([f["eps"] for f in fits])
                 fitted = curve_values(curve_points, float(tau), float(eps), 1.0).numpy() ** 2
                 ax.plot(np.linspace(0, 1, curve_points), fitted, "--", color=colors[label], linewidth=1)
+            for record in initial.get(layer, {}).get(label, []):
+                values = record.get("reshaped", [])
+                if len(values) > 1 and max(values) > 0:
+                    ax.plot(*_squared_view(values), ":", color=colors[label], alpha=0.6, linewidth=1)
     return _save_squared_view(fig, axes, list(records), path, legend_fontsize=7)
 
 

@@ -326,28 +326,35 @@ def _sn_first(labels: list[str], runs: dict[str, list[Run]]) -> list[str]:
 
 
 def fit_table(runs: dict[str, list[Run]]) -> list[str]:
-    records = records_by_layer(runs)
+    """Per layer and variant, the spectrum curve fitted to the last diagnostics step's reshaped spectrum, and
+    next to it the fit at step 0 where the runs recorded one: a trained spectrum that is flat because it
+    never moved from a flat start reads differently from one that became flat."""
+    records, initial = records_by_layer(runs), records_by_layer(runs, initial=True)
     layers = [layer for layer, per in records.items() if any("fit" in r for rs in per.values() for r in rs)]
     if not layers:
         return []
     labels = list(runs)
+
+    def fitted(layer_records: list[dict]) -> str | None:
+        fits = [r["fit"] for r in layer_records if "fit" in r]
+        if not fits:
+            return None
+        tau, eps = summarize([f["tau"] for f in fits]), summarize([f["eps"] for f in fits])
+        return f"τ {_summary(tau)}, ε {_summary(eps)} (rmse {format_number(summarize([f['rmse'] for f in fits]).mean)})"
+
     rows = []
     for layer in layers:
         row = [layer]
         for label in labels:
-            fits = [r["fit"] for r in records[layer].get(label, []) if "fit" in r]
-            if fits:
-                tau = summarize([f["tau"] for f in fits])
-                eps = summarize([f["eps"] for f in fits])
-                rmse = summarize([f["rmse"] for f in fits])
-                row.append(f"τ {_summary(tau)}, ε {_summary(eps)} (rmse {format_number(rmse.mean)})")
-            else:
-                row.append("-")
+            trained = fitted(records[layer].get(label, []))
+            start = fitted(initial.get(layer, {}).get(label, []))
+            row.append("-" if trained is None else trained if start is None else f"{trained}; step 0: {start}")
         rows.append(row)
-    return (["", "## Spectrum shape per layer (last diagnostics step)", "",
+    return (["", "## Spectrum shape per layer (last diagnostics step; step 0 beside it where recorded)", "",
              "The curve ε + (1 - ε)(1 - t)^τ of docs/design.md fitted by least squares to each layer's reshaped "
              "singular values divided by the largest (mean ± std over seeds; rmse: RMS residual). τ < 1 is "
-             "concave; in Miyato's squared view (spectra.png) the curve is squared and concave for τ < 0.5.", ""]
+             "concave; in Miyato's squared view (spectra.png) the curve is squared and concave for τ < 0.5. "
+             "\"step 0\": the same fit to the spectrum before D's first update, what training moved it from.", ""]
             + _table(["layer"] + labels, rows))
 
 
@@ -540,7 +547,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
         ("Metrics vs step (mean over seeds; band: the seeds' minimum to maximum)",
          plot_curves(runs, keys + losses, out_dir / "curves.png")),
         (f"Normalized squared spectra of D's layers, Miyato's Fig. 3 view (last diagnostics step; {seeds_note}; "
-         "dashed: the fitted curve, squared)", plot_spectra(runs, primary, out_dir / "spectra.png")),
+         "dashed: the fitted curve, squared; dotted: the spectrum at step 0)", plot_spectra(runs, primary, out_dir / "spectra.png")),
         (f"Reshaped (solid) vs circular-FFT operator (dashed) spectra of D's convs, squared and normalized "
          f"({seeds_note})", plot_operator_spectra(runs, primary, out_dir / "operator_spectra.png")),
         (f"Gradient norms of D's loss per layer (final; {seeds_note})",
