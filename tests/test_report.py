@@ -141,7 +141,8 @@ def test_quality_statistics_and_paired_differences_match_the_runs_records(sweep_
                                                  pytest.approx(effect, rel=0.05))
         assert not VERDICT_WORDS.intersection(row[column].replace("*", " ").split())  # nothing declared: no verdict
     assert rows["sn"]["Δ final vs sn"] == "baseline"
-    assert "## Declared comparisons\n\nNone: the study's config declares no `report.comparisons`" in report
+    assert ("## Declared comparisons\n\nNone: the study's config declares no `report.comparisons` and no "
+            "`report.contrasts`") in report
 
 
 def test_losses_and_diagnostics_have_their_own_tables(sweep_dir, report):
@@ -308,16 +309,17 @@ def write_synthetic_run(root, label, seed, rows, disc="sn", report=None, **disc_
     return run_dir
 
 
-def write_synthetic_study(root, finals, comparisons, extra_metric=True):
+def write_synthetic_study(root, finals, comparisons, extra_metric=True, contrasts=()):
     """Run directories with the config a study's run would save and a three-evaluation digits curve:
-    ``finals`` maps each variant label to its per-seed final FD (``sn`` is the SN baseline)."""
+    ``finals`` maps each variant label to its per-seed final FD (``sn`` is the SN baseline); the study
+    declares ``comparisons`` and ``contrasts``."""
     for label, values in finals.items():
         for seed, final in enumerate(values):
             rows = [{"step": step, "quality/digits_fd": value, **({"quality/classes_covered": 5.0 + seed % 3}
                                                                   if extra_metric else {})}
                     for step, value in ((100, 1500.0 + seed), (200, 1000.0 + final / 2), (300, final))]
             write_synthetic_run(root, label, seed, rows, "sn" if label == "sn" else "stiefel_fixed",
-                                {"comparisons": list(comparisons)})
+                                {"comparisons": list(comparisons), "contrasts": [list(pair) for pair in contrasts]})
     return root
 
 
@@ -344,7 +346,8 @@ def test_only_a_declared_comparison_gets_a_verdict(tmp_path):
     section = table_after(report, "## Declared comparisons")
     assert [(row["variant"], row["n"], row["verdict"].split(" (")[0]) for row in section] == [
         ("big", "8", "**better**"), ("few", "3", "inconclusive")]
-    assert "2 comparison(s) declared" in report and "Holm's correction across them: 2 here" in report
+    assert "2 test(s) declared with the study and tested here as one family: 2 comparison(s)" in report
+    assert "Holm's correction across them together: 2 here" in report
     assert "few: fewer than 6 paired seeds, so no verdict was possible for it" in report
     assert "(3 seeds: 0.25, 5 seeds: 0.0625, 6 seeds: 0.03125)" in report
     assert "at least 6 seeds for a single declared comparison, and with 2 declared" in report
@@ -372,7 +375,8 @@ def test_a_study_without_a_true_effect_calls_nothing_in_95_percent_of_simulated_
     for _ in range(200):
         runs = simulated_study(rng, n_seeds, settings.comparisons)
         decisions = declared_decisions(runs, choose_baseline(runs, "quality/digits_fd"), headline_key(runs), settings)
-        assert set(decisions) == {"a", "b", "c"} and all(t.difference.n == n_seeds for t in decisions.values())
+        assert set(decisions) == {("a", "sn"), ("b", "sn"), ("c", "sn")}
+        assert all(t.difference.n == n_seeds for t in decisions.values())
         calls.append(any(t.significant for t in decisions.values()))
     assert sum(calls) <= 10  # at least 95% of the 200 studies call nothing
     if n_seeds == 8:
