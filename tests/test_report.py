@@ -449,6 +449,19 @@ def test_a_contrast_short_of_seeds_is_named_in_the_seed_floor_sentence(tmp_path)
     assert "2 test(s) declared with the study and tested here as one family: 2 contrast(s)" in report
 
 
+def test_contrasts_given_to_the_report_command_replace_the_studys(tmp_path):
+    finals = {"sn": [600.0, 610.0, 605.0], "diag": [500.0, 505.0, 520.0], "svd": [480.0, 470.0, 490.0],
+              "other": [300.0, 310.0, 320.0]}
+    study = write_synthetic_study(tmp_path / "study", finals, comparisons=[], contrasts=[["other", "svd"]])
+    assert main(["report", str(study), "report.contrasts=[[diag, svd]]"]) == 0
+    report = (study / "report.md").read_text()
+    (row,) = table_after(report, "## Declared comparisons")
+    assert (row["variant"], row["minus"], row["n"]) == ("diag", "svd", "3")
+    assert float(row["Δ mean"]) == pytest.approx(np.mean(np.subtract(finals["diag"], finals["svd"])), rel=1e-3)
+    assert row["verdict"] == "inconclusive (Holm p 0.25)"  # 3 seeds: 2 / 2^3 at best
+    assert "No declared test here has 6 or more paired seeds" in report
+
+
 #: the synthetic study the bad contrasts are declared for: SN and three other variants, two seeds
 CONTRAST_STUDY = {"sn": [600.0, 610.0], "diag": [500.0, 505.0], "svd": [480.0, 470.0], "other": [300.0, 310.0]}
 
