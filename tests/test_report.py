@@ -10,7 +10,8 @@ import json
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from helpers import TINY_MODELS, tiny_run
+import yaml
+from helpers import TINY_MODELS, raises_one_line, tiny_run
 from omegaconf import OmegaConf
 from PIL import Image
 
@@ -141,7 +142,8 @@ def test_quality_statistics_and_paired_differences_match_the_runs_records(sweep_
                                                  pytest.approx(effect, rel=0.05))
         assert not VERDICT_WORDS.intersection(row[column].replace("*", " ").split())  # nothing declared: no verdict
     assert rows["sn"]["Δ final vs sn"] == "baseline"
-    assert "## Declared comparisons\n\nNone: the study's config declares no `report.comparisons`" in report
+    assert ("## Declared comparisons\n\nNone: the study's config declares no `report.comparisons` and no "
+            "`report.contrasts`") in report
 
 
 def test_losses_and_diagnostics_have_their_own_tables(sweep_dir, report):
@@ -308,16 +310,17 @@ def write_synthetic_run(root, label, seed, rows, disc="sn", report=None, **disc_
     return run_dir
 
 
-def write_synthetic_study(root, finals, comparisons, extra_metric=True):
+def write_synthetic_study(root, finals, comparisons, extra_metric=True, contrasts=()):
     """Run directories with the config a study's run would save and a three-evaluation digits curve:
-    ``finals`` maps each variant label to its per-seed final FD (``sn`` is the SN baseline)."""
+    ``finals`` maps each variant label to its per-seed final FD (``sn`` is the SN baseline); the study
+    declares ``comparisons`` and ``contrasts``."""
     for label, values in finals.items():
         for seed, final in enumerate(values):
             rows = [{"step": step, "quality/digits_fd": value, **({"quality/classes_covered": 5.0 + seed % 3}
                                                                   if extra_metric else {})}
                     for step, value in ((100, 1500.0 + seed), (200, 1000.0 + final / 2), (300, final))]
             write_synthetic_run(root, label, seed, rows, "sn" if label == "sn" else "stiefel_fixed",
-                                {"comparisons": list(comparisons)})
+                                {"comparisons": list(comparisons), "contrasts": list(contrasts)})
     return root
 
 
@@ -344,7 +347,8 @@ def test_only_a_declared_comparison_gets_a_verdict(tmp_path):
     section = table_after(report, "## Declared comparisons")
     assert [(row["variant"], row["n"], row["verdict"].split(" (")[0]) for row in section] == [
         ("big", "8", "**better**"), ("few", "3", "inconclusive")]
-    assert "2 comparison(s) declared" in report and "Holm's correction across them: 2 here" in report
+    assert "2 test(s) declared with the study and tested here as one family: 2 comparison(s)" in report
+    assert "Holm's correction across them together: 2 here" in report
     assert "few: fewer than 6 paired seeds, so no verdict was possible for it" in report
     assert "(3 seeds: 0.25, 5 seeds: 0.0625, 6 seeds: 0.03125)" in report
     assert "at least 6 seeds for a single declared comparison, and with 2 declared" in report
@@ -372,7 +376,8 @@ def test_a_study_without_a_true_effect_calls_nothing_in_95_percent_of_simulated_
     for _ in range(200):
         runs = simulated_study(rng, n_seeds, settings.comparisons)
         decisions = declared_decisions(runs, choose_baseline(runs, "quality/digits_fd"), headline_key(runs), settings)
-        assert set(decisions) == {"a", "b", "c"} and all(t.difference.n == n_seeds for t in decisions.values())
+        assert set(decisions) == {("a", "sn"), ("b", "sn"), ("c", "sn")}
+        assert all(t.difference.n == n_seeds for t in decisions.values())
         calls.append(any(t.significant for t in decisions.values()))
     assert sum(calls) <= 10  # at least 95% of the 200 studies call nothing
     if n_seeds == 8:
@@ -381,6 +386,115 @@ def test_a_study_without_a_true_effect_calls_nothing_in_95_percent_of_simulated_
             runs, choose_baseline(runs, "quality/digits_fd"), "quality/digits_fd", settings).values())
             for runs in (simulated_study(rng, n_seeds, settings.comparisons, effect=-300.0) for _ in range(20))]
         assert sum(powered) >= 15  # a true effect of 3 seed SDs is called in most studies
+
+
+def enumerated_sign_flip_p_value(differences):
+    """The two-sided sign-flip p-value by listing all 2^n sign patterns: the fraction whose |mean| reaches the
+    observed one (the reference the report's scipy test is checked against)."""
+    d = np.asarray(differences, dtype=float)
+    observed = abs(d.mean())
+    means = [abs(np.mean(np.array(signs) * d)) for signs in itertools.product((-1, 1), repeat=d.size)]
+    return sum(m >= observed * (1 - 1e-12) for m in means) / 2 ** d.size
+
+
+def test_a_declared_contrast_is_paired_by_seed_and_shares_holms_correction_with_the_comparisons(tmp_path):
+    rng = np.random.default_rng(4)
+    sn = 600 + rng.normal(0, 50, 8)
+    svd = np.append(sn - 100 + rng.normal(0, 30, 8), 480.0)  # a ninth seed, which diag did not run
+    finals = {"sn": sn, "other": sn + rng.normal(-20, 40, 8),  # the declared comparison: signs mixed
+              "diag": svd[:8] + rng.uniform(20, 60, 8),  # diag - svd > 0 in all 8 seeds both ran
+              "svd": svd,
+              "diag_b": svd[:8] + rng.uniform(20, 60, 8), "svd_b": svd[:8]}  # as sure, but not declared
+    study = write_synthetic_study(tmp_path / "study", finals, comparisons=["other"], contrasts=[["diag", "svd"]])
+    report = write_comparison(find_run_dirs(study), study).read_text()
+    comparison_d, contrast_d = finals["other"] - sn, finals["diag"] - svd[:8]
+    p_comparison, p_contrast = enumerated_sign_flip_p_value(comparison_d), enumerated_sign_flip_p_value(contrast_d)
+    assert p_contrast == 2 / 2 ** 8 and p_comparison > 2 * p_contrast  # the contrast comes first in Holm's order
+    holm_contrast = 2 * p_contrast  # m = 2: the smallest p-value times 2
+    holm_comparison = max(holm_contrast, p_comparison)  # then times 1, never below the step before
+    rows = {(row["variant"], row["minus"]): row for row in table_after(report, "## Declared comparisons")}
+    assert list(rows) == [("other", "sn"), ("diag", "svd")]  # comparisons, then contrasts; diag_b - svd_b: none
+    for pair, differences, p_value, holm, spread in (
+            (("other", "sn"), comparison_d, p_comparison, holm_comparison, np.std(sn, ddof=1)),
+            (("diag", "svd"), contrast_d, p_contrast, holm_contrast, np.std(svd, ddof=1))):  # all 9 seeds of svd
+        row = rows[pair]
+        assert row["n"] == "8"
+        assert float(row["Δ mean"]) == pytest.approx(np.mean(differences), rel=1e-3)
+        assert float(row["p"]) == pytest.approx(p_value, rel=1e-3)
+        assert float(row["Holm p"]) == pytest.approx(holm, rel=1e-3)
+        assert float(row["Δ in SDs of minus"]) == pytest.approx(np.mean(differences) / spread, rel=1e-3)
+    assert rows[("diag", "svd")]["verdict"] == f"**worse** (Holm p {holm_contrast:.3g})"  # FD: higher is worse
+    called = "**better**" if np.mean(comparison_d) < 0 else "**worse**"
+    assert rows[("other", "sn")]["verdict"] == (f"{called if holm_comparison <= 0.05 else 'inconclusive'} "
+                                                f"(Holm p {holm_comparison:.3g})")
+    # the comparison's cell carries its verdict; no other cell of the tables does, diag_b and svd_b's included
+    quality = {row["variant"]: row for row in table_after(report, "### quality/digits_fd")}
+    assert quality["other"]["Δ final vs sn"].endswith(rows[("other", "sn")]["verdict"])
+    cells = [cell for label, row in quality.items() if label != "other" for column, cell in row.items() if "Δ" in column]
+    assert cells and not any(VERDICT_WORDS.intersection(cell.replace("*", " ").split()) for cell in cells)
+    assert "diag_b − svd_b" not in report and "diag_b | svd_b" not in report
+    assert "1 comparison(s) with the baseline (`report.comparisons`: each variant minus **sn**) and 1 contrast(s)" \
+           in report and "Holm's step-down correction over the 2 together" in report
+    assert "and with 2 declared (comparisons and contrasts together), Holm's first threshold is alpha/2: at least " \
+           "7 seeds." in report
+
+
+def test_a_contrast_short_of_seeds_is_named_in_the_seed_floor_sentence(tmp_path):
+    finals = {"sn": [600.0 + s for s in range(7)], "diag": [500.0 - s for s in range(3)],
+              "svd": [450.0 + 3 * s for s in range(7)], "other": [300.0 + s for s in range(7)]}
+    study = write_synthetic_study(tmp_path / "study", finals, comparisons=[], contrasts=[["diag", "svd"],
+                                                                                         ["other", "svd"]])
+    report = write_comparison(find_run_dirs(study), study).read_text()
+    assert "diag − svd: fewer than 6 paired seeds, so no verdict was possible for it" in report
+    assert "2 test(s) declared with the study and tested here as one family: 2 contrast(s)" in report
+
+
+def test_contrasts_given_to_the_report_command_replace_the_studys(tmp_path):
+    finals = {"sn": [600.0, 610.0, 605.0], "diag": [500.0, 505.0, 520.0], "svd": [480.0, 470.0, 490.0],
+              "other": [300.0, 310.0, 320.0]}
+    study = write_synthetic_study(tmp_path / "study", finals, comparisons=[], contrasts=[["other", "svd"]])
+    assert main(["report", str(study), "report.contrasts=[[diag, svd]]"]) == 0
+    report = (study / "report.md").read_text()
+    (row,) = table_after(report, "## Declared comparisons")
+    assert (row["variant"], row["minus"], row["n"]) == ("diag", "svd", "3")
+    assert float(row["Δ mean"]) == pytest.approx(np.mean(np.subtract(finals["diag"], finals["svd"])), rel=1e-3)
+    assert row["verdict"] == "inconclusive (Holm p 0.25)"  # 3 seeds: 2 / 2^3 at best
+    assert "No declared test here has 6 or more paired seeds" in report
+
+
+#: the synthetic study the bad contrasts are declared for: SN and three other variants, two seeds
+CONTRAST_STUDY = {"sn": [600.0, 610.0], "diag": [500.0, 505.0], "svd": [480.0, 470.0], "other": [300.0, 310.0]}
+
+
+@pytest.mark.parametrize("contrasts, named", [
+    ("[[diag, nope]]", ["'nope' is not a variant of the study", "(diag, other, svd)"]),
+    ("[[diag, sn]]", ["'sn' is an SN variant", "report.comparisons"]),
+    ("[[diag, diag]]", ["['diag', 'diag'] is not a pair of two distinct variant labels", "[A, B]"]),
+    ("[[diag, svd, other]]", ["['diag', 'svd', 'other'] is not a pair of two distinct variant labels"]),
+    ("[diag, svd]", ["'diag' is not a pair of two distinct variant labels"]),
+    ("[[diag, svd], [other, svd], [svd, diag]]", ["['svd', 'diag'] is declared twice", "in either order"]),
+])
+def test_a_bad_contrast_is_one_line_and_nothing_is_written(tmp_path, stops_in_one_line, contrasts, named):
+    # given to the report command over the study's own section
+    study = write_synthetic_study(tmp_path / "given", CONTRAST_STUDY, comparisons=[], extra_metric=False)
+    stops_in_one_line(["report", str(study), f"report.contrasts={contrasts}"], "report.contrasts=", *named)
+    # declared in the study's config, as the runs saved it
+    declared = write_synthetic_study(tmp_path / "declared", CONTRAST_STUDY, comparisons=[], extra_metric=False,
+                                     contrasts=yaml.safe_load(contrasts))
+    raises_one_line(lambda: write_comparison(find_run_dirs(declared), declared), "report.contrasts=", *named)
+    assert not list(tmp_path.rglob("report.md")) and not list(tmp_path.rglob("*.png"))
+
+
+@pytest.mark.parametrize("contrasts, named", [
+    ("[[smoke_stiefel,nope]]", ["'nope' is not a variant of the study", "(smoke_stiefel)"]),
+    ("[[smoke_stiefel,smoke_stiefel]]", ["is not a pair of two distinct variant labels"]),
+    ("[[smoke_stiefel,sn],[sn,smoke_stiefel]]", ["['sn', 'smoke_stiefel'] is declared twice"]),
+])
+def test_a_study_that_declares_a_bad_contrast_stops_before_its_first_job(tmp_path, stops_in_one_line, contrasts,
+                                                                        named):
+    stops_in_one_line(["train", "-m", "experiment=smoke", f"report.contrasts={contrasts}", "wandb.mode=disabled",
+                       f"out_dir={tmp_path / 'runs'}"], "report.contrasts=", *named)
+    assert not (tmp_path / "runs").exists()
 
 
 def test_the_report_statistics_are_the_curve_statistics():

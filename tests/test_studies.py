@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 import yaml
-from helpers import sweeper_axes
+from helpers import raises_one_line, sweeper_axes
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
@@ -27,6 +27,8 @@ STUDIES = ("baselines", "shapes", "shape_gain", "learnable", "optimizers", "tuni
 #: the comparisons with SN each study declares for its report (docs/studies.md, "Declared comparisons")
 DECLARED = {"baselines": ["fair_sn", "fair_sn_gain8", "fair_sn_gain64"], "shapes": [], "shape_gain": [], "learnable": [], "optimizers": [], "tuning": [],
             "saturation": ["none"], "stacked": []}
+#: the contrasts between two of its variants each study declares (the same section of docs/studies.md)
+CONTRASTS = {"shape_gain": [["diag_tau0p25", "svd_tau0p25"], ["diag_tau1", "svd_tau1"], ["diag_tau4", "svd_tau4"]]}
 #: the variant presets other studies (the 2-D mixtures) rely on
 REQUIRED_VARIANTS = ("sn", "none", "diag_tau0p5", "svd_tau0p5", "svd_tau4", "svd_tau0p5_entry", "curve", "grid")
 VARIANT_KEYS = {"defaults", "variant", "disc", "optim"}  # a variant never sets the budget, data or seed
@@ -79,6 +81,7 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
                                                                           configs[0].train.batch_size)
     check_study(configs)  # the declared comparisons name variants the study runs
     assert all(cfg.report.comparisons == DECLARED[study] for cfg in configs)
+    assert all(cfg.report.contrasts == CONTRASTS.get(study, []) for cfg in configs)
     variants = axes["variant"]
     assert len(configs) == 3 * len(variants)
     assert len({default_run_name(cfg) for cfg in configs}) == len(configs)  # seeds and variants never collide
@@ -101,6 +104,18 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
                    for method in ("radam_matrix", "rsgd", "radam_entry"))
     else:
         assert labels == set(variants)
+
+
+def test_shape_gain_contrasts_are_checked_against_the_whole_study_when_a_sweep_runs_part_of_it():
+    twins = [cfg for cfg in study_configs("shape_gain") if cfg.variant in ("sn", "diag_tau1", "svd_tau1")]
+    # more seeds of the sigma-1 twins only: the other contrasts name variants of the study's own axis
+    check_study(twins, study_presets=sweeper_axes("shape_gain")["variant"])
+    raises_one_line(lambda: check_study(twins), "report.contrasts=", "'diag_tau0p25' is not a variant of the study",
+                    "(diag_tau1, svd_tau1)", error=UsageError)
+    renamed = [dataclasses.replace(cfg, report=dataclasses.replace(cfg.report, contrasts=[["diag_tau1", "svd_tau9"]]))
+               for cfg in twins]
+    raises_one_line(lambda: check_study(renamed, study_presets=sweeper_axes("shape_gain")["variant"]),
+                    "'svd_tau9' is not a variant of the study", "svd_tau4", error=UsageError)
 
 
 @pytest.mark.parametrize("study", STUDIES)

@@ -44,6 +44,8 @@ from .schema import (
     ReportConfig,
     comparisons_problem,
     config_dict,
+    contrast_pairs_problem,
+    contrasts_problem,
     flatten,
     model_input_problem,
     regress_on_problem,
@@ -137,22 +139,23 @@ def _check_metrics(cfg: Config) -> None:
 #: ``disc.max_value``'s default: the grid's top value (SN's bound), a key no curve reads.
 GRID_MAX_VALUE_DEFAULT = DiscConfig.max_value
 def check_report(report: ReportConfig) -> None:
-    """``report.alpha``, ``report.statistic`` and ``report.regress_on`` (its form and its config keys:
-    :func:`~.schema.regress_on_problem`; its logged keys only the report can check); whether
-    ``report.comparisons`` names the study's variants needs the study's jobs (:func:`check_study`)."""
+    """``report.alpha``, ``report.statistic``, ``report.regress_on`` (its form and its config keys:
+    :func:`~.schema.regress_on_problem`; its logged keys only the report can check) and the form of
+    ``report.contrasts`` (:func:`~.schema.contrast_pairs_problem`); whether ``report.comparisons`` and
+    ``report.contrasts`` name the study's variants needs the study's jobs (:func:`check_study`)."""
     if not 0 < report.alpha < 1:
         _fail(f"report.alpha={report.alpha} is not allowed: use a family-wise level in (0, 1), e.g. 0.05")
     if report.statistic not in REPORT_STATISTICS:
         _fail(f"report.statistic={report.statistic!r} is not allowed: use one of {', '.join(REPORT_STATISTICS)}")
-    problem = regress_on_problem(report.regress_on)
+    problem = regress_on_problem(report.regress_on) or contrast_pairs_problem(report.contrasts)
     if problem is not None:
         _fail(problem)
 
 
 def check_study(configs: Sequence[Config], study_presets: Sequence[str] = ()) -> None:
     """The checks of a study's jobs together: they declare one ``report`` section, and its
-    ``report.comparisons`` names variants the study runs (:func:`~.schema.comparisons_problem`), before the
-    first job trains.
+    ``report.comparisons`` and ``report.contrasts`` name variants the study runs
+    (:func:`~.schema.comparisons_problem`, :func:`~.schema.contrasts_problem`), before the first job trains.
 
     A job's variant is its ``variant`` label; a job without one goes by its D's label
     (:func:`~.naming.disc_label`), as the report labels runs that differ only in D (``compare``'s). A sweep
@@ -165,14 +168,20 @@ def check_study(configs: Sequence[Config], study_presets: Sequence[str] = ()) ->
         raise UsageError(f"report sections {'; '.join(sorted(sections))} are not allowed in one study: its jobs "
                          "declare one report section (set report.* for the whole study, not per job)")
     _check_study_tuning(configs, study_presets)
-    if not configs or not configs[0].report.comparisons:
+    if not configs or not (configs[0].report.comparisons or configs[0].report.contrasts):
         return
-    comparisons = configs[0].report.comparisons
+    comparisons, contrasts = configs[0].report.comparisons, configs[0].report.contrasts
+    problem = contrast_pairs_problem(contrasts)
+    if problem is not None:
+        raise UsageError(problem)
+    named = set(comparisons).union(*map(set, contrasts))
     is_sn = {cfg.variant or disc_label(cfg.disc): cfg.disc.kind == "sn" for cfg in configs}
-    if set(comparisons) - set(is_sn) or not any(is_sn.values()):
+    if named - set(is_sn) or (comparisons and not any(is_sn.values())):
         for preset in (compose_config([f"variant={name}"]) for name in study_presets):
             is_sn.setdefault(preset.variant, preset.disc.kind == "sn")
-    problem = comparisons_problem(comparisons, set(is_sn), {label for label in is_sn if is_sn[label]})
+    sn_labels = {label for label in is_sn if is_sn[label]}
+    problem = (comparisons_problem(comparisons, set(is_sn), sn_labels)
+               or contrasts_problem(contrasts, set(is_sn), sn_labels))
     if problem is not None:
         raise UsageError(problem)
 

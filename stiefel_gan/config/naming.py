@@ -54,7 +54,7 @@ def disc_label(disc) -> str:
 
 #: what a study's report tests (``report.*``): it changes no run, so it makes no variant and may change on
 #: resume (a checkpoint written before the section existed has none)
-REPORT_KEYS = ("report.comparisons", "report.statistic", "report.alpha", "report.regress_on")
+REPORT_KEYS = ("report.comparisons", "report.contrasts", "report.statistic", "report.alpha", "report.regress_on")
 #: the tuning protocol (``tuning.*``): how a study reads its runs, like ``report.*``; it makes no variant
 TUNING_KEYS = ("tuning.statistic", "tuning.selection_seeds", "tuning.confirm_seeds")
 

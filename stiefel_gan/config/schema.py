@@ -12,7 +12,7 @@ import difflib
 import re
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterable, List, Optional
+from typing import Any, Iterable, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
@@ -349,11 +349,16 @@ class ReportConfig:
     """What a study's report tests, declared with the study before its runs (docs/report.md, "Declared
     comparisons"): each label in ``comparisons`` is a variant the study runs, compared with the SN baseline
     on the dataset's headline metric (``stiefel_gan.measure.table.HEADLINE``) and ``statistic``, paired by
-    seed; the family gets Holm's correction at ``alpha``. Only these cells of a report carry a verdict."""
+    seed; each pair ``[A, B]`` in ``contrasts`` is ``A - B`` on the same, paired by the seeds both ran. The
+    comparisons and contrasts are one family: Holm's correction at ``alpha`` runs over them together. Only
+    these get a verdict in a report."""
 
     comparisons: List[str] = field(default_factory=list)  # variant labels (the report's rows), not preset names
+    # pairs [A, B] of variant labels, neither SN's, tested as A - B ([[diag_tau1, svd_tau1]]); entries typed Any
+    # so that a malformed one (a bare label, three labels) reaches contrasts_problem and its one-line message
+    contrasts: List[Any] = field(default_factory=list)
     statistic: str = "final"  # final | last | area (REPORT_STATISTICS)
-    alpha: float = 0.05  # family-wise error rate of the declared comparisons
+    alpha: float = 0.05  # family-wise error rate of the declared comparisons and contrasts together
     # the headline's statistic per run fitted on these, with an intercept (docs/report.md, "Regression"):
     # config keys (disc.tau) or logged keys (lipschitz/lower_bound, its final value; @0: at step 0), each
     # optionally log(...)
@@ -397,6 +402,44 @@ def comparisons_problem(comparisons: List[str], variants, sn_variants) -> str | 
     if repeated:
         return (f"report.comparisons={list(comparisons)} is not allowed: {repeated[0]!r} is listed twice; "
                 "declare each comparison once")
+    return None
+
+
+def contrast_pairs_problem(contrasts: List[Any]) -> str | None:
+    """Why ``report.contrasts`` is not a list of distinct pairs of distinct labels (one line), or None: what
+    can be said without the study's variants (:func:`contrasts_problem` checks those too)."""
+    written = [list(pair) if isinstance(pair, (list, tuple)) else pair for pair in contrasts]
+    for pair in written:
+        if not (isinstance(pair, list) and len(pair) == 2 and all(isinstance(label, str) for label in pair)
+                and pair[0] != pair[1]):
+            return (f"report.contrasts={written} is not allowed: {pair!r} is not a pair of two distinct variant "
+                    "labels; write each contrast A - B as [A, B], e.g. [[diag_tau1, svd_tau1]]")
+    seen = set()
+    for pair in written:
+        if frozenset(pair) in seen:
+            return (f"report.contrasts={written} is not allowed: {pair!r} is declared twice (in either order "
+                    "it is one test); declare each contrast once")
+        seen.add(frozenset(pair))
+    return None
+
+
+def contrasts_problem(contrasts: List[Any], variants, sn_variants) -> str | None:
+    """Why ``report.contrasts`` cannot be tested among a study's ``variants`` (labels), of which
+    ``sn_variants`` are SN's (one line), or None: its form (:func:`contrast_pairs_problem`), then each label
+    a variant the study runs and not SN's (a variant against SN is a ``report.comparisons`` entry)."""
+    problem = contrast_pairs_problem(contrasts)
+    if problem is not None or not contrasts:
+        return problem
+    written = [list(pair) for pair in contrasts]
+    allowed = ", ".join(sorted(set(variants) - set(sn_variants))) or "none: the study runs no other variant"
+    for pair in written:
+        for label in pair:
+            if label not in variants:
+                return (f"report.contrasts={written} is not allowed: {label!r} is not a variant of the study; use "
+                        f"labels of its variants other than SN's ({allowed})")
+            if label in sn_variants:
+                return (f"report.contrasts={written} is not allowed: {label!r} is an SN variant; declare a "
+                        f"variant against SN in report.comparisons, and contrast the others ({allowed})")
     return None
 
 

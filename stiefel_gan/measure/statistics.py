@@ -33,10 +33,12 @@ Note [effect in baseline seed SDs]
     standard deviation (``ddof = 1``) of the baseline's per-seed values: how many of the baseline's own
     seed-to-seed spreads the variant moves the metric (the "± std" of the baseline's row in a report). It
     is NaN when the baseline has fewer than two seeds or every seed gave the same value (SD 0, e.g. 8 of 8
-    modes covered): there is no spread to measure by. The p-value does not depend on it.
+    modes covered): there is no spread to measure by. The p-value does not depend on it. In a contrast
+    ``A - B`` between two variants, ``B`` is the baseline of this Note: the effect is in ``B``'s seed SDs.
 
 Note [Holm's step-down correction]
-    A study tests its :math:`m` declared comparisons together. Sort their p-values,
+    A study tests its :math:`m` declared comparisons (a variant minus the baseline) and contrasts (one variant
+    minus another, ``report.contrasts``) together, as one family. Sort their p-values,
     :math:`p_{(1)} \le \dots \le p_{(m)}`; Holm (1979) rejects :math:`H_{(1)}, \dots, H_{(k)}` for the
     largest :math:`k` with :math:`p_{(j)} \le \alpha / (m - j + 1)` for every :math:`j \le k`. Equivalently,
     with the adjusted p-values
@@ -45,13 +47,14 @@ Note [Holm's step-down correction]
 
     :math:`H_{(i)}` is rejected when :math:`\tilde p_{(i)} \le \alpha`. The probability of calling any
     comparison of the family when none differs (the family-wise error rate) is at most :math:`\alpha`
-    whatever the dependence between the tests, which matters here: every comparison shares the baseline.
+    whatever the dependence between the tests, which matters here: every comparison shares the baseline, and
+    a contrast shares its variants with their comparisons.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -226,7 +229,7 @@ class TestedDifference:
     significant: bool
 
 
-def holm_decisions(differences: Mapping[str, PairedDifference], alpha: float) -> dict[str, TestedDifference]:
+def holm_decisions(differences: Mapping[Hashable, PairedDifference], alpha: float) -> dict[Hashable, TestedDifference]:
     """Each declared comparison of the family ``differences`` (name -> difference) tested at family-wise
     level ``alpha`` by Holm's step-down correction (module Note [Holm's step-down correction]).
 

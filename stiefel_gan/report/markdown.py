@@ -11,8 +11,10 @@ and names. Within a variant the runs are seeds. The report (documented table by 
    mean ± std over seeds; and each one's difference from the SN baseline, paired by seed, with its
    two-sided sign-flip p-value and its size in baseline seed SDs
    (:func:`~stiefel_gan.measure.statistics.paired_difference`). Only the comparisons the study declared
-   (``report.comparisons``) get a verdict word, after Holm's correction across them
-   (:func:`~stiefel_gan.report.summary.declared_decisions`), in their own section and in their cells.
+   (``report.comparisons``) and the contrasts between two variants it declared (``report.contrasts``:
+   ``A - B`` paired by seed) get a verdict word, after Holm's correction across them together
+   (:func:`~stiefel_gan.report.summary.declared_decisions`), in their own section (and a comparison in its
+   cell).
 2. In a tuning study (labels ``<method>@<setting>``), per method its best and its median setting.
 3. Losses and D's outputs; then the scalar diagnostics (Lipschitz bounds, saturation); each in its own table.
 4. Per layer: the spectrum curve fitted to each layer's reshaped spectrum, and the operator-norm and
@@ -132,9 +134,11 @@ def statistic_steps(runs: dict[str, list[Run]], key: str) -> dict[str, str]:
 
 
 def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseline, report_config: ReportConfig,
-                   decisions: dict[str, TestedDifference], headline: str, lost: dict[str, str] | None = None) -> list[str]:
-    """One table per quality key; the cells of the declared comparisons (``decisions``: row ``label``,
-    table ``headline``, column ``report_config.statistic``) carry their verdict, no other cell does.
+                   decisions: dict[tuple[str, str], TestedDifference], headline: str,
+                   lost: dict[str, str] | None = None) -> list[str]:
+    """One table per quality key; the cells of the declared comparisons (``decisions`` at ``(label, baseline)``:
+    row ``label``, table ``headline``, column ``report_config.statistic``) carry their verdict, no other cell
+    does (a declared contrast has no cell: its verdict is in :func:`declared_section` only).
     ``lost`` (:func:`lost_seeds`) marks the variants that lost seeds to runs that did not finish, in their
     ``n`` and in each difference that pairs them."""
     lost = lost or {}
@@ -160,55 +164,73 @@ def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseli
                     both = "; ".join(f"{name}: {lost[name]}" for name in (label, baseline.label) if name in lost)
                     for statistic in REPORT_STATISTICS:
                         cell = _difference(difference_from_baseline(runs, label, baseline, key, statistic), both)
-                        if key == headline and statistic == report_config.statistic and label in decisions:
-                            cell += " " + _verdict(decisions[label], direction)
+                        declared = decisions.get((label, baseline.label))
+                        if key == headline and statistic == report_config.statistic and declared is not None:
+                            cell += " " + _verdict(declared, direction)
                         row.append(cell)
             rows.append(row)
         lines += _table(header, rows)
     return lines
 
 
-def _seeds_floor(alpha: float, comparisons: int) -> str:
-    """The sentence that says how many seeds a verdict needs (Note [sign-flip test of paired differences])."""
+def _seeds_floor(alpha: float, declared: int) -> str:
+    """The sentence that says how many seeds a verdict needs (Note [sign-flip test of paired differences]),
+    for a family of ``declared`` comparisons and contrasts."""
     floors = ", ".join(f"{n} seeds: {smallest_sign_flip_p_value(n):.4g}" for n in (3, 5, 6))
     single = fewest_pairs_for_a_verdict(alpha)
     text = (f"With n seeds the smallest two-sided sign-flip p-value is 2/2^n = 2^(1-n) ({floors}), so a verdict "
             f"at alpha {alpha:g} needs at least {single} seeds for a single declared comparison")
-    if comparisons > 1:
-        text += (f", and with {comparisons} declared, Holm's first threshold is alpha/{comparisons}: at least "
-                 f"{fewest_pairs_for_a_verdict(alpha, comparisons)} seeds")
+    if declared > 1:
+        text += (f", and with {declared} declared (comparisons and contrasts together), Holm's first threshold is "
+                 f"alpha/{declared}: at least {fewest_pairs_for_a_verdict(alpha, declared)} seeds")
     return text + "."
 
 
-def declared_section(baseline: Baseline, report_config: ReportConfig, decisions: dict[str, TestedDifference],
-                     headline: str) -> list[str]:
-    """The declared comparisons of ``headline``: how many were tested, how, each one's numbers and verdict,
-    and the fewest seeds a verdict needs."""
+def _tested_name(pair: tuple[str, str], baseline: Baseline) -> str:
+    """A declared comparison by its variant's label, a contrast as ``A − B``."""
+    first, second = pair
+    return first if second == baseline.label else f"{first} − {second}"
+
+
+def declared_section(baseline: Baseline, report_config: ReportConfig,
+                     decisions: dict[tuple[str, str], TestedDifference], headline: str) -> list[str]:
+    """The declared family of ``headline`` (:func:`~stiefel_gan.report.summary.declared_decisions`): how many
+    comparisons and contrasts were tested, how, each one's numbers and verdict, and the fewest seeds a
+    verdict needs."""
     lines = ["## Declared comparisons", ""]
     if not decisions:
-        return lines + ["None: the study's config declares no `report.comparisons`, so no cell of this report "
-                        "carries a verdict; every Δ is a number with its uncorrected p-value. "
-                        + _seeds_floor(report_config.alpha, 1), ""]
+        return lines + ["None: the study's config declares no `report.comparisons` and no `report.contrasts`, so "
+                        "no cell of this report carries a verdict; every Δ is a number with its uncorrected "
+                        "p-value. " + _seeds_floor(report_config.alpha, 1), ""]
     direction = better_direction(headline)
     m = len(decisions)
-    lines += [f"{m} comparison(s) declared with the study (`report.comparisons`) and tested here: each variant "
-              f"minus **{baseline.label}** on the {STATISTIC_NAMES[report_config.statistic][0]} of {headline}"
+    comparisons, contrasts = len(report_config.comparisons), len(report_config.contrasts)
+    family = []
+    if comparisons:
+        family.append(f"{comparisons} comparison(s) with the baseline (`report.comparisons`: each variant minus "
+                      f"**{baseline.label}**)")
+    if contrasts:
+        family.append(f"{contrasts} contrast(s) between two variants (`report.contrasts`: `variant` minus `minus`)")
+    lines += [f"{m} test(s) declared with the study and tested here as one family: {' and '.join(family)}, on the "
+              f"{STATISTIC_NAMES[report_config.statistic][0]} of {headline}"
               + (f" ({direction} is better)" if direction else "")
-              + f", paired by seed; two-sided sign-flip p-values (exact up to {EXACT_SIGN_FLIP_PAIRS} seeds), Holm's "
-              f"step-down correction over the {m}, called where the adjusted p-value is at most alpha = "
-              f"{report_config.alpha:g}. Only these cells get a verdict; every other Δ in the tables is a number "
-              "with its uncorrected p-value.", ""]
-    rows = [[label, str(t.difference.n), format_number(t.difference.mean), format_number(t.difference.p_value),
-             format_number(t.adjusted_p_value), format_number(t.difference.effect), _verdict(t, direction)]
-            for label, t in decisions.items()]
-    lines += _table(["variant", "n", "Δ mean", "p", "Holm p", "Δ in baseline SDs", "verdict"], rows)
+              + ", paired by the seeds both ran; two-sided sign-flip p-values (exact up to "
+              f"{EXACT_SIGN_FLIP_PAIRS} seeds), Holm's step-down correction over the {m} together, called where "
+              f"the adjusted p-value is at most alpha = {report_config.alpha:g}. Δ in SDs: the mean difference "
+              "in seed SDs of the `minus` variant (the baseline's, for a comparison). Only these get a verdict; "
+              "every Δ in the tables is a number with its uncorrected p-value.", ""]
+    rows = [[first, second, str(t.difference.n), format_number(t.difference.mean),
+             format_number(t.difference.p_value), format_number(t.adjusted_p_value),
+             format_number(t.difference.effect), _verdict(t, direction)]
+            for (first, second), t in decisions.items()]
+    lines += _table(["variant", "minus", "n", "Δ mean", "p", "Holm p", "Δ in SDs of minus", "verdict"], rows)
     lines += ["", _seeds_floor(report_config.alpha, m)]
     alpha = report_config.alpha
     first_step, last_step = fewest_pairs_for_a_verdict(alpha, m), fewest_pairs_for_a_verdict(alpha)
     if all(t.difference.n < first_step for t in decisions.values()):
-        lines += [f"No comparison here has {first_step} or more paired seeds, so Holm's first step cannot pass: "
-                  "nothing could be called, whatever the differences."]
-    elif short := [label for label, t in decisions.items() if t.difference.n < last_step]:
+        lines += [f"No declared test here has {first_step} or more paired seeds, so Holm's first step cannot "
+                  "pass: nothing could be called, whatever the differences."]
+    elif short := [_tested_name(pair, baseline) for pair, t in decisions.items() if t.difference.n < last_step]:
         lines += [f"{', '.join(short)}: fewer than {last_step} paired seeds, so no verdict was possible for it, "
                   "whatever the difference."]
     return lines + [""]
@@ -504,8 +526,8 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
              "Δ: variant minus baseline paired by seed, the mean difference (p: its two-sided sign-flip p-value, "
              f"exact up to {EXACT_SIGN_FLIP_PAIRS} seeds, not corrected for the table's many cells; SD: the mean "
              "difference in baseline seed SDs, the ± of the baseline's row). Verdict words only for the "
-             "comparisons the study declared, after "
-             f"Holm's correction across them: {len(decisions)} here (Declared comparisons, below).", ""]
+             "comparisons and contrasts the study declared, after "
+             f"Holm's correction across them together: {len(decisions)} here (Declared comparisons, below).", ""]
     lines += single_seed_caveat(runs)
     lines += unfinished_table(every)
     lines += baseline_check(runs, baseline, primary)

@@ -1,7 +1,7 @@
 """What the report computes before it formats anything: the quality keys and their directions (from the
 one metric table, :mod:`stiefel_gan.measure.table`), per-seed statistics (final, last evaluations,
 area under the curve), the median seed, the baseline and whether it learned, each variant's paired
-difference from it, and the study's declared comparisons with their verdicts.
+difference from it, and the study's declared comparisons and contrasts with their verdicts.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..config.schema import (
     Regressor,
     ReportConfig,
     comparisons_problem,
+    contrasts_problem,
     parse_regressor,
     regress_on_problem,
 )
@@ -213,8 +214,9 @@ def difference_from_baseline(runs: dict[str, list[Run]], label: str, baseline: B
 def report_settings(runs: dict[str, list[Run]], overrides: dict | None = None) -> ReportConfig:
     """The ``report`` section the runs were made with, with ``overrides`` (``stiefel-gan report``'s
     ``report.KEY=VALUE`` arguments) on top, checked against the variants found: a one-line ValueError when
-    the runs declare different sections, a comparison the runs do not hold
-    (:func:`~stiefel_gan.config.schema.comparisons_problem`) or a ``report.regress_on`` they cannot give
+    the runs declare different sections, a comparison or contrast the runs do not hold
+    (:func:`~stiefel_gan.config.schema.comparisons_problem`, :func:`~stiefel_gan.config.schema.contrasts_problem`)
+    or a ``report.regress_on`` they cannot give
     (:func:`regression_problem`; its logged keys only where the runs' rows were read). Runs made before
     the section existed carry none and declare nothing."""
     sections = {json.dumps(r.config["report"], sort_keys=True)
@@ -224,6 +226,7 @@ def report_settings(runs: dict[str, list[Run]], overrides: dict | None = None) -
                          "report the runs of one study (its config declares one report section)")
     report_config = ReportConfig(**{**(json.loads(sections.pop()) if sections else {}), **(overrides or {})})
     problem = (comparisons_problem(report_config.comparisons, set(runs), sn_variants(runs))
+               or contrasts_problem(report_config.contrasts, set(runs), sn_variants(runs))
                or regression_problem(runs, report_config.regress_on))
     if problem is not None:
         raise ValueError(f"{problem} (the runs found)")
@@ -350,15 +353,20 @@ def headline_key(runs: dict[str, list[Run]]) -> str:
 
 
 def declared_decisions(runs: dict[str, list[Run]], baseline: Baseline, key: str,
-                       report_config: ReportConfig) -> dict[str, TestedDifference]:
-    """The study's declared comparisons (``report_config.comparisons``), each variant minus the baseline on
-    ``report_config.statistic`` of ``key`` paired by seed, tested together by Holm's correction at
-    ``report_config.alpha`` (:func:`~stiefel_gan.measure.statistics.holm_decisions`): the only verdicts a
-    report gives. Empty when nothing is declared."""
-    if not report_config.comparisons:
+                       report_config: ReportConfig) -> dict[tuple[str, str], TestedDifference]:
+    """The study's declared family, ``{(A, B): A - B}`` on ``report_config.statistic`` of ``key`` paired by the
+    seeds both ran: each of ``report_config.comparisons`` minus the baseline, then each
+    ``report_config.contrasts`` pair ``[A, B]`` (two variants, neither SN's), all tested together by Holm's
+    correction at ``report_config.alpha`` (:func:`~stiefel_gan.measure.statistics.holm_decisions`): adding a
+    contrast raises every member's threshold, as adding a comparison does. The only verdicts a report gives;
+    empty when nothing is declared."""
+    pairs = [(label, baseline.label) for label in report_config.comparisons]
+    pairs += [(first, second) for first, second in report_config.contrasts]
+    if not pairs:
         return {}
-    return holm_decisions({label: difference_from_baseline(runs, label, baseline, key, report_config.statistic)
-                           for label in report_config.comparisons}, report_config.alpha)
+    return holm_decisions({(first, second): paired_difference(seed_statistic(runs[first], key, report_config.statistic),
+                                                              seed_statistic(runs[second], key, report_config.statistic))
+                           for first, second in pairs}, report_config.alpha)
 
 
 def format_number(value: float) -> str:
