@@ -453,8 +453,9 @@ def test_contrasts_given_to_the_report_command_replace_the_studys(tmp_path):
     finals = {"sn": [600.0, 610.0, 605.0], "diag": [500.0, 505.0, 520.0], "svd": [480.0, 470.0, 490.0],
               "other": [300.0, 310.0, 320.0]}
     study = write_synthetic_study(tmp_path / "study", finals, comparisons=[], contrasts=[["other", "svd"]])
-    assert main(["report", str(study), "report.contrasts=[[diag, svd]]"]) == 0
-    report = (study / "report.md").read_text()
+    published = tmp_path / "published"  # a setting may also follow the options
+    assert main(["report", str(study), "--out", str(published), "--samples", "median", "report.contrasts=[[diag, svd]]"]) == 0
+    report = (published / "report.md").read_text()
     (row,) = table_after(report, "## Declared comparisons")
     assert (row["variant"], row["minus"], row["n"]) == ("diag", "svd", "3")
     assert float(row["Δ mean"]) == pytest.approx(np.mean(np.subtract(finals["diag"], finals["svd"])), rel=1e-3)

@@ -164,12 +164,14 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] == "train":  # Hydra parses its own command line
         return run_train(argv[1:])
     parser = build_parser()
-    # overrides may follow an option (sweep smoke --local train.steps=2): argparse leaves them unknown
+    # overrides may follow an option (sweep smoke --local train.steps=2, report DIR --out X report.alpha=0.01):
+    # argparse leaves them unknown, and they join the command's trailing positional list
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        if not hasattr(args, "overrides") or any(item.startswith("-") for item in unknown):
+        trailing = next((name for name in ("overrides", "dirs") if hasattr(args, name)), None)
+        if trailing is None or any(item.startswith("-") for item in unknown):
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-        args.overrides += unknown
+        setattr(args, trailing, getattr(args, trailing) + unknown)
     handlers = {"compare": compare, "calibrate": calibrate_command, "report": _report, "confirm": _confirm,
                 "sweep": _sweep, "dashboard": _dashboard}
     try:
