@@ -191,8 +191,9 @@ def test_budget_cifar10_moves_a_digits_study_to_cifar10_and_keeps_its_variants(s
 
 
 def test_a_sweep_over_part_of_a_study_is_checked_against_the_whole_study(tmp_path, capsys):
-    # more seeds of the declared variant alone: the study's own variant axis holds the baseline it is compared with
-    configs = [compose_config(["experiment=baselines", "variant=fair_sn", f"train.seed={seed}"]) for seed in (3, 4)]
+    # more seeds of the declared variants alone: the study's own variant axis holds the baseline they are compared with
+    configs = [compose_config(["experiment=baselines", f"variant={variant}", f"train.seed={seed}"])
+               for variant in ("fair_sn", "fair_sn_gain8", "fair_sn_gain64") for seed in (3, 4)]
     with pytest.raises(UsageError, match="the study has no SN variant"):
         check_study(configs)
     check_study(configs, study_presets=sweeper_axes("baselines")["variant"])
