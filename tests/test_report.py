@@ -19,9 +19,12 @@ from stiefel_gan.commands.cli import main
 from stiefel_gan.config.compose import compose_config
 from stiefel_gan.config.paths import CONFIG_FILE, METRICS_FILE
 from stiefel_gan.config.schema import REPORT_STATISTICS, ReportConfig, config_dict
+from stiefel_gan.data.images import load_digits
 from stiefel_gan.data.mixtures import mixture_centers, mixture_std
 from stiefel_gan.measure.plots import scatter_figure
-from stiefel_gan.report.discovery import Run, find_run_dirs, group_variants
+from stiefel_gan.config.paths import RunDir
+from stiefel_gan.report.discovery import Run, find_run_dirs, group_variants, load_config
+from stiefel_gan.report.figures import PUBLISHED_SAMPLE_PANELS, plot_samples
 from stiefel_gan.report.markdown import tuning_table, write_comparison
 from stiefel_gan.report.summary import (
     Baseline,
@@ -686,3 +689,26 @@ def test_the_shape_table_puts_each_layer_s_step_0_fit_beside_its_trained_one(swe
         assert float(cell.split("τ ")[1].split(" ±")[0]) == pytest.approx(np.mean(taus), rel=1e-3)
     assert json.loads(files[0].read_text())["step"] == 0
     assert fits["features.conv1"]["stiefel_fixed"].count("τ 1") == 2  # a fixed curve does not move
+
+
+def test_a_published_samples_figure_of_many_variants_stays_under_300_kb(tmp_path):
+    """A tuning study's 36 variants, each with a sample grid of 9 x 9 real 16-px digits plus pixel noise: the
+    published samples.png (each variant's median seed) keeps the pixels of PUBLISHED_SAMPLE_PANELS panels."""
+    rng = np.random.default_rng(0)
+    digits = load_digits(16).tensors[0][:, 0].numpy()
+    runs = {}
+    for index in range(36):
+        label = f"sn@lr_d={index}"
+        run_dir = write_synthetic_run(tmp_path, label, 0, [{"step": 10, "quality/digits_fd": 100.0 + index}])
+        RunDir(run_dir).samples_dir.mkdir()
+        tiles = digits[rng.choice(len(digits), 81)] + rng.normal(0, 0.1, (81, 16, 16))
+        grid = tiles.reshape(9, 9, 16, 16).transpose(0, 2, 1, 3).reshape(144, 144)
+        pixels = ((np.clip(grid, -1, 1) + 1) * 127.5).astype(np.uint8)
+        Image.fromarray(pixels).save(RunDir(run_dir).samples_dir / "step_000010.png")
+        runs[label] = [Run(run_dir, load_config(run_dir), read_metrics(run_dir))]
+    figure = plot_samples(runs, "quality/digits_fd", tmp_path / "samples.png", every_seed=False)
+    assert figure.stat().st_size < 300_000
+    few = plot_samples(dict(list(runs.items())[:PUBLISHED_SAMPLE_PANELS]), "quality/digits_fd", tmp_path / "few.png",
+                       every_seed=False)
+    with Image.open(figure) as many_image, Image.open(few) as few_image:  # about the pixels of the few panels
+        assert many_image.size[0] * many_image.size[1] < 1.3 * few_image.size[0] * few_image.size[1]

@@ -22,6 +22,11 @@ from .discovery import Run, records_by_layer
 from .summary import median_run, shown_runs
 
 
+#: Variants whose median-seed samples a published samples.png shows at full resolution (about 1.2x a sample
+#: grid's pixels); with more, the figure's resolution falls so that its size stays under ~300 KB.
+PUBLISHED_SAMPLE_PANELS = 12
+
+
 def _panel_grid(n_panels: int, max_cols: int, panel_size: tuple[float, float]):
     """A figure with ``n_panels`` axes in rows of at most ``max_cols``; unused axes are hidden."""
     cols = min(max_cols, n_panels)
@@ -53,7 +58,8 @@ def _colors(labels) -> dict[str, tuple]:
 def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path, every_seed: bool = True) -> Path | None:
     """Rows: variants; columns: the shown seeds' final sample grids (one row of variants side by side when
     each shows one seed). ``every_seed=False``: each variant's median seed by ``key`` only (a figure small
-    enough to publish)."""
+    enough to publish: beyond :data:`PUBLISHED_SAMPLE_PANELS` variants the resolution falls so that the
+    pixel count, and so the file, stays that of 16 panels)."""
     panels = {label: [(r, sorted(RunDir(r.run_dir).samples_dir.glob("step_*.png")))
                       for r in (shown_runs(rs, key) if every_seed else [median_run(rs, key)])]
               for label, rs in runs.items()}
@@ -76,7 +82,10 @@ def plot_samples(runs: dict[str, list[Run]], key: str | None, path: Path, every_
         for ax, (run, image) in zip(row, shown):
             ax.imshow(plt.imread(image), cmap="gray", interpolation="nearest")  # sharp pixels, small files
             ax.set_title(f"{label}\nseed {run.seed}", fontsize=7)  # two lines: long tuning labels stay apart
-    return _save(fig, path, dpi=100)
+    # a published figure (one panel a variant) keeps the pixels of PUBLISHED_SAMPLE_PANELS panels: dpi ~ 1/sqrt(n)
+    dpi = 100 if every_seed or len(panels) <= PUBLISHED_SAMPLE_PANELS else \
+        int(100 * math.sqrt(PUBLISHED_SAMPLE_PANELS / len(panels)))
+    return _save(fig, path, dpi=dpi)
 
 
 def plot_curves(runs: dict[str, list[Run]], keys: list[str], path: Path) -> Path | None:
