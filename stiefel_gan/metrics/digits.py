@@ -38,6 +38,7 @@ from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
 from ..data.images import digits_split, load_digits
 from .features import density_coverage, feature_set, feature_statistics, frechet_distance, kernel_distance, precision_recall
 from .status import NONFINITE, MetricUnavailable
+from .toy import kl_from_uniform
 
 #: Version of the architecture + training recipe; part of the cache file name.
 CLASSIFIER_VERSION = 2
@@ -303,14 +304,14 @@ class DigitsEvaluator:
             raise ValueError(f"min_fraction={min_fraction!r}: expected a float in (0, 1]")
         probabilities = self.probabilities(fake_images)
         confidence, predictions = probabilities.max(dim=1)
-        shares = torch.bincount(predictions, minlength=NUM_CLASSES).double() / len(predictions)
+        counts = torch.bincount(predictions, minlength=NUM_CLASSES)
+        shares = counts.double() / len(predictions)
         confident = predictions[confidence >= CONFIDENT_PROBABILITY]
         confident_shares = torch.bincount(confident, minlength=NUM_CLASSES).double() / len(predictions)
-        occupied = shares[shares > 0]
         return {
             "classes_covered": int((shares >= min_fraction).sum()),
             "classes_covered_confident": int((confident_shares >= min_fraction).sum()),
-            "class_kl": float((occupied * torch.log(NUM_CLASSES * occupied)).sum()),
+            "class_kl": kl_from_uniform(counts.numpy()),
         }
 
     def memorization_ratio(self, fake_images: torch.Tensor) -> float:
