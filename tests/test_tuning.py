@@ -104,8 +104,7 @@ def test_an_interior_optimum_is_confirmed_on_the_confirm_seeds_only(tmp_path, co
     report = write_comparison(find_run_dirs(tmp_path), study).read_text()
     # by hand: the exact sign-flip p-value over the 2^8 patterns of the confirm seeds' differences alone
     d = entry_confirm - sn_confirm
-    p = np.mean([abs(np.mean(np.array(signs) * d)) >= abs(d.mean()) - 1e-9
-                 for signs in itertools.product((-1, 1), repeat=len(d))])
+    p = sign_flip_p_value(d)
     lines = report.splitlines()
     start = lines.index(next(line for line in lines if line.startswith("### Confirmation: confirm seeds")))
     header, _, row = ([c.strip() for c in line.strip("|").split("|")] for line in lines[start + 2:start + 5])
@@ -113,10 +112,38 @@ def test_an_interior_optimum_is_confirmed_on_the_confirm_seeds_only(tmp_path, co
     assert cells["method"] == "radam_entry" and cells["best"] == "2e-3" and cells["n (confirm seeds)"] == "8"
     assert float(cells["Δ area under the curve (its time average)"]) == pytest.approx(d.mean(), rel=1e-3)
     assert float(cells["p"]) == pytest.approx(p, rel=1e-2) and float(cells["Holm p"]) == pytest.approx(p, rel=1e-2)
-    assert "Baseline of the verdicts: **sn@lr_d=1e-3**" in report
+    assert "Baseline of the verdicts: **sn@lr_d=1e-3**" in report and "Confirm seeds only" not in report
     assert "Confirm step: 1 best(s) lack confirm seeds (sn_miyato@optim=A" in report  # only two bests ran
     # the other tables show the selection seeds only: the baseline's row has its 3 selection seeds, not 11
     assert "| sn@lr_d=1e-3 | 3 |" in report
+
+
+def sign_flip_p_value(d):
+    """The exact two-sided sign-flip p-value of the paired differences ``d``, over all 2^n sign patterns."""
+    return np.mean([abs(np.mean(np.array(signs) * d)) >= abs(d.mean()) - 1e-9
+                    for signs in itertools.product((-1, 1), repeat=len(d))])
+
+
+def test_confirm_runs_of_bests_chosen_at_another_budget_get_the_declared_comparisons(tmp_path, configs):
+    # the long budget's runs: the 500-step bests on the confirm seeds only, no selection seed among them
+    rng = np.random.default_rng(5)
+    sn_confirm = 900.0 + rng.normal(0, 30, len(CONFIRM))
+    entry_confirm = sn_confirm - 60.0 + rng.normal(0, 20, len(CONFIRM))
+    study = write_runs(tmp_path, configs, {"sn_miyato@optim=A": dict(zip(CONFIRM, sn_confirm)),
+                                           "radam_entry@lr_stiefel=2e-3": dict(zip(CONFIRM, entry_confirm))})
+    declared = {"comparisons": ["radam_entry@lr_stiefel=2e-3"], "statistic": "final"}
+    report = write_comparison(find_run_dirs(study), study, overrides=declared).read_text()
+    assert "**Confirm seeds only**" in report and "### Confirmation" not in report
+    assert "Baseline: **sn_miyato@optim=A** (the variant with disc.kind=sn)" in report
+    lines = report.splitlines()
+    start = lines.index("| variant | minus | n | Δ mean | p | Holm p | Δ in SDs of minus | verdict |")
+    cells = [c.strip() for c in lines[start + 2].strip("|").split("|")]
+    # the final value of each curve a + 100, a, a - 100 is a - 100: the difference of the a's
+    d = entry_confirm - sn_confirm
+    assert cells[:3] == ["radam_entry@lr_stiefel=2e-3", "sn_miyato@optim=A", "8"]
+    assert float(cells[3]) == pytest.approx(d.mean(), rel=1e-3)
+    assert float(cells[4]) == pytest.approx(sign_flip_p_value(d), rel=1e-2)
+    assert cells[7].startswith("**better**")  # lower FD in every seed: p = 2 / 2^8 < 0.05
 
 
 @pytest.mark.parametrize("seeds, named", [

@@ -46,7 +46,7 @@ from ..measure.statistics import (
 from ..run.records import read_metrics
 from .discovery import SETTING_SEPARATOR, Run, group_variants, load_config, load_runs, records_by_layer
 from .figures import plot_curves, plot_gradient_norms, plot_operator_spectra, plot_samples, plot_spectra
-from .tuning import runs_on_seeds, study_dir, tune, tuning_protocol, tuning_section
+from .tuning import chosen_elsewhere, runs_on_seeds, study_dir, tune, tuning_protocol, tuning_section
 from .summary import (
     HEADLINE,
     MAX_SEEDS_SHOWN,
@@ -494,6 +494,9 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     report_config = report_settings(runs, overrides)
     finished = sum(map(len, runs.values()))
     protocol = tuning_protocol(runs)
+    selected_elsewhere = chosen_elsewhere(runs, protocol)
+    if selected_elsewhere:
+        protocol = None
     tuning = tune(runs, protocol, headline_key(runs), report_config.alpha) if protocol else None
     if protocol:  # every table but the tuning section's verdicts: the selection seeds only
         runs = runs_on_seeds(runs, protocol.selection_seeds)
@@ -528,6 +531,10 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
              "difference in baseline seed SDs, the ± of the baseline's row). Verdict words only for the "
              "comparisons and contrasts the study declared, after "
              f"Holm's correction across them together: {len(decisions)} here (Declared comparisons, below).", ""]
+    if selected_elsewhere:
+        lines += ["**Confirm seeds only**: these runs of a tuning study hold none of its selection seeds, so their "
+                  "settings were chosen elsewhere (at another budget) and nothing is selected here; the verdicts are "
+                  "the declared comparisons against the SN variant (`report.comparisons`).", ""]
     lines += single_seed_caveat(runs)
     lines += unfinished_table(every)
     lines += baseline_check(runs, baseline, primary)

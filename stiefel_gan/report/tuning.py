@@ -45,6 +45,14 @@ def tuning_protocol(runs: dict[str, list[Run]]) -> TuningConfig | None:
     return protocol if protocol is not None and protocol.confirm_seeds else None
 
 
+def chosen_elsewhere(runs: dict[str, list[Run]], protocol: TuningConfig | None) -> bool:
+    """Whether the runs of a tuning study hold none of its selection seeds: the confirm runs of settings
+    chosen by a selection made elsewhere, at another budget (the 500-step selection's bests run again at
+    ``budget=digits_long``). Nothing can be selected from them, so their report is an ordinary one: the
+    study's declared comparisons against its SN variant (docs/report.md, "Tuning protocol")."""
+    return protocol is not None and not runs_on_seeds(runs, protocol.selection_seeds)
+
+
 def runs_on_seeds(runs: dict[str, list[Run]], seeds) -> dict[str, list[Run]]:
     """The runs whose seed is one of ``seeds``, by variant (variants left with none dropped)."""
     kept = {label: [r for r in rs if r.seed in set(seeds)] for label, rs in runs.items()}
