@@ -146,6 +146,33 @@ def test_confirm_runs_of_bests_chosen_at_another_budget_get_the_declared_compari
     assert cells[7].startswith("**better**")  # lower FD in every seed: p = 2 / 2^8 < 0.05
 
 
+def test_two_variants_within_the_calibration_floor_get_no_verdict(tmp_path, configs):
+    from stiefel_gan.config.compose import load_run_config
+    from stiefel_gan.measure.calibration import sampling_floor
+
+    # final FDs of about 4 and 5, one lower in every seed: a paired test would call it, the floor does not
+    rng = np.random.default_rng(7)
+    sn_final = 5.0 + rng.uniform(0, 0.5, len(CONFIRM))
+    entry_final = sn_final - 1.0
+    study = write_runs(tmp_path, configs, {"sn_miyato@optim=A": dict(zip(CONFIRM, sn_final + 100)),
+                                           "radam_entry@lr_stiefel=2e-3": dict(zip(CONFIRM, entry_final + 100))})
+    declared = {"comparisons": ["radam_entry@lr_stiefel=2e-3"], "statistic": "final"}
+    report = write_comparison(find_run_dirs(study), study, overrides=declared).read_text()
+    # the floor stated is the calibration's first row at the runs' settings (what stiefel-gan calibrate publishes)
+    floor = sampling_floor(load_run_config(next(study.iterdir())))
+    values = floor.values("quality/digits_fd")
+    assert floor.row.name == "held-out digits" and len(values) == 5 and max(values) > 5.5
+    assert f"range {min(values):.3g}-{max(values):.3g} (held-out digits resampled, n = 1000, 5 draws)" in report
+    row = next(line for line in report.splitlines() if line.startswith("| radam_entry@lr_stiefel=2e-3 | sn_miyato"))
+    assert "within the floor: not called (Holm p 0.00781)" in row and "**better**" not in row
+    # the same difference well above the floor is called
+    far = write_runs(tmp_path / "far", configs, {"sn_miyato@optim=A": dict(zip(CONFIRM, sn_final + 200)),
+                                                 "radam_entry@lr_stiefel=2e-3": dict(zip(CONFIRM, entry_final + 200))})
+    report = write_comparison(find_run_dirs(far), far, overrides=declared).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| radam_entry@lr_stiefel=2e-3 | sn_miyato"))
+    assert "**better** (Holm p 0.00781)" in row
+
+
 @pytest.mark.parametrize("seeds, named", [
     ("[2,10,11,12,13,14,15,16]", "seed(s) [2] are also selection seeds"),
     ("[10,11,12,13,14]", "below 6 no two-sided sign-flip test reaches p < 0.05"),

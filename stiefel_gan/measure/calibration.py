@@ -193,15 +193,29 @@ def compared_columns(dataset: str, scores: list[dict[str, float]]) -> tuple[str,
     return tuple(m.key for m in METRICS if m.goal is not None and dataset in m.datasets and m.key in given)
 
 
-def calibrate(cfg: Config, seeds: tuple[int, ...] = CALIBRATION_SEEDS) -> Calibration:
-    """Every row of ``cfg.data.name`` (one of :data:`CALIBRATED_DATASETS`), ``cfg.metrics.n_samples``
-    samples a row and seed, each evaluated as a run's final evaluation is; the config is the run's
-    (its image side, split, model), with ``train.seed`` set to each seed in turn. Torch's global RNG
-    is left as it was."""
+def dataset_rows(cfg: Config) -> tuple[Row, ...]:
+    """The calibration rows of ``cfg.data.name`` (one of :data:`CALIBRATED_DATASETS`), the floor first."""
     name = cfg.data.name
     if name not in CALIBRATED_DATASETS:
         raise ValueError(f"data={name} is not allowed for a calibration: use one of {', '.join(CALIBRATED_DATASETS)}")
-    rows = digits_rows(cfg.data.image_size) if name == "digits" else mixture_rows()
+    return digits_rows(cfg.data.image_size) if name == "digits" else mixture_rows()
+
+
+def sampling_floor(cfg: Config, seeds: tuple[int, ...] = CALIBRATION_SEEDS) -> RowResult:
+    """The first row alone (real reference data resampled: the floor of every metric at this sample
+    count), with the Geometry Score off (tens of seconds an evaluation, and no run's headline)."""
+    metrics = dataclasses.replace(cfg.metrics, geometry_score=False)
+    floor_row = dataset_rows(cfg)[0]
+    return calibrate(dataclasses.replace(cfg, metrics=metrics), seeds, rows=(floor_row,)).results[0]
+
+
+def calibrate(cfg: Config, seeds: tuple[int, ...] = CALIBRATION_SEEDS, rows: tuple[Row, ...] | None = None) -> Calibration:
+    """Every row of ``cfg.data.name`` (one of :data:`CALIBRATED_DATASETS`), or only ``rows``,
+    ``cfg.metrics.n_samples`` samples a row and seed, each evaluated as a run's final evaluation is; the
+    config is the run's (its image side, split, model), with ``train.seed`` set to each seed in turn.
+    Torch's global RNG is left as it was."""
+    name = cfg.data.name
+    rows = dataset_rows(cfg) if rows is None else rows
     results = [RowResult(row) for row in rows]
     with torch.random.fork_rng(devices=[]):  # initial_gan seeds the global RNG
         for seed in seeds:

@@ -45,6 +45,7 @@ from ..measure.statistics import (
 )
 from ..run.records import read_metrics
 from .discovery import SETTING_SEPARATOR, Run, group_variants, load_config, load_runs, records_by_layer
+from .floor import Floor, headline_floor, within_floor
 from .figures import plot_curves, plot_gradient_norms, plot_operator_spectra, plot_samples, plot_spectra
 from .tuning import chosen_elsewhere, runs_on_seeds, study_dir, tune, tuning_protocol, tuning_section
 from .summary import (
@@ -95,10 +96,14 @@ def _difference(difference: PairedDifference, lost: str = "") -> str:
     return f"{text} ({lost})" if lost else text
 
 
-def _verdict(tested: TestedDifference, direction: str | None) -> str:
+def _verdict(tested: TestedDifference, direction: str | None, in_floor: bool = False) -> str:
     """The verdict of a declared comparison, with its Holm-adjusted p-value: **better** / **worse** (or
-    **higher** / **lower** for a metric without a direction) where that is at most alpha, else inconclusive."""
+    **higher** / **lower** for a metric without a direction) where that is at most alpha, else inconclusive;
+    ``in_floor``: both variants sit within the metric's calibration floor, so nothing is called
+    (Note [the floor])."""
     holm = f"(Holm p {tested.adjusted_p_value:.3g})"
+    if in_floor:
+        return f"within the floor: not called {holm}"
     if not tested.significant:
         return f"inconclusive {holm}"
     if direction is None:
@@ -135,7 +140,7 @@ def statistic_steps(runs: dict[str, list[Run]], key: str) -> dict[str, str]:
 
 def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseline, report_config: ReportConfig,
                    decisions: dict[tuple[str, str], TestedDifference], headline: str,
-                   lost: dict[str, str] | None = None) -> list[str]:
+                   lost: dict[str, str] | None = None, floor: Floor | None = None) -> list[str]:
     """One table per quality key; the cells of the declared comparisons (``decisions`` at ``(label, baseline)``:
     row ``label``, table ``headline``, column ``report_config.statistic``) carry their verdict, no other cell
     does (a declared contrast has no cell: its verdict is in :func:`declared_section` only).
@@ -166,7 +171,7 @@ def quality_tables(runs: dict[str, list[Run]], keys: list[str], baseline: Baseli
                         cell = _difference(difference_from_baseline(runs, label, baseline, key, statistic), both)
                         declared = decisions.get((label, baseline.label))
                         if key == headline and statistic == report_config.statistic and declared is not None:
-                            cell += " " + _verdict(declared, direction)
+                            cell += " " + _verdict(declared, direction, within_floor(runs, label, baseline.label, floor))
                         row.append(cell)
             rows.append(row)
         lines += _table(header, rows)
@@ -192,8 +197,9 @@ def _tested_name(pair: tuple[str, str], baseline: Baseline) -> str:
     return first if second == baseline.label else f"{first} − {second}"
 
 
-def declared_section(baseline: Baseline, report_config: ReportConfig,
-                     decisions: dict[tuple[str, str], TestedDifference], headline: str) -> list[str]:
+def declared_section(runs: dict[str, list[Run]], baseline: Baseline, report_config: ReportConfig,
+                     decisions: dict[tuple[str, str], TestedDifference], headline: str,
+                     floor: Floor | None = None) -> list[str]:
     """The declared family of ``headline`` (:func:`~stiefel_gan.report.summary.declared_decisions`): how many
     comparisons and contrasts were tested, how, each one's numbers and verdict, and the fewest seeds a
     verdict needs."""
@@ -221,7 +227,7 @@ def declared_section(baseline: Baseline, report_config: ReportConfig,
               "every Δ in the tables is a number with its uncorrected p-value.", ""]
     rows = [[first, second, str(t.difference.n), format_number(t.difference.mean),
              format_number(t.difference.p_value), format_number(t.adjusted_p_value),
-             format_number(t.difference.effect), _verdict(t, direction)]
+             format_number(t.difference.effect), _verdict(t, direction, within_floor(runs, first, second, floor))]
             for (first, second), t in decisions.items()]
     lines += _table(["variant", "minus", "n", "Δ mean", "p", "Holm p", "Δ in SDs of minus", "verdict"], rows)
     lines += ["", _seeds_floor(report_config.alpha, m)]
@@ -416,6 +422,15 @@ def lost_seeds(every: dict[str, list[Run]]) -> dict[str, str]:
     return lost
 
 
+def floor_lines(floor: Floor | None) -> list[str]:
+    """The calibration floor of the headline at the runs' settings, and what it rules out."""
+    if floor is None:
+        return []
+    return [f"Calibration floor of {floor.key} at these runs' data and metric settings: {floor.text()}. A variant "
+            "whose mean final value lies within it is as good as the metric can tell; a declared comparison of two "
+            "such variants is not called (docs/report.md, \"The floor\").", ""]
+
+
 def single_seed_caveat(runs: dict[str, list[Run]]) -> list[str]:
     """One line when no variant has a second seed (``stiefel-gan compare``'s default): such a report shows
     that the runs work; it cannot say which variant is better, and the page with the suite's answers can."""
@@ -498,6 +513,8 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     if selected_elsewhere:
         protocol = None
     tuning = tune(runs, protocol, headline_key(runs), report_config.alpha) if protocol else None
+    every_finished = runs
+    floor = headline_floor(runs, headline_key(runs))
     if protocol:  # every table but the tuning section's verdicts: the selection seeds only
         runs = runs_on_seeds(runs, protocol.selection_seeds)
     keys = quality_keys(runs)
@@ -538,16 +555,21 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     lines += single_seed_caveat(runs)
     lines += unfinished_table(every)
     lines += baseline_check(runs, baseline, primary)
-    lines += declared_section(baseline, report_config, decisions, headline)
+    lines += floor_lines(floor)
+    lines += declared_section(runs, baseline, report_config, decisions, headline, floor)
     lines += regression_section(regression)
     if keys:
-        lines += ["## Sample quality"] + quality_tables(runs, keys, baseline, report_config, decisions, headline, lost)
+        lines += ["## Sample quality"] + quality_tables(runs, keys, baseline, report_config, decisions, headline, lost,
+                                                        floor)
     if settings:
         lines += ["", "Measured with: " + ", ".join(
             f"{key} = {_summary(summarize([r.final(key) for rs in runs.values() for r in rs]))}" for key in settings)]
     if tuning:
+        def tuning_verdict(tested: TestedDifference, best: str) -> str:
+            in_floor = within_floor(runs_on_seeds(every_finished, protocol.confirm_seeds), best, baseline.label, floor)
+            return _verdict(tested, better_direction(headline), in_floor)
         lines += ["", *tuning_section(tuning, study_dir(runs), STATISTIC_NAMES[protocol.statistic][0],
-                                      lambda tested: _verdict(tested, better_direction(headline)), _table)]
+                                      tuning_verdict, _table)]
     else:
         lines += tuning_table(runs, primary)
     losses = [k for k in HEADLINE if k in all_keys]

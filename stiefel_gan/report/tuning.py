@@ -236,8 +236,9 @@ def _score(value: float, key: str) -> str:
 
 def tuning_section(outcome: TuningOutcome, study_dir: str, statistic_name: str, verdict, table) -> list[str]:
     """The report's tuning section: the protocol, each method's grid and best on the selection seeds, the
-    edge refusals, the verdicts on the confirm seeds, and what to run next. ``verdict(tested)`` and
-    ``table(header, rows)`` write a verdict and a table as the rest of the report does."""
+    edge refusals, the verdicts on the confirm seeds, and what to run next. ``verdict(tested, best)`` (the
+    method's best setting's label) and ``table(header, rows)`` write a verdict and a table as the rest of the
+    report does."""
     p, key = outcome.protocol, outcome.key
     lines = ["## Tuning protocol (declared with the study: `tuning.*`)", "",
              f"Each method's best setting: the best mean {statistic_name} of {key} over the **selection seeds "
@@ -269,7 +270,8 @@ def tuning_section(outcome: TuningOutcome, study_dir: str, statistic_name: str, 
                 continue
             d = tested.difference
             rows.append([method, choice.best.value, str(d.n), f"{d.mean:+.4g}" if d.n else "-",
-                         f"{d.p_value:.3g}" if d.n else "-", f"{tested.adjusted_p_value:.3g}", verdict(tested)])
+                         f"{d.p_value:.3g}" if d.n else "-", f"{tested.adjusted_p_value:.3g}",
+                         verdict(tested, choice.best.label)])
         lines += [f"### Confirmation: confirm seeds {list(p.confirm_seeds)} only, vs {outcome.baseline.label}", ""]
         lines += table(["method", "best", "n (confirm seeds)", f"Δ {statistic_name}", "p", "Holm p", "verdict"], rows)
         lines += [""]
