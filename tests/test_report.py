@@ -16,11 +16,12 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from stiefel_gan.commands.cli import main
-from stiefel_gan.config.compose import compose_config
+from stiefel_gan.config.compose import compose_config, load_run_config
 from stiefel_gan.config.paths import CONFIG_FILE, METRICS_FILE
 from stiefel_gan.config.schema import REPORT_STATISTICS, ReportConfig, config_dict
 from stiefel_gan.data.images import load_digits
 from stiefel_gan.data.mixtures import mixture_centers, mixture_std
+from stiefel_gan.measure.calibration import sampling_floor
 from stiefel_gan.measure.plots import scatter_figure
 from stiefel_gan.config.paths import RunDir
 from stiefel_gan.report.discovery import Run, find_run_dirs, group_variants, load_config
@@ -712,3 +713,23 @@ def test_a_published_samples_figure_of_many_variants_stays_under_300_kb(tmp_path
                        every_seed=False)
     with Image.open(figure) as many_image, Image.open(few) as few_image:  # about the pixels of the few panels
         assert many_image.size[0] * many_image.size[1] < 1.3 * few_image.size[0] * few_image.size[1]
+
+
+def test_the_first_quality_table_puts_precision_and_recall_beside_the_headline_and_states_the_floor(tmp_path):
+    # class-mean-like samples against noisy ones: a fair FD hides precision 1 / recall 0, the glance shows it
+    values = {"sn": [(400.0, 0.6, 0.3), (420.0, 0.7, 0.2)], "means": [(100.0, 1.0, 0.0), (110.0, 1.0, 0.0)]}
+    for label, per_seed in values.items():
+        for seed, (fd, precision, recall) in enumerate(per_seed):
+            rows = [{"step": step, "quality/digits_fd": fd + 1000.0 * (step == 100), "quality/precision": precision,
+                     "quality/recall": recall} for step in (100, 200)]
+            write_synthetic_run(tmp_path / "study", label, seed, rows, "sn" if label == "sn" else "stiefel_fixed")
+    report = write_comparison(find_run_dirs(tmp_path / "study"), tmp_path / "study").read_text()
+    glance = {row["variant"]: row for row in table_after(
+        report, "### At a glance: quality/digits_fd, quality/precision, quality/recall (final, mean ± std over seeds)")}
+    assert glance["means"]["quality/digits_fd"] == f"105 ± {np.std([100.0, 110.0], ddof=1):.2g}"
+    assert glance["means"]["quality/precision"] == "1 ± 0" and glance["means"]["quality/recall"] == "0 ± 0"
+    assert glance["sn"]["n"] == "2" and glance["sn"]["quality/recall"].startswith("0.25 ± ")
+    # the floor at these runs' settings (data.split=all here: the held-out digits are also trained on)
+    floor = sampling_floor(load_run_config(tmp_path / "study" / "sn-s0")).values("quality/digits_fd")
+    assert (f"Floor of quality/digits_fd: {np.mean(floor):.3g}, range {min(floor):.3g}-{max(floor):.3g} (held-out "
+            "digits resampled, n = 1000, 5 draws).") in report

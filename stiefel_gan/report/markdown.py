@@ -422,6 +422,28 @@ def lost_seeds(every: dict[str, list[Run]]) -> dict[str, str]:
     return lost
 
 
+#: beside the headline in the report's first quality table: the fidelity / diversity split of Kynkaanniemi
+#: et al., which an FD alone does not show (a G that draws class means has a fair FD, precision 1, recall 0)
+FIDELITY_DIVERSITY = ("quality/precision", "quality/recall")
+
+
+def headline_table(runs: dict[str, list[Run]], headline: str, floor: Floor | None) -> list[str]:
+    """Final headline, precision and recall per variant (mean ± std over seeds) in one table, with the
+    floor's line under it; empty where the runs logged no precision / recall (datasets other than the
+    digits)."""
+    every_key = set().union(*(r.keys() for rs in runs.values() for r in rs))
+    keys = [headline, *(k for k in FIDELITY_DIVERSITY if k in every_key)]
+    if len(keys) == 1 or headline not in every_key:
+        return []
+    rows = [[label, str(len(rs))] + [_summary(summarize(list(seed_statistic(rs, key, "final").values()))) for key in keys]
+            for label, rs in runs.items()]
+    lines = ["", f"### At a glance: {', '.join(keys)} (final, mean ± std over seeds)", ""]
+    lines += _table(["variant", "n", *keys], rows)
+    if floor is not None:
+        lines += ["", f"Floor of {floor.key}: {floor.text()}."]
+    return lines
+
+
 def floor_lines(floor: Floor | None) -> list[str]:
     """The calibration floor of the headline at the runs' settings, and what it rules out."""
     if floor is None:
@@ -548,6 +570,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
              "difference in baseline seed SDs, the ± of the baseline's row). Verdict words only for the "
              "comparisons and contrasts the study declared, after "
              f"Holm's correction across them together: {len(decisions)} here (Declared comparisons, below).", ""]
+    lines += floor_lines(floor)
     if selected_elsewhere:
         lines += ["**Confirm seeds only**: these runs of a tuning study hold none of its selection seeds, so their "
                   "settings were chosen elsewhere (at another budget) and nothing is selected here; the verdicts are "
@@ -555,11 +578,10 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     lines += single_seed_caveat(runs)
     lines += unfinished_table(every)
     lines += baseline_check(runs, baseline, primary)
-    lines += floor_lines(floor)
     lines += declared_section(runs, baseline, report_config, decisions, headline, floor)
     lines += regression_section(regression)
     if keys:
-        lines += ["## Sample quality"] + quality_tables(runs, keys, baseline, report_config, decisions, headline, lost,
+        lines += ["## Sample quality"] + headline_table(runs, headline, floor) + quality_tables(runs, keys, baseline, report_config, decisions, headline, lost,
                                                         floor)
     if settings:
         lines += ["", "Measured with: " + ", ".join(
