@@ -203,20 +203,25 @@ def dataset_rows(cfg: Config) -> tuple[Row, ...]:
 
 def sampling_floor(cfg: Config, seeds: tuple[int, ...] = CALIBRATION_SEEDS) -> RowResult:
     """The first row alone (real reference data resampled: the floor of every metric at this sample
-    count), with the Geometry Score off (tens of seconds an evaluation, and no run's headline)."""
-    metrics = dataclasses.replace(cfg.metrics, geometry_score=False)
-    floor_row = dataset_rows(cfg)[0]
-    return calibrate(dataclasses.replace(cfg, metrics=metrics), seeds, rows=(floor_row,)).results[0]
+    count), one draw per seed, each evaluated as :func:`calibrate` evaluates it, but with the run's data
+    and evaluator built once (the row draws real data only, so no seed changes them) and the Geometry
+    Score off (tens of seconds an evaluation, and no run's headline)."""
+    cfg = dataclasses.replace(cfg, metrics=dataclasses.replace(cfg.metrics, geometry_score=False))
+    result = RowResult(dataset_rows(cfg)[0])
+    dataset = run_dataset(cfg)
+    data, quality = _data(cfg, dataset), SampleQuality(cfg, dataset, torch.device("cpu"))
+    for seed in seeds:
+        result.scores.append(quality.evaluate(result.row.draw(data, cfg.metrics.n_samples, seed), final=True).scores)
+    return result
 
 
-def calibrate(cfg: Config, seeds: tuple[int, ...] = CALIBRATION_SEEDS, rows: tuple[Row, ...] | None = None) -> Calibration:
-    """Every row of ``cfg.data.name`` (one of :data:`CALIBRATED_DATASETS`), or only ``rows``,
-    ``cfg.metrics.n_samples`` samples a row and seed, each evaluated as a run's final evaluation is; the
-    config is the run's (its image side, split, model), with ``train.seed`` set to each seed in turn.
-    Torch's global RNG is left as it was."""
+def calibrate(cfg: Config, seeds: tuple[int, ...] = CALIBRATION_SEEDS) -> Calibration:
+    """Every row of ``cfg.data.name`` (one of :data:`CALIBRATED_DATASETS`), ``cfg.metrics.n_samples``
+    samples a row and seed, each evaluated as a run's final evaluation is; the config is the run's
+    (its image side, split, model), with ``train.seed`` set to each seed in turn. Torch's global RNG
+    is left as it was."""
     name = cfg.data.name
-    rows = dataset_rows(cfg) if rows is None else rows
-    results = [RowResult(row) for row in rows]
+    results = [RowResult(row) for row in dataset_rows(cfg)]
     with torch.random.fork_rng(devices=[]):  # initial_gan seeds the global RNG
         for seed in seeds:
             seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
