@@ -98,6 +98,33 @@ def test_parallel_compare_builds_each_run_once_in_its_worker(tmp_path):
     assert sorted(p.name for p in compare_dir.iterdir() if RunDir(p).is_run()) == ["sn-s0", "stiefel_fixed-s0"]
 
 
+def test_a_study_stopped_by_a_stop_file_another_sweep_removed_ends_in_lines_not_a_traceback(tmp_path):
+    """Two sweeps into one study directory share its stop file: a signal to one stops the other's running
+    job and its next ones, and a sweep started there later removes the file before the stopped one ends
+    (seen on 2026-12-02: `ValueError: None is not a valid Signals` from the sweeper's last line)."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from hydra_plugins.stiefel_gan_sweeper.checked_sweeper import study_ending
+
+    def ended(status, failure=None):
+        return JobReturn(status=status, _return_value=failure)
+
+    stopped = "SIGTERM stopped the run at step 3906 of 5000"
+    returns = [[ended(JobStatus.COMPLETED, "done"),
+                ended(JobStatus.FAILED, JobFailed(str(tmp_path / "run-s10"), "interrupted", stopped)),
+                ended(JobStatus.FAILED, JobFailed(str(tmp_path / "run-s11"), "not started", "SIGTERM stopped the study")),
+                ended(JobStatus.FAILED, JobFailed(str(tmp_path / "run-s12"), "not started", "SIGTERM stopped the study"))]]
+    lines, exit_status = study_ending(4, returns, None, tmp_path)
+    assert lines == [f"stiefel-gan: {tmp_path / 'run-s10'}: interrupted: {stopped}",
+                     f"stiefel-gan: 2 of 4 jobs not started: a stop request stopped the study (its file "
+                     f"{tmp_path / '.stop'} is gone: another sweep into this directory wrote it, and a later one "
+                     "removed it)"]
+    assert exit_status == 1
+    # the file still there: the signal it names, and 128 + signal
+    lines, exit_status = study_ending(4, returns, int(signal.SIGTERM), tmp_path)
+    assert lines[-1] == "stiefel-gan: 2 of 4 jobs not started: SIGTERM stopped the study" and exit_status == 143
+    assert study_ending(1, [returns[0][:1]], None, tmp_path) == ([], 0)
+
+
 # ------------------------------------------------------------------------------ one bad run in a study
 
 

@@ -112,19 +112,31 @@ class CheckedSweeper(BasicSweeper):
                     break
         signum = stop_requested(sweep_dir)
         (sweep_dir / STOP_FILE).unlink(missing_ok=True)
-        failures = [failure for results in returns for failure in map(_failure, results) if failure is not None]
-        for failure in failures:
-            if failure.status != "not started":
-                print(f"stiefel-gan: {failure}", file=sys.stderr)
-        not_started = len(jobs) - sum(map(len, returns)) + sum(f.status == "not started" for f in failures)
-        if not_started:
-            print(f"stiefel-gan: {not_started} of {len(jobs)} jobs not started: "
-                  f"{signal.Signals(signum).name} stopped the study", file=sys.stderr)
-        if signum is not None:
-            raise SystemExit(128 + signum)
-        if failures:
-            raise SystemExit(1)
+        lines, exit_status = study_ending(len(jobs), returns, signum, sweep_dir)
+        for line in lines:
+            print(line, file=sys.stderr)
+        if exit_status:
+            raise SystemExit(exit_status)
         return returns
+
+
+def study_ending(n_jobs: int, returns: list[list[JobReturn]], signum: int | None, sweep_dir: Path) -> tuple[list[str], int]:
+    """The lines a study prints at its end (each job that did not finish, then how many never started and
+    why) and its exit status: 128 + signal when a signal stopped it, 1 when a job did not finish, else 0.
+
+    ``signum`` is what the study's stop file says at the end. It can be gone while jobs were stopped by
+    it: two sweeps writing into one study directory share the file (Note [Stopping a study]), and a sweep
+    that starts there removes the one an earlier study left, so a signal to one sweep stops the other,
+    whose file may then be removed by a third. Such a study names the stop file, not a signal."""
+    failures = [failure for results in returns for failure in map(_failure, results) if failure is not None]
+    lines = [f"stiefel-gan: {failure}" for failure in failures if failure.status != "not started"]
+    not_started = n_jobs - sum(map(len, returns)) + sum(f.status == "not started" for f in failures)
+    if not_started:
+        cause = (f"{signal.Signals(signum).name} stopped the study" if signum is not None else
+                 f"a stop request stopped the study (its file {Path(sweep_dir) / STOP_FILE} is gone: another sweep "
+                 "into this directory wrote it, and a later one removed it)")
+        lines.append(f"stiefel-gan: {not_started} of {n_jobs} jobs not started: {cause}")
+    return lines, 128 + signum if signum is not None else int(bool(failures) or bool(not_started))
 
 
 def _failure(result: JobReturn) -> JobFailed | None:
