@@ -535,9 +535,9 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
     if selected_elsewhere:
         protocol = None
     tuning = tune(runs, protocol, headline_key(runs), report_config.alpha) if protocol else None
-    every_finished = runs
     floor = headline_floor(runs, headline_key(runs))
-    if protocol:  # every table but the tuning section's verdicts: the selection seeds only
+    if protocol:  # the tuning verdicts take the confirm seeds; every other table the selection seeds only
+        confirm_runs = runs_on_seeds(runs, protocol.confirm_seeds)
         runs = runs_on_seeds(runs, protocol.selection_seeds)
     keys = quality_keys(runs)
     primary = keys[0] if keys else None
@@ -588,7 +588,7 @@ def write_comparison(run_dirs: list[Path], out_dir: Path, all_seed_samples: bool
             f"{key} = {_summary(summarize([r.final(key) for rs in runs.values() for r in rs]))}" for key in settings)]
     if tuning:
         def tuning_verdict(tested: TestedDifference, best: str) -> str:
-            in_floor = within_floor(runs_on_seeds(every_finished, protocol.confirm_seeds), best, baseline.label, floor)
+            in_floor = within_floor(confirm_runs, best, baseline.label, floor)
             return _verdict(tested, better_direction(headline), in_floor)
         lines += ["", *tuning_section(tuning, study_dir(runs), STATISTIC_NAMES[protocol.statistic][0],
                                       tuning_verdict, _table)]
