@@ -8,6 +8,7 @@ milliseconds.
 
 import numpy as np
 import pytest
+import torch
 
 from stiefel_gan.config.compose import compose_config
 from stiefel_gan.measure.calibration import calibrate
@@ -48,6 +49,31 @@ def test_one_class_covers_one_class(digits):
     # the 2% rule can count a second class: the classifier calls 3 of the 133 training 2s an 8
     assert all(covered in (1, 2) for covered in one.values("quality/classes_covered"))
     assert all(kl > 2.0 for kl in one.values("quality/class_kl"))  # log 10 = 2.303 for a single class
+
+
+@pytest.mark.parametrize("split,reference", [("train", "held_out"), ("all", "all")])
+def test_the_floor_resamples_the_metrics_own_reference(split, reference):
+    # independent of the calibration's rows: the evaluator's reference digits resampled by hand, each
+    # seed's draw evaluated by a DigitsEvaluator built here
+    from stiefel_gan.data.images import load_digits
+    from stiefel_gan.measure.calibration import sampling_floor
+    from stiefel_gan.metrics.digits import DigitsEvaluator
+
+    cfg = compose_config(["+budget=digits", f"data.split={split}"])
+    floor = sampling_floor(cfg, seeds=(0, 1)).values(FD)
+    evaluator = DigitsEvaluator(reference=reference, image_size=16)
+    digits = load_digits(16, split=reference).tensors[0]
+    by_hand = [evaluator.frechet_distance(digits[torch.randint(len(digits), (1000,),
+                                                               generator=torch.Generator().manual_seed(seed))])
+               for seed in (0, 1)]
+    assert floor == pytest.approx(by_hand, rel=1e-6)
+    if split == "all":
+        # what the floor was before it followed the split: the 450 held-out digits against all 1,797, larger
+        held_out = load_digits(16, split="held_out").tensors[0]
+        subset = [evaluator.frechet_distance(held_out[torch.randint(len(held_out), (1000,),
+                                                                    generator=torch.Generator().manual_seed(seed))])
+                  for seed in (0, 1)]
+        assert max(floor) < min(subset)
 
 
 def test_mixture_rows_and_the_block_written_into_a_docs_file(tmp_path, capsys):

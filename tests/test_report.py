@@ -729,7 +729,7 @@ def test_the_first_quality_table_puts_precision_and_recall_beside_the_headline_a
     assert glance["means"]["quality/digits_fd"] == f"105 ± {np.std([100.0, 110.0], ddof=1):.2g}"
     assert glance["means"]["quality/precision"] == "1 ± 0" and glance["means"]["quality/recall"] == "0 ± 0"
     assert glance["sn"]["n"] == "2" and glance["sn"]["quality/recall"].startswith("0.25 ± ")
-    # the floor at these runs' settings (data.split=all here: the held-out digits are also trained on)
+    # the floor at these runs' settings (data.split=all here: the reference is all 1,797 digits, trained on too)
     floor = sampling_floor(load_run_config(tmp_path / "study" / "sn-s0")).values("quality/digits_fd")
-    assert (f"Floor of quality/digits_fd: {np.mean(floor):.3g}, range {min(floor):.3g}-{max(floor):.3g} (held-out "
+    assert (f"Floor of quality/digits_fd: {np.mean(floor):.3g}, range {min(floor):.3g}-{max(floor):.3g} (all "
             "digits resampled, n = 1000, 5 draws).") in report

@@ -120,8 +120,8 @@ class SampleQuality:
         # (and at the run's image side, so that a copy of a real digit is that digit: DigitsEvaluator)
         self._digits = None
         if self.name == "digits":
-            self._digits = DigitsEvaluator(reference="held_out", image_size=cfg.data.image_size) \
-                if cfg.data.split == "train" else DigitsEvaluator()
+            self._digits = DigitsEvaluator(reference="held_out" if cfg.data.split == "train" else "all",
+                                           image_size=cfg.data.image_size)
         elif self.name == "stacked_digits":  # only its classifier is used: each channel's probabilities
             self._digits = DigitsEvaluator()
         self._real_rlt = None

@@ -180,8 +180,8 @@ class DigitsEvaluator:
     """Digits Fréchet distance and class coverage of generated images.
 
     Generated images are ``(N, C, H, W)`` float tensors in ``[-1, 1]`` with ``C`` in
-    ``{1, 3}`` (three channels are averaged to grey) and ``H = W >= 8`` (area-averaged
-    down to 8x8 by ``F.adaptive_avg_pool2d``).  The reference statistics are those of the
+    ``{1, 3}`` (three channels are averaged to grey) and ``H = W >= 8``, brought to the
+    classifier's 16 px by :func:`to_classifier_input`.  The reference statistics are those of the
     classifier's features over the ``reference`` digits.
 
     Both metrics cost a fixed number of forward passes per image, whatever the images show.
@@ -204,9 +204,9 @@ class DigitsEvaluator:
         ``data.split=train``, from the GAN).
     image_size : int
         The side the real digits are brought to before they go the way generated images go (upscaled
-        by :func:`~stiefel_gan.data.images.load_digits`, then pooled back to 8 px): at the GAN's side,
-        a real digit and its copy by a generator give the same features. The default 8 compares with
-        the originals.
+        by :func:`~stiefel_gan.data.images.load_digits`, then read by :func:`to_classifier_input`): at the
+        GAN's side, a real digit and its copy by a generator give the same features. The default is the
+        classifier's own 16 px.
     """
 
     def __init__(self, classifier: DigitsClassifier | None = None, batch_size: int = 512,
