@@ -29,6 +29,7 @@ from ..config.schema import Config
 from ..data.datasets import data_shape
 from ..data.images import load_digits
 from ..data.mixtures import mixture_centers, mixture_std
+from ..metrics.digits import reference_for_split
 from ..gan.builder import initial_gan, run_dataset
 from .quality import SampleQuality
 from .table import METRICS, MIXTURE_DATASETS
@@ -133,11 +134,10 @@ def reference_row(split: str) -> Row:
     held-out digits; at ``all`` it is all 1,797, which the GAN also trains on, so there the floor is also
     what a G that copies its training data gets (resampling the held-out 450 instead would add the gap
     between a quarter of the digits and all of them, and overstate the floor)."""
-    if split == "train":
-        return Row("held-out digits", "the 450 held-out digits (the reference) resampled with replacement: the "
-                   "sampling floor", _resampled(lambda data, seed: data.reference))
-    return Row("all digits", "all 1,797 digits (the reference, trained on too at data.split=all) resampled with "
-               "replacement: the sampling floor", _resampled(lambda data, seed: data.reference))
+    name, meaning = (("held-out digits", "the 450 held-out digits (the reference)") if split == "train" else
+                     ("all digits", "all 1,797 digits (the reference, trained on too at data.split=all)"))
+    return Row(name, f"{meaning} resampled with replacement: the sampling floor",
+               _resampled(lambda data, seed: data.reference))
 
 
 def digits_rows(image_size: int, split: str) -> tuple[Row, ...]:
@@ -195,7 +195,7 @@ def _data(cfg: Config, dataset) -> CalibrationData:
     train, labels = dataset.tensors
     if cfg.data.name == "digits":
         # the evaluator's reference (stiefel_gan.measure.quality.SampleQuality)
-        reference = load_digits(cfg.data.image_size, split="held_out" if cfg.data.split == "train" else "all")
+        reference = load_digits(cfg.data.image_size, split=reference_for_split(cfg.data.split))
         return CalibrationData(train, labels, reference=reference.tensors[0])
     return CalibrationData(train, labels, centers=mixture_centers(cfg.data.name), std=mixture_std(cfg.data.name))
 

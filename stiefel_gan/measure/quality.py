@@ -52,6 +52,7 @@ from ..metrics import (
     relative_living_times,
 )
 from ..metrics.fidelity import INCEPTION
+from ..metrics.digits import reference_for_split
 from ..metrics.geometry import GAMMA_PER_5000_POINTS
 from ..metrics.stacked import stacked_mode_metrics
 from .table import PREFIX, compared_keys
@@ -120,7 +121,7 @@ class SampleQuality:
         # (and at the run's image side, so that a copy of a real digit is that digit: DigitsEvaluator)
         self._digits = None
         if self.name == "digits":
-            self._digits = DigitsEvaluator(reference="held_out" if cfg.data.split == "train" else "all",
+            self._digits = DigitsEvaluator(reference=reference_for_split(cfg.data.split),
                                            image_size=cfg.data.image_size)
         elif self.name == "stacked_digits":  # only its classifier is used: each channel's probabilities
             self._digits = DigitsEvaluator()
