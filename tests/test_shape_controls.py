@@ -105,6 +105,17 @@ def test_the_long_budget_composes_with_every_digits_study(study):
                       "metrics.diagnostics_every"}
 
 
+def test_the_long_stacked_budget_changes_only_the_schedule():
+    short = compose_config(["experiment=stacked"])
+    long = compose_config(["experiment=stacked", "budget=stacked_digits_long"])
+    check_config(long)
+    assert (short.train.steps, long.train.steps, long.metrics.every) == (2000, 15000, 1000)
+    assert long.data.name == "stacked_digits" and long.metrics.n_mode_samples == short.metrics.n_mode_samples
+    differ = {k for k, v in _flat(long).items() if _flat(short).get(k) != v}
+    assert differ == {"train.steps", "train.sample_every", "train.checkpoint_every", "metrics.every",
+                      "metrics.diagnostics_every"}
+
+
 def _flat(cfg) -> dict:
     from stiefel_gan.config.schema import flatten
 
