@@ -23,10 +23,11 @@ from stiefel_gan.config.naming import default_run_name, run_tags, wandb_group
 from stiefel_gan.config.schema import register_configs
 from stiefel_gan.measure.table import HEADLINE, METRIC_GOALS
 
-STUDIES = ("baselines", "shapes", "shape_gain", "learnable", "optimizers", "tuning", "saturation", "stacked")
+STUDIES = ("baselines", "shapes", "shape_gain", "learnable", "optimizers", "tuning", "saturation", "stacked",
+           "mixtures_tuning")
 #: the comparisons with SN each study declares for its report (docs/studies.md, "Declared comparisons")
 DECLARED = {"baselines": ["fair_sn", "fair_sn_gain8", "fair_sn_gain64"], "shapes": [], "shape_gain": [], "learnable": [], "optimizers": [], "tuning": [],
-            "saturation": ["none"], "stacked": []}
+            "saturation": ["none"], "stacked": [], "mixtures_tuning": []}
 #: the contrasts between two of its variants each study declares (the same section of docs/studies.md)
 CONTRASTS = {"shape_gain": [["diag_tau0p25", "svd_tau0p25"], ["diag_tau1", "svd_tau1"], ["diag_tau4", "svd_tau4"]]}
 #: the variant presets other studies (the 2-D mixtures) rely on
@@ -98,6 +99,19 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
         assert all(sum(label.startswith(f"{method}@") for label in labels) == 6 for method in methods)
         assert {cfg.optim.preset for cfg in configs if cfg.variant.startswith("sn_miyato@")} == set("ABCDEF")
         assert all(cfg.tuning.confirm_seeds == list(range(10, 18)) for cfg in configs)
+    elif study == "mixtures_tuning":  # SN and the shaped and the flat Stiefel D, 4 settings each, on the mixtures
+        assert {cfg.data.name for cfg in configs} == {"ring8"}
+        methods = {label.split("@")[0] for label in labels}
+        assert methods == {"sn", "svd_tau0p5_flat_input", "all_flat"}
+        assert all(sum(label.startswith(f"{method}@") for label in labels) == 4 for method in methods)
+        # the two Stiefel methods differ in the spectrum only, on the same grid of lr_stiefel
+        for rate in (0.01, 0.03, 0.1, 0.3):
+            shaped, flat = ([cfg for cfg in configs if cfg.variant == f"{method}@lr_stiefel={rate}"][0]
+                            for method in ("svd_tau0p5_flat_input", "all_flat"))
+            assert shaped.optim == flat.optim and shaped.optim.lr_stiefel == rate
+            assert (shaped.disc.kind, shaped.disc.spectrum) == (flat.disc.kind, flat.disc.spectrum)
+            assert (shaped.disc.tau, shaped.disc.layers.others, flat.disc.eps) == (0.5, "flat", 1.0)
+        assert all(cfg.tuning.confirm_seeds == list(range(10, 17)) for cfg in configs)
     elif study == "optimizers":  # each optimizer over its learning-rate grid, next to the SN baseline
         assert {label.split("@")[0] for label in labels} == {"sn", "radam_matrix", "rsgd", "radam_entry"}
         assert all(len([label for label in labels if label.startswith(f"{method}@")]) >= 3
