@@ -79,6 +79,27 @@ def test_an_optimum_at_its_grid_edge_is_refused_with_the_way_to_extend_it(tmp_pa
     stops_in_one_line(["confirm", str(study), "--dry-run"], "the confirm step is not allowed yet", top, "(and 1 more unresolved)")
 
 
+def test_a_setting_undefined_on_one_selection_seed_scores_worst_and_is_not_missing(tmp_path, configs, capsys):
+    # the mixtures' mode KL is NaN where no sample lies on a mode: averaged over its other seeds alone this
+    # setting (far better there) would be chosen, and counted as missing it would block the confirm step
+    areas = selection_areas({"sn": "sn@lr_d=1e-3", "sn_miyato": "sn_miyato@optim=A",
+                             "radam_entry": "radam_entry@lr_stiefel=2e-3"})
+    areas["radam_entry@lr_stiefel=1e-3"] = {0: float("nan"), 1: 100.0, 2: 100.0}
+    study = write_runs(tmp_path, configs, areas)
+    assert main(["confirm", str(study), "--dry-run"]) == 0
+    assert "tune_radam_entry_lr_stiefel2e-3 " in capsys.readouterr().out
+    report = write_comparison(find_run_dirs(study), study).read_text()
+    assert "selection runs are missing" not in report
+    row = next(line for line in report.splitlines() if line.startswith("| radam_entry | 2e-4..1e-2 |"))
+    assert row.startswith("| radam_entry | 2e-4..1e-2 | 2e-3 | 810 |"), row
+    # every setting undefined somewhere: no best, in one line that says so, and no confirm step
+    for label in [label for label in PRESETS if label.startswith("radam_entry@")]:
+        areas[label][0] = float("nan")
+    study = write_runs(tmp_path / "undefined", configs, areas)
+    report = write_comparison(find_run_dirs(study), study).read_text()
+    assert "- radam_entry has no setting whose quality/digits_fd is defined on every selection seed" in report
+
+
 def test_an_interior_optimum_is_confirmed_on_the_confirm_seeds_only(tmp_path, configs, capsys):
     areas = selection_areas({"sn": "sn@lr_d=1e-3", "sn_miyato": "sn_miyato@optim=A",
                              "radam_entry": "radam_entry@lr_stiefel=2e-3"})

@@ -80,8 +80,10 @@ def headline_floor(runs: dict[str, list[Run]], key: str | None) -> Floor | None:
 
 def within_floor(runs: dict[str, list[Run]], first: str, second: str, floor: Floor | None) -> bool:
     """Whether variants ``first`` and ``second`` both have a mean final value of the floor's key within the
-    floor: a difference between them is not called (Note [the floor])."""
+    floor: a difference between them is not called (Note [the floor]). A variant without runs (a tuning best
+    whose confirm runs have not been made) has no mean, so it is not within the floor."""
     if floor is None:
         return False
-    means = [summarize(list(seed_statistic(runs[label], floor.key, "final").values())).mean for label in (first, second)]
+    means = [summarize(list(seed_statistic(runs.get(label, []), floor.key, "final").values())).mean
+             for label in (first, second)]
     return all(floor.holds(mean) for mean in means)

@@ -62,9 +62,9 @@ def runs_on_seeds(runs: dict[str, list[Run]], seeds) -> dict[str, list[Run]]:
 @dataclass(frozen=True)
 class MethodChoice:
     """One method's grid on the selection seeds: each setting's ``score`` (the mean of the protocol's
-    statistic over the selection seeds it has, signed so that smaller is better; NaN without runs), the
-    ``best`` setting, and why the best cannot be confirmed yet (``problem``: its grid's edge, or selection
-    runs missing; None when it can)."""
+    statistic over the selection seeds it has, signed so that smaller is better; NaN without runs, +inf
+    where the statistic is undefined on a seed), the ``best`` setting, and why the best cannot be confirmed
+    yet (``problem``: its grid's edge, selection runs missing, or no setting defined; None when it can)."""
 
     method: str
     grid: list[Setting]
@@ -84,7 +84,15 @@ def _edge_problem(method: str, grid: list[Setting], best: Setting) -> str | None
 
 def choose_settings(runs: dict[str, list[Run]], protocol: TuningConfig, key: str) -> dict[str, MethodChoice]:
     """Each method's best setting by the mean of ``protocol.statistic`` of ``key`` over the selection seeds
-    only (Note [selection and confirmation seeds]); ``runs``: every finished run of the study."""
+    only (Note [selection and confirmation seeds]); ``runs``: every finished run of the study.
+
+    Note [an undefined statistic is the worst outcome]
+        A finished run can leave its statistic undefined: the mode KL of the 2-D mixtures is NaN at an
+        evaluation where no sample lies within 3 std of any mode (stiefel_gan.metrics.toy), so the mean of
+        its last 3 evaluations is NaN too. That is the worst a run can do, not a missing run: such a setting
+        scores worse than every defined one (+inf) instead of being averaged over its other seeds, which
+        would rank it by its lucky seeds, or blocking the study as if a run had not been made.
+    """
     selection = runs_on_seeds(runs, protocol.selection_seeds)
     sign = -1.0 if better_direction(key) == "higher" else 1.0
     sn = sn_variants(runs)
@@ -96,15 +104,25 @@ def choose_settings(runs: dict[str, list[Run]], protocol: TuningConfig, key: str
         score, missing = {}, []
         for setting in grid:
             values = seed_statistic(selection.get(setting.label, []), key, protocol.statistic)
-            finite = [v for v in values.values() if math.isfinite(v)]
-            score[setting.label] = sign * float(np.mean(finite)) if finite else math.nan
-            lacking = sorted(set(protocol.selection_seeds) - {s for s, v in values.items() if math.isfinite(v)})
+            lacking = sorted(set(protocol.selection_seeds) - set(values))
             if lacking:
                 missing.append(f"{setting.label} (seeds {lacking})")
+            if not values:
+                score[setting.label] = math.nan
+            elif any(not math.isfinite(v) for v in values.values()):
+                score[setting.label] = math.inf  # Note [an undefined statistic is the worst outcome]
+            else:
+                score[setting.label] = sign * float(np.mean(list(values.values())))
         scored = [setting for setting in grid if math.isfinite(score[setting.label])]
         best = min(scored, key=lambda setting: score[setting.label]) if scored else None
-        problem = (f"{method}'s selection runs are missing: {', '.join(missing)}; run them on the selection seeds "
-                   f"{list(protocol.selection_seeds)}" if missing else _edge_problem(method, grid, best))
+        if missing:
+            problem = (f"{method}'s selection runs are missing: {', '.join(missing)}; run them on the selection "
+                       f"seeds {list(protocol.selection_seeds)}")
+        elif best is None:
+            problem = (f"{method} has no setting whose {key} is defined on every selection seed; extend its grid "
+                       "toward settings that learn")
+        else:
+            problem = _edge_problem(method, grid, best)
         choices[method] = MethodChoice(method, grid, score, best, problem, all(s.label in sn for s in grid))
     return choices
 
