@@ -99,14 +99,14 @@ def test_every_job_of_a_study_composes_and_passes_the_checks(study):
         assert all(sum(label.startswith(f"{method}@") for label in labels) == 6 for method in methods)
         assert {cfg.optim.preset for cfg in configs if cfg.variant.startswith("sn_miyato@")} == set("ABCDEF")
         assert all(cfg.tuning.confirm_seeds == list(range(10, 18)) for cfg in configs)
-    elif study == "mixtures_tuning":  # SN and the shaped and the flat Stiefel D, 4 settings each, on the mixtures
+    elif study == "mixtures_tuning":  # SN and the shaped and the flat Stiefel D, 5 settings each, on the mixtures
         assert {cfg.data.name for cfg in configs} == {"ring8"}
         methods = {label.split("@")[0] for label in labels}
         assert methods == {"sn", "svd_tau0p5_flat_input", "all_flat"}
-        assert all(sum(label.startswith(f"{method}@") for label in labels) == 4 for method in methods)
+        assert all(sum(label.startswith(f"{method}@") for label in labels) == 5 for method in methods)
         # the two Stiefel methods differ in the spectrum only, on the same grid of lr_stiefel
-        for rate in (0.01, 0.03, 0.1, 0.3):
-            shaped, flat = ([cfg for cfg in configs if cfg.variant == f"{method}@lr_stiefel={rate}"][0]
+        for rate in (0.01, 0.03, 0.1, 0.3, 1.0):
+            shaped, flat = ([cfg for cfg in configs if cfg.variant == f"{method}@lr_stiefel={rate:g}"][0]
                             for method in ("svd_tau0p5_flat_input", "all_flat"))
             assert shaped.optim == flat.optim and shaped.optim.lr_stiefel == rate
             assert (shaped.disc.kind, shaped.disc.spectrum) == (flat.disc.kind, flat.disc.spectrum)
