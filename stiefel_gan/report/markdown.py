@@ -49,6 +49,7 @@ from .floor import Floor, headline_floor, within_floor
 from .figures import plot_curves, plot_gradient_norms, plot_operator_spectra, plot_samples, plot_spectra
 from .tuning import chosen_elsewhere, runs_on_seeds, study_dir, tune, tuning_protocol, tuning_section
 from .summary import (
+    STATISTIC_NAMES,
     HEADLINE,
     MAX_SEEDS_SHOWN,
     MEASUREMENT_SETTINGS,
@@ -72,11 +73,6 @@ from .summary import (
 )
 
 #: what each of :data:`~stiefel_gan.config.schema.REPORT_STATISTICS` is called in a sentence and in a column
-STATISTIC_NAMES = {"final": ("final value", "final"),
-                   "last": (f"mean of the last {LAST_EVALUATIONS} evaluations", f"last {LAST_EVALUATIONS}"),
-                   "area": ("area under the curve (its time average)", "AUC")}
-
-
 def _summary(summary: Summary) -> str:
     if summary.n == 0:
         return "-"

@@ -25,6 +25,7 @@ from ..config.schema import (
 )
 from ..measure.regression import ClusteredFit, clustered_least_squares
 from ..measure.statistics import (
+    LAST_EVALUATIONS,
     PairedDifference,
     TestedDifference,
     curve_area,
@@ -36,6 +37,11 @@ from ..measure.statistics import (
 from ..measure.table import HEADLINE as DATASET_HEADLINES
 from ..measure.table import METRICS, PREFIX, REPORT_RANKING, goal_of
 from .discovery import SETTING_SEPARATOR, Run, lookup
+
+#: each report statistic's name in a sentence and in a table's header
+STATISTIC_NAMES = {"final": ("final value", "final"),
+                   "last": (f"mean of the last {LAST_EVALUATIONS} evaluations", f"last {LAST_EVALUATIONS}"),
+                   "area": ("area under the curve (its time average)", "AUC")}
 
 #: losses and D's mean outputs: their own table, in this order
 HEADLINE = ("loss/d", "loss/g", "d/real", "d/fake")

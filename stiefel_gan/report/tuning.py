@@ -30,7 +30,8 @@ from ..config.schema import TuningConfig
 from ..config.tuning import Setting, grid_text, is_numeric, method_grids
 from ..measure.statistics import PairedDifference, TestedDifference, holm_decisions, paired_difference
 from .discovery import Run, find_run_dirs, group_variants, load_runs
-from .summary import Baseline, better_direction, headline_key, report_settings, seed_statistic, sn_variants
+from .summary import (STATISTIC_NAMES, Baseline, better_direction, headline_key, report_settings, seed_statistic,
+                      sn_variants)
 
 
 def tuning_protocol(runs: dict[str, list[Run]]) -> TuningConfig | None:
@@ -161,7 +162,8 @@ def tune(runs: dict[str, list[Run]], protocol: TuningConfig, key: str, alpha: fl
         baseline = Baseline(None, f"SN's best is unresolved ({unresolved[0]})")
     else:
         best = min(sn_choices, key=lambda c: c.score[c.best.label]).best
-        baseline = Baseline(best.label, f"SN's best setting, by the {protocol.statistic} of {key} on the selection "
+        statistic = STATISTIC_NAMES[protocol.statistic][0]
+        baseline = Baseline(best.label, f"SN's best setting, by the {statistic} of {key} on the selection "
                                         f"seeds {list(protocol.selection_seeds)}, of {sum(len(c.grid) for c in sn_choices)} "
                                         "SN settings")
     confirm = runs_on_seeds(runs, protocol.confirm_seeds)
@@ -259,7 +261,7 @@ def tuning_section(outcome: TuningOutcome, study_dir: str, statistic_name: str, 
     report does."""
     p, key = outcome.protocol, outcome.key
     lines = ["## Tuning protocol (declared with the study: `tuning.*`)", "",
-             f"Each method's best setting: the best mean {statistic_name} of {key} over the **selection seeds "
+             f"Each method's best setting: the best {statistic_name} of {key}, averaged over the **selection seeds "
              f"{list(p.selection_seeds)} only**; every table above shows those seeds only. Verdicts: each method's "
              f"best minus SN's best on the **confirm seeds {list(p.confirm_seeds)} only** (never a seed that "
              "selected it), paired by seed, sign-flip p-values, Holm over the methods compared. A best at its "
