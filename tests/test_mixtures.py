@@ -1,14 +1,20 @@
-"""The 2-D mixture study: its Hydra axes and W&B sweep agree, its budget composes for every variant, and
-its SN baseline learns (real Hydra composition, a real training run, the run's own metrics read back)."""
+"""The 2-D mixture study: its Hydra axes and W&B sweep agree, its budget composes for every variant, its SN
+baseline learns (real Hydra composition, a real training run, the run's own metrics read back), and an
+evaluation with no sample on any mode reads as the worst mode KL."""
 
+import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from helpers import sweeper_axes
 
 from stiefel_gan.config.compose import compose_config
-from stiefel_gan.measure.table import HEADLINE, METRIC_GOALS
+from stiefel_gan.data.mixtures import mixture_centers, mixture_std
+from stiefel_gan.measure.table import HEADLINE, METRIC_GOALS, evaluation_reading
+from stiefel_gan.metrics.toy import mode_metrics
+from stiefel_gan.report.discovery import Run
 from stiefel_gan.run.records import read_metrics
 from stiefel_gan.run.runner import execute, prepare
 
@@ -94,3 +100,25 @@ def test_short_sn_baseline_learns(tmp_path, data):
     assert untrained["quality/modes_covered"] == (1 if data == "grid25" else 0)
     assert final["quality/modes_covered"] >= min_modes
     assert final["quality/high_quality_fraction"] >= min_high_quality
+
+
+def test_an_evaluation_with_no_sample_on_a_mode_reads_as_the_worst_mode_kl():
+    # three evaluations of one ring8 run: spread over every mode, all on one mode, then on none (the
+    # metric's own output, NaN mode KL); a fourth row whose mode metrics were not measured at all
+    centers, std = mixture_centers("ring8").numpy().astype(np.float64), mixture_std("ring8")
+    rng = np.random.default_rng(0)
+    spread = centers.repeat(25, axis=0) + rng.normal(0, std / 3, (200, 2))
+    one_mode = centers[:1].repeat(200, axis=0)
+    off_every_mode = np.zeros((200, 2))  # the ring's centre, radius 2 from every mode
+    rows = [{"step": step, **{f"quality/{k}": v for k, v in mode_metrics(samples, centers, std).items()}}
+            for step, samples in ((1000, spread), (2000, one_mode), (3000, off_every_mode))]
+    assert rows[2]["quality/modes_covered"] == 0 and math.isnan(rows[2]["quality/mode_kl"])
+    rows.append({"step": 4000, "quality/mode_kl": float("nan"), "quality/modes_covered": float("nan"),
+                 "quality/n_modes": 8})
+    run = Run(Path("ring8-s0"), {"train": {"seed": 0}}, rows)
+    steps, values = run.curve("quality/mode_kl")
+    assert steps == [1000, 2000, 3000]  # the unmeasured evaluation is no reading
+    assert values[0] == pytest.approx(0.0, abs=1e-12)
+    # every sample on one mode is KL log 8, the most a histogram can be from uniform; none on any is read as it
+    assert values[1] == pytest.approx(math.log(8)) and values[2] == values[1]
+    assert evaluation_reading(rows[2], "quality/modes_covered") == 0.0

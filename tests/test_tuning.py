@@ -80,8 +80,8 @@ def test_an_optimum_at_its_grid_edge_is_refused_with_the_way_to_extend_it(tmp_pa
 
 
 def test_a_setting_undefined_on_one_selection_seed_scores_worst_and_is_not_missing(tmp_path, configs, capsys):
-    # the mixtures' mode KL is NaN where no sample lies on a mode: averaged over its other seeds alone this
-    # setting (far better there) would be chosen, and counted as missing it would block the confirm step
+    # a run with no reading of the key at any evaluation has no statistic: averaged over its other seeds alone
+    # this setting (far better there) would be chosen, and counted as missing it would block the confirm step
     areas = selection_areas({"sn": "sn@lr_d=1e-3", "sn_miyato": "sn_miyato@optim=A",
                              "radam_entry": "radam_entry@lr_stiefel=2e-3"})
     areas["radam_entry@lr_stiefel=1e-3"] = {0: float("nan"), 1: 100.0, 2: 100.0}

@@ -15,6 +15,7 @@ within one run): those are logged next to the numbers and listed by the report, 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 PREFIX = "quality/"
@@ -121,6 +122,28 @@ METRIC_GOALS = {metric.key: metric.goal for metric in METRICS if metric.goal is 
 
 #: dataset -> ``(headline key, goal)``
 OBJECTIVES = {dataset: (key, BY_KEY[key].goal) for dataset, key in HEADLINE.items()}
+
+
+def evaluation_reading(row: dict, key: str) -> float | None:
+    """The value of ``key`` in one logged row, as tables and tests read it: the number where it is finite;
+    for the mode KL where no sample counted (``modes_covered`` 0 of a logged ``n_modes``), ``log(n_modes)``
+    (Note [an empty mode histogram reads as the worst]); None where nothing was measured.
+
+    Note [an empty mode histogram reads as the worst]
+        The KL of a mode histogram from uniform is at most ``log M``, reached with every sample on one
+        mode; with no sample that counts the histogram is undefined and the metric logs NaN
+        (:func:`stiefel_gan.metrics.toy.kl_from_uniform`). Such an evaluation is a generator that hit no
+        mode at all, at least as bad as one that hit a single mode, so it reads as ``log M``. Dropped as
+        "not measured", it would let a run that collapsed at its end be scored by its evaluations before
+        the collapse.
+    """
+    value = row.get(key)
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    modes, covered = row.get(PREFIX + "n_modes"), row.get(PREFIX + "modes_covered")
+    if key == PREFIX + "mode_kl" and isinstance(modes, (int, float)) and modes >= 1 and covered == 0:
+        return math.log(modes)
+    return None
 
 
 def goal_of(name: str) -> str | None:

@@ -20,6 +20,7 @@ from ..config.naming import NOT_VARIANT_KEYS, disc_label
 from ..config.paths import CONFIG_FILE, METRICS_FILE, RunDir
 from ..config.schema import flatten
 from ..config.tuning import SETTING_SEPARATOR  # noqa: F401 (the report's modules import it from here)
+from ..measure.table import evaluation_reading
 from ..run.records import read_metrics, read_status
 
 
@@ -106,12 +107,13 @@ class Run:
         return self.status is None or self.status["status"] == "finished"
 
     def curve(self, key: str) -> tuple[list[int], list[float]]:
-        """Steps and finite values where ``key`` was logged (the last value of a step that was logged twice)."""
+        """Steps and values where ``key`` was measured, read by
+        :func:`~stiefel_gan.measure.table.evaluation_reading` (the last value of a step logged twice)."""
         by_step = {}
         for row in self.rows:
-            value = row.get(key)
-            if isinstance(value, (int, float)) and math.isfinite(value):
-                by_step[int(row["step"])] = float(value)
+            value = evaluation_reading(row, key)
+            if value is not None:
+                by_step[int(row["step"])] = value
         steps = sorted(by_step)
         return steps, [by_step[s] for s in steps]
 

@@ -88,11 +88,12 @@ def choose_settings(runs: dict[str, list[Run]], protocol: TuningConfig, key: str
     only (Note [selection and confirmation seeds]); ``runs``: every finished run of the study.
 
     Note [an undefined statistic is the worst outcome]
-        A finished run can leave its statistic undefined: the mode KL of the 2-D mixtures is NaN at an
-        evaluation where no sample lies within 3 std of any mode (stiefel_gan.metrics.toy), so the mean of
-        its last 3 evaluations is NaN too. That is the worst a run can do, not a missing run: such a setting
-        scores worse than every defined one (+inf) instead of being averaged over its other seeds, which
-        would rank it by its lucky seeds, or blocking the study as if a run had not been made.
+        A finished run can leave its statistic undefined: a key with no reading at any evaluation has no
+        curve, so no final value, mean or area (an evaluation with no sample on any mode does have one:
+        Note [an empty mode histogram reads as the worst] in stiefel_gan.measure.table). That run was made
+        and measured nothing good, so its setting scores worse than every defined one (+inf), instead of
+        being averaged over its other seeds, which would rank it by its lucky seeds, or blocking the study
+        as if a run had not been made.
     """
     selection = runs_on_seeds(runs, protocol.selection_seeds)
     sign = -1.0 if better_direction(key) == "higher" else 1.0
