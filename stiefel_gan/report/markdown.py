@@ -49,12 +49,12 @@ from .floor import Floor, headline_floor, within_floor
 from .figures import plot_curves, plot_gradient_norms, plot_operator_spectra, plot_samples, plot_spectra
 from .tuning import chosen_elsewhere, runs_on_seeds, study_dir, tune, tuning_protocol, tuning_section
 from .summary import (
-    STATISTIC_NAMES,
     HEADLINE,
     MAX_SEEDS_SHOWN,
     MEASUREMENT_SETTINGS,
     PER_LAYER_PREFIXES,
     PREFIX,
+    STATISTIC_NAMES,
     Baseline,
     HeadlineRegression,
     baseline_check,
@@ -72,7 +72,7 @@ from .summary import (
     seed_statistic,
 )
 
-#: what each of :data:`~stiefel_gan.config.schema.REPORT_STATISTICS` is called in a sentence and in a column
+
 def _summary(summary: Summary) -> str:
     if summary.n == 0:
         return "-"

@@ -38,7 +38,7 @@ from ..measure.table import HEADLINE as DATASET_HEADLINES
 from ..measure.table import METRICS, PREFIX, REPORT_RANKING, goal_of
 from .discovery import SETTING_SEPARATOR, Run, lookup
 
-#: each report statistic's name in a sentence and in a table's header
+#: what each of :data:`~stiefel_gan.config.schema.REPORT_STATISTICS` is called in a sentence and in a column
 STATISTIC_NAMES = {"final": ("final value", "final"),
                    "last": (f"mean of the last {LAST_EVALUATIONS} evaluations", f"last {LAST_EVALUATIONS}"),
                    "area": ("area under the curve (its time average)", "AUC")}
